@@ -1,0 +1,70 @@
+// swift-tools-version: 6.2
+// Forge: a distributed training system. Targets follow the layers in DESIGN.md, bottom to top;
+// each imports only targets below it.
+import PackageDescription
+
+/// One set of Swift settings for every Forge target (never a command-line flag, which would
+/// also hit dependencies).
+let forgeSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .treatAllWarnings(as: .error),
+]
+
+let package = Package(
+    name: "Forge",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "forge", targets: ["forge"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // 1. C shims: headers and link lines, no logic (CFloatEnv holds the MXCSR lines Swift cannot express).
+        .systemLibrary(name: "CZeroMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"])]),
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .target(name: "CFloatEnv"),
+
+        // Seeded, reproducible randomness shared by the data and NN layers.
+        .target(name: "ForgeRandom", swiftSettings: forgeSettings),
+        // 4. Compute core: tensors on a Device; the CPU device over OpenBLAS.
+        .target(name: "ForgeTensor", dependencies: ["CBLAS", "CFloatEnv", "ForgeRandom"], swiftSettings: forgeSettings),
+        // 5. NN: layers, losses, optimizers, initialisers, seeded randomness.
+        .target(name: "ForgeNN", dependencies: ["ForgeTensor", "ForgeRandom"], swiftSettings: forgeSettings),
+        // File formats of artifacts: gzip, tar, safetensors.
+        .target(name: "ForgeArchive", dependencies: ["CZlib"], swiftSettings: forgeSettings),
+        // 6. Data: readers, shuffling, batching, shards.
+        .target(name: "ForgeData", dependencies: ["ForgeArchive", "ForgeRandom"], swiftSettings: forgeSettings),
+        // 9. Training: hyperparameters, built-in algorithms, trainer, checkpoints, metrics.
+        .target(
+            name: "ForgeTraining",
+            dependencies: [
+                "ForgeNN", "ForgeData", "ForgeArchive",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: forgeSettings
+        ),
+        // 15. The one executable.
+        .executableTarget(
+            name: "forge",
+            dependencies: [
+                "ForgeTraining", "ForgeTensor",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: forgeSettings
+        ),
+
+        .testTarget(name: "ShimTests", dependencies: ["CZeroMQ", "CBLAS", "CFloatEnv"], swiftSettings: forgeSettings),
+        .testTarget(name: "ForgeRandomTests", dependencies: ["ForgeRandom"], swiftSettings: forgeSettings),
+        .testTarget(name: "ForgeTensorTests", dependencies: ["ForgeTensor"], swiftSettings: forgeSettings),
+        .testTarget(name: "ForgeNNTests", dependencies: ["ForgeNN"], swiftSettings: forgeSettings),
+        .testTarget(name: "ForgeArchiveTests", dependencies: ["ForgeArchive"], swiftSettings: forgeSettings),
+        .testTarget(name: "ForgeDataTests", dependencies: ["ForgeData"], swiftSettings: forgeSettings),
+        .testTarget(name: "ForgeTrainingTests", dependencies: ["ForgeTraining"], swiftSettings: forgeSettings),
+        .testTarget(name: "ForgeIntegrationTests", dependencies: ["ForgeArchive"], swiftSettings: forgeSettings),
+    ]
+)
