@@ -1,0 +1,76 @@
+// All of a model's parameters in one flat value buffer and one flat gradient buffer.
+import ForgeRandom
+import ForgeTensor
+
+/// One contiguous block of parameters and their gradients.
+///
+/// Concurrency: not Sendable (it owns tensors); confined to the training thread.
+public final class ParameterBlock {
+    public let device: any Device
+    /// Every parameter value, flat, in declaration order.
+    public let values: Tensor
+    /// Every gradient, flat, in the same order.
+    public let gradients: Tensor
+    public let parameters: [Parameter]
+
+    public var count: Int { values.count }
+
+    /// Lays out `specs` (full names → spec) in order and fills them from `seed`.
+    public init(specs: [(name: String, spec: ParameterSpec)], seed: UInt64, device: any Device) {
+        self.device = device
+        let total = specs.reduce(0) { $0 + $1.spec.shape.reduce(1, *) }
+        values = Tensor(zeros: [total], on: device)
+        gradients = Tensor(zeros: [total], on: device)
+        var random = CounterRandom(seed: seed).stream(0x1417)
+        var offset = 0
+        var bound = [Parameter]()
+        for (name, spec) in specs {
+            let count = spec.shape.reduce(1, *)
+            let value = Tensor(storage: values.storage, offset: offset, shape: spec.shape)
+            let gradient = Tensor(storage: gradients.storage, offset: offset, shape: spec.shape)
+            let initial = spec.initializer.values(count: count, random: &random)
+            initial.withUnsafeBufferPointer { device.copy(from: $0, to: value) }
+            bound.append(Parameter(name: name, value: value, gradient: gradient, offset: offset))
+            offset += count
+        }
+        parameters = bound
+    }
+
+    /// The parameter called `name`.
+    public subscript(name: String) -> Parameter? { parameters.first { $0.name == name } }
+
+    /// Name, shape and host values of every parameter, in order.
+    public func namedValues() -> [(name: String, shape: [Int], values: [Float])] {
+        parameters.map { ($0.name, $0.value.shape, $0.value.toArray()) }
+    }
+
+    /// Replaces all values from host data; throws a description of the first mismatch.
+    public func load(_ named: [String: (shape: [Int], values: [Float])]) throws(ParameterLoadError) {
+        for parameter in parameters {
+            guard let entry = named[parameter.name] else { throw .missing(parameter.name) }
+            guard entry.shape == parameter.value.shape, entry.values.count == parameter.value.count else {
+                throw .shapeMismatch(name: parameter.name, expected: parameter.value.shape, found: entry.shape)
+            }
+            entry.values.withUnsafeBufferPointer { device.copy(from: $0, to: parameter.value) }
+        }
+    }
+
+    /// Copies all values from another block of the same layout.
+    public func copyValues(from other: ParameterBlock) {
+        device.copy(from: other.values, to: values)
+    }
+}
+
+/// Why parameters could not be loaded.
+public enum ParameterLoadError: Error, Equatable, CustomStringConvertible {
+    case missing(String)
+    case shapeMismatch(name: String, expected: [Int], found: [Int])
+
+    public var description: String {
+        switch self {
+        case .missing(let name): return "parameter '\(name)' is missing from the file"
+        case .shapeMismatch(let name, let expected, let found):
+            return "parameter '\(name)' has shape \(found) in the file, the model needs \(expected)"
+        }
+    }
+}

@@ -1,0 +1,53 @@
+// A chain of layers sharing one parameter block.
+import ForgeTensor
+
+/// Layers applied in order. Parameters are named `layers.<index>.<name>`.
+///
+/// Concurrency: not Sendable; confined to the training thread.
+public final class Sequential {
+    public let layers: [any Layer]
+    public let parameters: ParameterBlock
+    public let device: any Device
+    public let maxBatch: Int
+
+    /// Builds the parameter block from `seed` and prepares buffers for batches up to `maxBatch`.
+    public init(_ layers: [any Layer], maxBatch: Int, seed: UInt64, device: any Device) {
+        for (previous, next) in zip(layers, layers.dropFirst()) {
+            precondition(previous.outputWidth == next.inputWidth, "layer widths \(previous.outputWidth) → \(next.inputWidth) do not chain")
+        }
+        self.layers = layers
+        self.device = device
+        self.maxBatch = maxBatch
+        var specs = [(name: String, spec: ParameterSpec)]()
+        for (index, layer) in layers.enumerated() {
+            for spec in layer.parameterSpecs { specs.append(("layers.\(index).\(spec.name)", spec)) }
+        }
+        parameters = ParameterBlock(specs: specs, seed: seed, device: device)
+        var cursor = 0
+        for layer in layers {
+            let count = layer.parameterSpecs.count
+            layer.bind(Array(parameters.parameters[cursor..<cursor + count]))
+            cursor += count
+            layer.prepare(maxBatch: maxBatch, device: device)
+        }
+    }
+
+    public var inputWidth: Int { layers.first?.inputWidth ?? 0 }
+    public var outputWidth: Int { layers.last?.outputWidth ?? 0 }
+
+    /// Runs every layer; the result is a view into the last layer's buffer.
+    public func forward(_ input: Tensor, context: ForwardContext) -> Tensor {
+        precondition(input.shape[0] <= maxBatch, "batch of \(input.shape[0]) exceeds the prepared \(maxBatch)")
+        return layers.reduce(input) { $1.forward($0, context: context) }
+    }
+
+    /// Back-propagates `gradOutput` through every layer, writing all parameter gradients.
+    /// The first layer's input gradient is not computed.
+    public func backward(_ gradOutput: Tensor) {
+        var gradient = gradOutput
+        for (index, layer) in layers.enumerated().reversed() {
+            guard let next = layer.backward(gradient, needInputGradient: index > 0) else { break }
+            gradient = next
+        }
+    }
+}
