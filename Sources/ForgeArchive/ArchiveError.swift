@@ -14,6 +14,14 @@ public enum ArchiveError: Error, Equatable, CustomStringConvertible {
     case corruptSafetensors(reason: String)
     /// A named entry or tensor was not found.
     case missing(String)
+    /// A tar entry is well formed but of a kind Forge does not handle (a symbolic link, a device,
+    /// a directory carrying bytes); `name` is the entry's path.
+    case unsupportedEntry(name: String, reason: String)
+    /// A tensor cannot be written or read as asked (bad name, byte count that does not match
+    /// its shape, the wrong dtype for a typed accessor); `name` is the tensor's name.
+    case invalidTensor(name: String, reason: String)
+    /// A file-system operation failed while extracting; `path` is the file or folder involved.
+    case fileSystem(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -29,6 +37,12 @@ public enum ArchiveError: Error, Equatable, CustomStringConvertible {
             return "corrupt safetensors file: \(reason)"
         case .missing(let name):
             return "'\(name)' not found in the archive"
+        case .unsupportedEntry(let name, let reason):
+            return "unsupported tar entry '\(name)': \(reason)"
+        case .invalidTensor(let name, let reason):
+            return "invalid tensor '\(name)': \(reason)"
+        case .fileSystem(let path, let reason):
+            return "file-system error at '\(path)': \(reason)"
         }
     }
 }

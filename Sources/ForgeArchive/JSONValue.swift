@@ -1,0 +1,42 @@
+// A minimal JSON value tree for the safetensors header, and JSON string quoting for the writer.
+
+/// A parsed JSON value. Objects keep their members in document order (keys are unique: the
+/// parser refuses duplicates). Numbers keep their literal text so that integers are read
+/// exactly, with no round trip through `Double`.
+enum JSONValue {
+    case object([(key: String, value: JSONValue)])
+    case array([JSONValue])
+    case string(String)
+    /// The number's literal text, already checked against the JSON number grammar.
+    case number(String)
+    case bool(Bool)
+    case null
+
+    /// The value as a non-negative integer, or nil when it is anything else (fractions,
+    /// exponents, negatives, values past `Int.max`).
+    var nonNegativeInteger: Int? {
+        guard case .number(let literal) = self, let value = Int(literal), value >= 0 else { return nil }
+        return value
+    }
+
+    /// `text` as a JSON string literal, quotes included. Control characters, `"` and `\` are
+    /// escaped; everything else stays as UTF-8.
+    static func quoted(_ text: String) -> String {
+        var result = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": result += "\\\""
+            case "\\": result += "\\\\"
+            case "\n": result += "\\n"
+            case "\r": result += "\\r"
+            case "\t": result += "\\t"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                result += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default:
+                result.unicodeScalars.append(scalar)
+            }
+        }
+        return result + "\""
+    }
+}

@@ -1,0 +1,275 @@
+// The training loop of the built-in algorithms: seeded epochs of shuffled mini-batches,
+// forward, loss, backward, optimizer step; validation each epoch; early stopping; checkpoints
+// every N steps and at each epoch's end; resume from the newest checkpoint to the same result
+// as an uninterrupted run.
+import ForgeArchive
+import ForgeData
+import ForgeNN
+import ForgeTensor
+
+/// The outcome of a run.
+public struct TrainingResult {
+    public var model: TrainedModel
+    /// Final metrics in report order (train first).
+    public var metrics: [MetricValue]
+    public var state: TrainerState
+}
+
+/// Trains one built-in model on one device.
+///
+/// Concurrency: not Sendable; it owns tensors. Run it on one thread that has FTZ/DAZ set.
+public final class Trainer {
+    public let plan: TrainingPlan
+    public let data: PreparedData
+    public let spec: ModelSpec
+    public let model: Sequential
+    public let device: any Device
+    private let optimizer: any Optimizer
+    private let loss: any Loss
+    private let batchSize: Int
+    private let inputs: Tensor
+    private let targets: Tensor
+    private let outputGradient: Tensor
+    private var stagingFeatures: [Float]
+    private var stagingLabels: [Float]
+    private var best: ParameterBlock?
+    private var state = TrainerState()
+
+    public init(plan: TrainingPlan, data: PreparedData, device: any Device) {
+        self.plan = plan
+        self.data = data
+        self.device = device
+        spec = ModelSpec(plan: plan, inputWidth: data.train.width, numClasses: data.numClasses)
+        batchSize = min(plan.miniBatchSize, data.train.count)
+        let evaluationRows = max(batchSize, min(1024, max(data.validation?.count ?? 0, data.train.count)))
+        model = spec.build(maxBatch: evaluationRows, seed: plan.seed, device: device)
+        loss = spec.loss
+        optimizer = switch plan.optimizer {
+        case .sgd: SGD(model.parameters, learningRate: plan.learningRate, momentum: plan.momentum, weightDecay: plan.weightDecay)
+        case .adam: Adam(model.parameters, learningRate: plan.learningRate, beta1: plan.beta1, beta2: plan.beta2, weightDecay: plan.weightDecay)
+        case .adamw: Adam(model.parameters, learningRate: plan.learningRate, beta1: plan.beta1, beta2: plan.beta2,
+                          weightDecay: plan.weightDecay, decoupled: true)
+        }
+        inputs = Tensor(zeros: [evaluationRows, data.train.width], on: device)
+        targets = Tensor(zeros: [evaluationRows], on: device)
+        outputGradient = Tensor(zeros: [evaluationRows, model.outputWidth], on: device)
+        stagingFeatures = [Float](repeating: 0, count: evaluationRows * data.train.width)
+        stagingLabels = [Float](repeating: 0, count: evaluationRows)
+        state.seed = plan.seed
+        state.hyperparameters = plan.resolved
+        state.trainRecords = data.train.count
+        state.features = data.train.width
+        if plan.earlyStoppingPatience > 0, data.validation != nil {
+            best = spec.build(maxBatch: 1, seed: plan.seed, device: device).parameters
+        }
+    }
+
+    private var earlyStopping: Bool { best != nil }
+
+    /// Trains to the end (or to an early stop), resuming from `checkpoints` when it holds one.
+    public func run(checkpoints: CheckpointStore? = nil, observer: any TrainingObserver = SilentObserver()) throws(TrainingError) -> TrainingResult {
+        if let checkpoints, let (checkpoint, path) = try checkpoints.loadLatest() {
+            try restore(checkpoint, path: path)
+            observer.resumed(fromStep: state.step, epoch: state.epoch + 1, path: path)
+        }
+        let order = EpochOrder(count: data.train.count, seed: plan.seed)
+        let ranges = order.batchRanges(batchSize: batchSize)
+        observer.trainingStarted(RunSummary(trainRecords: data.train.count, validationRecords: data.validation?.count ?? 0,
+                                            features: data.train.width, classes: spec.numClasses,
+                                            parameterCount: model.parameters.count, stepsPerEpoch: ranges.count, epochs: plan.epochs))
+        while !state.finished && state.epoch < plan.epochs {
+            let permutation = order.permutation(epoch: state.epoch)
+            observer.epochStarted(epoch: state.epoch + 1, batches: ranges.count)
+            while state.batchInEpoch < ranges.count {
+                let indices = permutation[ranges[state.batchInEpoch]]
+                let batchLoss = trainStep(indices: indices)
+                state.epochLossSum += batchLoss
+                state.epochSamples += indices.count
+                state.batchInEpoch += 1
+                state.step += 1
+                observer.stepCompleted(epoch: state.epoch + 1, batch: state.batchInEpoch, batches: ranges.count,
+                                       step: state.step, loss: batchLoss / Double(indices.count))
+                if let checkpoints, plan.checkpointSteps > 0, state.step % plan.checkpointSteps == 0 {
+                    observer.checkpointSaved(path: try checkpoints.save(makeCheckpoint()), step: state.step)
+                }
+            }
+            let report = finishEpoch()
+            observer.epochCompleted(report)
+            if state.finished { observer.stoppedEarly(epoch: state.epoch, bestEpoch: state.bestEpoch) }
+            if let checkpoints, plan.checkpointSteps == 0 || state.step % plan.checkpointSteps != 0 {
+                observer.checkpointSaved(path: try checkpoints.save(makeCheckpoint()), step: state.step)
+            }
+        }
+        state.finished = true
+        if let best { model.parameters.copyValues(from: best) }
+        let metrics = finalMetrics()
+        return TrainingResult(model: trainedModel(), metrics: metrics, state: state)
+    }
+
+    // MARK: Steps
+
+    /// One optimizer step on the rows `indices`; returns the summed loss.
+    private func trainStep(indices: ArraySlice<Int>) -> Double {
+        let rows = indices.count
+        let x = load(data.train, indices: indices)
+        let y = targets.rows(0..<rows)
+        let context = ForwardContext(training: true, step: state.step, firstSample: 0, seed: plan.seed)
+        let output = model.forward(x, context: context)
+        let gradient = outputGradient.rows(0..<rows)
+        let lossSum = loss.evaluate(output: output, targets: y, gradient: gradient, gradScale: 1 / Float(rows))
+        model.backward(gradient)
+        optimizer.step()
+        return lossSum
+    }
+
+    /// Gathers rows of `dataset` into the input and target tensors; returns the input view.
+    private func load(_ dataset: Dataset, indices: some Collection<Int>) -> Tensor {
+        let width = dataset.width
+        let rows = indices.count
+        stagingFeatures.withUnsafeMutableBufferPointer { out in
+            dataset.features.withUnsafeBufferPointer { source in
+                for (row, index) in indices.enumerated() {
+                    guard let dst = out.baseAddress, let src = source.baseAddress else { return }
+                    (dst + row * width).update(from: src + index * width, count: width)
+                }
+            }
+        }
+        for (row, index) in indices.enumerated() { stagingLabels[row] = dataset.labels[index] }
+        let x = inputs.rows(0..<rows)
+        stagingFeatures.withUnsafeBufferPointer { device.copy(from: UnsafeBufferPointer(rebasing: $0[0..<rows * width]), to: x) }
+        stagingLabels.withUnsafeBufferPointer { device.copy(from: UnsafeBufferPointer(rebasing: $0[0..<rows]), to: targets.rows(0..<rows)) }
+        return x
+    }
+
+    // MARK: Epochs and evaluation
+
+    private func finishEpoch() -> EpochReport {
+        let trainLoss = reportedLoss(sum: state.epochLossSum, count: state.epochSamples)
+        var metrics = [MetricValue("train:loss", trainLoss)]
+        if let validation = data.validation {
+            let evaluation = evaluate(validation)
+            metrics += evaluation
+            if earlyStopping, let validationLoss = evaluation.first(where: { $0.name == "validation:loss" })?.value {
+                let threshold = (state.bestValidationLoss ?? .infinity) * (1 - plan.earlyStoppingTolerance)
+                if state.bestValidationLoss == nil || validationLoss < threshold {
+                    state.bestValidationLoss = validationLoss
+                    state.bestEpoch = state.epoch + 1
+                    state.epochsWithoutImprovement = 0
+                    best?.copyValues(from: model.parameters)
+                } else {
+                    state.epochsWithoutImprovement += 1
+                    if state.epochsWithoutImprovement >= plan.earlyStoppingPatience { state.finished = true }
+                }
+            }
+        }
+        state.lastReport = Dictionary(uniqueKeysWithValues: metrics.map { ($0.name, $0.value) })
+        let report = EpochReport(epoch: state.epoch + 1, step: state.step, metrics: metrics)
+        state.epoch += 1
+        state.batchInEpoch = 0
+        state.epochLossSum = 0
+        state.epochSamples = 0
+        return report
+    }
+
+    /// Mean loss in the units users expect: cross-entropy for classifiers, the mean squared
+    /// error in label units for regressors.
+    private func reportedLoss(sum: Double, count: Int) -> Double {
+        let mean = sum / Double(max(count, 1))
+        guard plan.predictorType == .regressor else { return mean }
+        let scale = Double(data.labelScaling.scale)
+        return 2 * mean / (scale * scale)
+    }
+
+    /// Loss and the algorithm's metric on `dataset` with the current parameters.
+    public func evaluate(_ dataset: Dataset) -> [MetricValue] {
+        var lossSum = 0.0, correct = 0
+        let rows = model.maxBatch
+        var start = 0
+        while start < dataset.count {
+            let end = min(start + rows, dataset.count)
+            let x = load(dataset, indices: start..<end)
+            let output = model.forward(x, context: ForwardContext(training: false))
+            lossSum += loss.evaluate(output: output, targets: targets.rows(0..<(end - start)), gradient: nil, gradScale: 1)
+            switch plan.predictorType {
+            case .multiclassClassifier:
+                for (row, predicted) in device.argmaxRows(output).enumerated() where Float(predicted) == dataset.labels[start + row] {
+                    correct += 1
+                }
+            case .binaryClassifier:
+                for (row, logit) in output.toArray().enumerated() where (logit > 0 ? 1 : 0) == dataset.labels[start + row] {
+                    correct += 1
+                }
+            case .regressor:
+                break
+            }
+            start = end
+        }
+        let validationLoss = reportedLoss(sum: lossSum, count: dataset.count)
+        if plan.predictorType == .regressor {
+            return [MetricValue("validation:loss", validationLoss), MetricValue("validation:mse", validationLoss)]
+        }
+        return [MetricValue("validation:loss", validationLoss),
+                MetricValue(plan.validationMetricName, Double(correct) / Double(dataset.count))]
+    }
+
+    private func finalMetrics() -> [MetricValue] {
+        var metrics = [MetricValue("train:loss", state.lastReport["train:loss"] ?? .nan)]
+        if let validation = data.validation { metrics += evaluate(validation) }
+        return metrics
+    }
+
+    // MARK: Checkpoints
+
+    private func makeCheckpoint() -> Checkpoint {
+        var tensors = model.parameters.namedValues().map { SafeTensor(name: "model.\($0.name)", shape: $0.shape, floats: $0.values) }
+        for (name, tensor) in optimizer.stateTensors {
+            tensors.append(SafeTensor(name: "optimizer.\(name)", shape: tensor.shape, floats: tensor.toArray()))
+        }
+        if let best {
+            tensors += best.namedValues().map { SafeTensor(name: "best.\($0.name)", shape: $0.shape, floats: $0.values) }
+        }
+        return Checkpoint(state: state, tensors: tensors)
+    }
+
+    private func restore(_ checkpoint: Checkpoint, path: String) throws(TrainingError) {
+        let saved = checkpoint.state
+        guard saved.hyperparameters == plan.resolved else {
+            let changed = Set(saved.hyperparameters.keys).union(plan.resolved.keys)
+                .filter { saved.hyperparameters[$0] != plan.resolved[$0] }.sorted()
+            throw .badCheckpoint(path: path, reason: "it was written with other hyperparameters (\(changed.joined(separator: ", ")))")
+        }
+        guard saved.trainRecords == data.train.count, saved.features == data.train.width else {
+            throw .badCheckpoint(path: path, reason: "it was written for \(saved.trainRecords) records × \(saved.features) features, "
+                + "this data has \(data.train.count) × \(data.train.width)")
+        }
+        var byName = [String: SafeTensor]()
+        for tensor in checkpoint.tensors { byName[tensor.name] = tensor }
+        func values(_ name: String, count: Int) throws(TrainingError) -> [Float] {
+            guard let tensor = byName[name], let floats = tensor.floats, floats.count == count else {
+                throw .badCheckpoint(path: path, reason: "tensor '\(name)' is missing or has the wrong size")
+            }
+            return floats
+        }
+        func fill(_ block: ParameterBlock, prefix: String) throws(TrainingError) {
+            for parameter in block.parameters {
+                let floats = try values(prefix + parameter.name, count: parameter.value.count)
+                floats.withUnsafeBufferPointer { device.copy(from: $0, to: parameter.value) }
+            }
+        }
+        try fill(model.parameters, prefix: "model.")
+        for (name, tensor) in optimizer.stateTensors {
+            let floats = try values("optimizer.\(name)", count: tensor.count)
+            floats.withUnsafeBufferPointer { device.copy(from: $0, to: tensor) }
+        }
+        if let best { try fill(best, prefix: "best.") }
+        optimizer.restore(stepCount: saved.step)
+        state = saved
+    }
+
+    // MARK: Result
+
+    private func trainedModel() -> TrainedModel {
+        TrainedModel(plan: plan, spec: spec, parameters: model.parameters.namedValues(),
+                     featureScaling: data.featureScaling, labelScaling: data.labelScaling)
+    }
+}

@@ -1,0 +1,35 @@
+// Errors of a training run that are not about hyperparameters: data that does not fit the
+// task, unreadable checkpoints or artifacts, files that cannot be written.
+
+/// Why a training or prediction run could not go on.
+public enum TrainingError: Error, Equatable, CustomStringConvertible {
+    /// A label that does not suit the predictor type.
+    case badLabel(channel: String, record: Int, value: Float, expected: String)
+    /// The channel has no records.
+    case emptyChannel(String)
+    /// Train and validation (or model and input) widths differ.
+    case widthMismatch(channel: String, expected: Int, found: Int)
+    /// A checkpoint that cannot be used.
+    case badCheckpoint(path: String, reason: String)
+    /// A model artifact that cannot be used.
+    case badModel(path: String, reason: String)
+    /// A file or folder could not be written or read.
+    case io(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .badLabel(let channel, let record, let value, let expected):
+            return "\(channel) channel, record \(record + 1): label \(value) is not \(expected)"
+        case .emptyChannel(let channel):
+            return "the \(channel) channel has no records"
+        case .widthMismatch(let channel, let expected, let found):
+            return "the \(channel) data has \(found) features per record, the model expects \(expected)"
+        case .badCheckpoint(let path, let reason):
+            return "cannot resume from checkpoint \(path): \(reason) (delete it to start afresh)"
+        case .badModel(let path, let reason):
+            return "cannot use model \(path): \(reason)"
+        case .io(let path, let reason):
+            return "\(path): \(reason)"
+        }
+    }
+}

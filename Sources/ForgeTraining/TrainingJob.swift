@@ -1,0 +1,108 @@
+// One whole single-process job: read the channels, validate the hyperparameters, train,
+// and write `model.tar.gz` and `metrics.json` into the output folder.
+import ForgeData
+import ForgeTensor
+import Foundation
+import Logging
+
+/// What `forge train` asks for.
+public struct TrainingJobRequest: Sendable {
+    public var algorithm: AlgorithmKind
+    public var trainPath: String
+    public var validationPath: String?
+    public var hyperparameters: [String: String]
+    public var outputDirectory: String
+    /// `text/csv`, `application/x-libsvm`, `application/x-idx`; nil guesses from file names.
+    public var contentType: String?
+    public var csvHeader: Bool
+    public var corruptRecords: CorruptRecordPolicy
+    /// Where checkpoints go (default OUTPUT/checkpoints); the newest one is resumed.
+    public var checkpointDirectory: String?
+    public var resume: Bool
+
+    public init(algorithm: AlgorithmKind, trainPath: String, validationPath: String? = nil, hyperparameters: [String: String] = [:],
+                outputDirectory: String, contentType: String? = nil, csvHeader: Bool = false,
+                corruptRecords: CorruptRecordPolicy = .fail, checkpointDirectory: String? = nil, resume: Bool = true) {
+        self.algorithm = algorithm
+        self.trainPath = trainPath
+        self.validationPath = validationPath
+        self.hyperparameters = hyperparameters
+        self.outputDirectory = outputDirectory
+        self.contentType = contentType
+        self.csvHeader = csvHeader
+        self.corruptRecords = corruptRecords
+        self.checkpointDirectory = checkpointDirectory
+        self.resume = resume
+    }
+}
+
+/// Runs `TrainingJobRequest`s.
+public enum TrainingJob {
+    /// Validates, loads, trains and writes the outputs; every failure is a thrown error whose
+    /// description says what and where (`HyperparameterError`, `DataError`, `TrainingError`).
+    public static func run(_ request: TrainingJobRequest, device: any Device, logger: Logger,
+                           observer: any TrainingObserver) throws -> TrainingResult {
+        let plan = try TrainingPlan.make(algorithm: request.algorithm, hyperparameters: request.hyperparameters)
+        let format: DataFormat?
+        if let type = request.contentType {
+            guard let parsed = DataFormat(contentType: type) else {
+                throw TrainingError.io(path: type, reason: "unknown content type; use text/csv, application/x-libsvm or application/x-idx")
+            }
+            format = parsed
+        } else {
+            format = nil
+        }
+        let csv = CSVOptions(hasHeader: request.csvHeader, corruptRecords: request.corruptRecords)
+        let train = try loadChannel("train", path: request.trainPath, format: format, csv: csv, width: nil, logger: logger)
+        let validation = try request.validationPath.map {
+            try loadChannel("validation", path: $0, format: format, csv: csv, width: format == .libsvm ? train.width : nil, logger: logger)
+        }
+        let data = try PreparedData(plan: plan, train: train, validation: validation)
+        let output = request.outputDirectory
+        do {
+            try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        } catch {
+            throw TrainingError.io(path: output, reason: "cannot create the output folder: \(error.localizedDescription)")
+        }
+        let trainer = Trainer(plan: plan, data: data, device: device)
+        let checkpointDirectory = request.checkpointDirectory ?? (output as NSString).appendingPathComponent("checkpoints")
+        let store = CheckpointStore(directory: checkpointDirectory)
+        if !request.resume, !store.checkpointFolders().isEmpty {
+            for folder in store.checkpointFolders() {
+                try? FileManager.default.removeItem(atPath: (checkpointDirectory as NSString).appendingPathComponent(folder))
+            }
+            logger.info("removed earlier checkpoints in \(checkpointDirectory) (--no-resume)")
+        }
+        let result = try trainer.run(checkpoints: store, observer: observer)
+        let modelPath = (output as NSString).appendingPathComponent("model.tar.gz")
+        let metricsPath = (output as NSString).appendingPathComponent("metrics.json")
+        try write(try result.model.archive(), to: modelPath)
+        try write(Array(MetricLine.json(result.metrics).utf8), to: metricsPath)
+        logger.info("wrote \(modelPath) and \(metricsPath)")
+        return result
+    }
+
+    static func loadChannel(_ name: String, path: String, format: DataFormat?, csv: CSVOptions, width: Int?, logger: Logger) throws -> Dataset {
+        let channel = try Channel.load(path: path, format: format, csv: csv, libsvmWidth: width)
+        for problem in channel.skipped.prefix(20) { logger.warning("skipped corrupt record: \(problem)") }
+        if channel.skipped.count > 20 { logger.warning("… and \(channel.skipped.count - 20) more corrupt records skipped") }
+        let dataset = try channel.combined()
+        logger.info("\(name) channel: \(dataset.count) records × \(dataset.width) features from \(channel.files.count) \(channel.format.rawValue) file(s)\(channel.skipped.isEmpty ? "" : ", \(channel.skipped.count) corrupt records skipped")")
+        return dataset
+    }
+
+    static func write(_ bytes: [UInt8], to path: String) throws(TrainingError) {
+        let temporary = path + ".tmp"
+        do {
+            try Data(bytes).write(to: URL(fileURLWithPath: temporary))
+            // rename(2) replaces the old file atomically: a reader sees the old or the new one.
+            guard rename(temporary, path) == 0 else {
+                throw TrainingError.io(path: path, reason: "cannot rename \(temporary) into place: \(String(cString: strerror(errno)))")
+            }
+        } catch let error as TrainingError {
+            throw error
+        } catch {
+            throw .io(path: path, reason: "cannot write: \(error.localizedDescription)")
+        }
+    }
+}

@@ -1,0 +1,149 @@
+// `forge train`: a whole job on one machine.
+import ArgumentParser
+import ForgeData
+import ForgeTensor
+import ForgeTraining
+import Foundation
+
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train a built-in algorithm and write OUTPUT/model.tar.gz and OUTPUT/metrics.json.",
+        discussion: """
+        Channels (--train, --validation) are a file or a folder of files: CSV with the label in \
+        the first column and no header (SageMaker's text/csv), LibSVM, or IDX pairs \
+        (*-images-idx3-ubyte[.gz] with *-labels-idx1-ubyte[.gz]).
+
+        Hyperparameters are strings, as SageMaker passes them, e.g. -H hidden_layer_sizes=256,128 \
+        -H epochs=30 -H learning_rate=0.001. See docs/hyperparameters.md for every name.
+
+        A metric line is printed per epoch:
+          epoch=3 step=420 train:loss=0.123400 validation:accuracy=0.971200
+        Checkpoints go to OUTPUT/checkpoints (every forge_checkpoint_steps steps, and at each \
+        epoch's end); a rerun with the same arguments resumes from the newest one.
+        """
+    )
+
+    @Option(name: .long, help: "Built-in algorithm: mlp or linear-learner.")
+    var algorithm: String
+
+    @Option(name: .long, help: "Training channel: a file or a folder of files.")
+    var train: String
+
+    @Option(name: .long, help: "Validation channel: a file or a folder of files.")
+    var validation: String?
+
+    @Option(name: .customShort("H"), parsing: .singleValue, help: "A hyperparameter as key=value (repeatable).")
+    var hyperparameter: [String] = []
+
+    @Option(name: .long, help: "A JSON object of hyperparameters (SageMaker's hyperparameters.json); -H wins over it.")
+    var hyperparameters: String?
+
+    @Option(name: .long, help: "Output folder for model.tar.gz, metrics.json and checkpoints.")
+    var output: String
+
+    @Option(name: .long, help: "Worker processes (only 1 until data-parallel training lands).")
+    var instanceCount: Int = 1
+
+    @Option(name: .long, help: "Content type of the channels: text/csv, application/x-libsvm, application/x-idx (default: from file names).")
+    var contentType: String?
+
+    @Flag(name: .long, help: "CSV files start with a header line.")
+    var csvHeader = false
+
+    @Flag(name: .long, help: "Skip corrupt records (each is reported) instead of failing.")
+    var skipCorruptRecords = false
+
+    @Option(name: .long, help: "Compute threads (OpenBLAS and Forge's own kernels).")
+    var threads: Int = min(ProcessInfo.processInfo.activeProcessorCount, 2)
+
+    @Option(name: .long, help: "Checkpoint folder (default OUTPUT/checkpoints).")
+    var checkpointDir: String?
+
+    @Flag(name: .long, help: "Start afresh: remove earlier checkpoints instead of resuming.")
+    var noResume = false
+
+    @Flag(name: .long, help: "No progress bar.")
+    var quiet = false
+
+    @Flag(name: .long, help: "Debug logging.")
+    var verbose = false
+
+    func validate() throws {
+        guard AlgorithmKind(rawValue: algorithm) != nil else {
+            throw ValidationError("unknown algorithm '\(algorithm)'; choose one of: \(AlgorithmKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard instanceCount == 1 else {
+            throw ValidationError("--instance-count \(instanceCount): this build trains in one process; multi-process data-parallel training is not available yet")
+        }
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func run() throws {
+        let logger = Log.logger(verbose: verbose)
+        let display = ProgressDisplay(logger: logger, quiet: quiet)
+        do {
+            let request = TrainingJobRequest(
+                algorithm: AlgorithmKind(rawValue: algorithm) ?? .mlp, trainPath: train, validationPath: validation,
+                hyperparameters: try collectHyperparameters(), outputDirectory: output, contentType: contentType,
+                csvHeader: csvHeader, corruptRecords: skipCorruptRecords ? .skip : .fail,
+                checkpointDirectory: checkpointDir, resume: !noResume)
+            let device = CPUDevice(threadCount: threads)
+            logger.info("device \(device.name): \(threads) thread(s), OpenBLAS core \(BLASRuntime.coreName), FTZ/DAZ \(FloatEnvironment.flushesToZero ? "on" : "off")")
+            let result = try TrainingJob.run(request, device: device, logger: logger, observer: display)
+            display.finish()
+            let summary = result.metrics.map { "\($0.name)=\(MetricLine.fixed($0.value))" }.joined(separator: " ")
+            logger.info("final: \(summary)")
+        } catch {
+            display.finish()
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+
+    /// The JSON file's values, then each -H (later wins).
+    func collectHyperparameters() throws -> [String: String] {
+        var values = [String: String]()
+        if let path = hyperparameters {
+            values = try HyperparameterFile.read(path)
+        }
+        for item in hyperparameter {
+            guard let equals = item.firstIndex(of: "="), equals != item.startIndex else {
+                throw TrainingError.io(path: "-H \(item)", reason: "expected key=value")
+            }
+            values[String(item[..<equals])] = String(item[item.index(after: equals)...])
+        }
+        return values
+    }
+}
+
+/// SageMaker's hyperparameters.json: a JSON object whose values are strings (numbers and
+/// booleans are accepted and turned into strings).
+enum HyperparameterFile {
+    private enum Scalar: Decodable {
+        case text(String)
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            if let text = try? container.decode(String.self) {
+                self = .text(text)
+            } else if let flag = try? container.decode(Bool.self) {
+                self = .text(flag ? "true" : "false")
+            } else if let integer = try? container.decode(Int.self) {
+                self = .text(String(integer))
+            } else {
+                self = .text(String(try container.decode(Double.self)))
+            }
+        }
+    }
+
+    static func read(_ path: String) throws -> [String: String] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw TrainingError.io(path: path, reason: "cannot read the hyperparameters file")
+        }
+        guard let object = try? JSONDecoder().decode([String: Scalar].self, from: data) else {
+            throw TrainingError.io(path: path, reason: "not a JSON object of string, number or boolean values, e.g. {\"epochs\": \"10\"}")
+        }
+        return object.mapValues { if case .text(let text) = $0 { return text }; return "" }
+    }
+}
