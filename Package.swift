@@ -64,7 +64,11 @@ let package = Package(
         .testTarget(name: "ForgeNNTests", dependencies: ["ForgeNN"], swiftSettings: forgeSettings),
         .testTarget(name: "ForgeArchiveTests", dependencies: ["ForgeArchive"], swiftSettings: forgeSettings),
         .testTarget(name: "ForgeDataTests", dependencies: ["ForgeData"], swiftSettings: forgeSettings),
-        .testTarget(name: "ForgeTrainingTests", dependencies: ["ForgeTraining"], swiftSettings: forgeSettings),
+        .testTarget(
+            name: "ForgeTrainingTests",
+            dependencies: ["ForgeTraining", "ForgeData", "ForgeArchive", "ForgeNN", "ForgeTensor"],
+            swiftSettings: forgeSettings
+        ),
         .testTarget(name: "ForgeIntegrationTests", dependencies: ["ForgeArchive"], swiftSettings: forgeSettings),
     ]
 )

@@ -86,6 +86,11 @@ public struct TrainedModel: Sendable {
         guard description.model.isConsistent, description.model.inputWidth == description.inputWidth else {
             throw .badModel(path: path, reason: "model.json describes an inconsistent network")
         }
+        // Prediction indexes `classes` by output column: a short list would crash it.
+        guard description.model.predictorType == description.predictorType,
+              !description.predictorType.isClassifier || description.classes.count == description.model.numClasses else {
+            throw .badModel(path: path, reason: "model.json's predictor_type or classes do not match its network")
+        }
         if let scaling = description.featureScaling, scaling.offset.count != description.inputWidth || scaling.scale.count != description.inputWidth {
             throw .badModel(path: path, reason: "feature scaling has the wrong width")
         }

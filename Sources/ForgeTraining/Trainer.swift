@@ -123,22 +123,37 @@ public final class Trainer {
     }
 
     /// Gathers rows of `dataset` into the input and target tensors; returns the input view.
+    /// Host-visible devices receive the rows directly; others through one staging copy.
     private func load(_ dataset: Dataset, indices: some Collection<Int>) -> Tensor {
         let width = dataset.width
         let rows = indices.count
-        stagingFeatures.withUnsafeMutableBufferPointer { out in
-            dataset.features.withUnsafeBufferPointer { source in
-                for (row, index) in indices.enumerated() {
-                    guard let dst = out.baseAddress, let src = source.baseAddress else { return }
-                    (dst + row * width).update(from: src + index * width, count: width)
-                }
+        let x = inputs.rows(0..<rows)
+        let y = targets.rows(0..<rows)
+        if device.capabilities.hostVisibleMemory {
+            Trainer.gather(dataset, indices: indices, features: x.hostPointer, labels: y.hostPointer)
+            return x
+        }
+        stagingFeatures.withUnsafeMutableBufferPointer { features in
+            stagingLabels.withUnsafeMutableBufferPointer { labels in
+                guard let f = features.baseAddress, let l = labels.baseAddress else { return }
+                Trainer.gather(dataset, indices: indices, features: f, labels: l)
             }
         }
-        for (row, index) in indices.enumerated() { stagingLabels[row] = dataset.labels[index] }
-        let x = inputs.rows(0..<rows)
         stagingFeatures.withUnsafeBufferPointer { device.copy(from: UnsafeBufferPointer(rebasing: $0[0..<rows * width]), to: x) }
-        stagingLabels.withUnsafeBufferPointer { device.copy(from: UnsafeBufferPointer(rebasing: $0[0..<rows]), to: targets.rows(0..<rows)) }
+        stagingLabels.withUnsafeBufferPointer { device.copy(from: UnsafeBufferPointer(rebasing: $0[0..<rows]), to: y) }
         return x
+    }
+
+    private static func gather(_ dataset: Dataset, indices: some Collection<Int>,
+                               features: UnsafeMutablePointer<Float>, labels: UnsafeMutablePointer<Float>) {
+        let width = dataset.width
+        dataset.features.withUnsafeBufferPointer { source in
+            guard let base = source.baseAddress else { return }
+            for (row, index) in indices.enumerated() {
+                (features + row * width).update(from: base + index * width, count: width)
+                labels[row] = dataset.labels[index]
+            }
+        }
     }
 
     // MARK: Epochs and evaluation
