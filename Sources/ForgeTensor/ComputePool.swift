@@ -4,23 +4,31 @@ import Foundation
 
 /// Runs a loop body over disjoint ranges on `threadCount` threads (the caller is one of them).
 ///
-/// Concurrency: Sendable; its state is guarded by `condition`. `run` calls are serialised by
+/// Concurrency: Sendable; its state is guarded by `shared.condition`. `run` calls are serialised by
 /// `callerLock`, so the pool serves one loop at a time. Every pool thread enables FTZ/DAZ when
 /// it starts, because MXCSR is per thread and denormals slow Adam several-fold.
 public final class ComputePool: @unchecked Sendable {
     public let threadCount: Int
-    private let condition = NSCondition()
+    private let shared = Shared()
     private let callerLock = NSLock()
-    private var generation = 0
-    private var pending = 0
-    private var job: (@Sendable (Int) -> Void)?
-    private var stopping = false
+
+    /// What the helper threads see. They hold this, never the pool itself, so releasing the pool
+    /// runs `deinit`, which stops them (a thread that referred to the pool would either keep it
+    /// alive forever or, starting after it was freed, crash on a dangling reference).
+    private final class Shared: @unchecked Sendable {
+        let condition = NSCondition()
+        var generation = 0
+        var pending = 0
+        var job: (@Sendable (Int) -> Void)?
+        var stopping = false
+    }
 
     /// Starts `threadCount - 1` helper threads.
     public init(threadCount: Int) {
         self.threadCount = max(1, threadCount)
+        let shared = self.shared
         for worker in 1..<self.threadCount {
-            let thread = Thread { [unowned self] in self.workerLoop(index: worker) }
+            let thread = Thread { ComputePool.workerLoop(shared, index: worker) }
             thread.name = "forge-compute-\(worker)"
             thread.stackSize = 1 << 20
             thread.start()
@@ -28,10 +36,10 @@ public final class ComputePool: @unchecked Sendable {
     }
 
     deinit {
-        condition.lock()
-        stopping = true
-        condition.broadcast()
-        condition.unlock()
+        shared.condition.lock()
+        shared.stopping = true
+        shared.condition.broadcast()
+        shared.condition.unlock()
     }
 
     /// Calls `body(part)` for part in 0..<threadCount, one part per thread, and returns when all ran.
@@ -39,16 +47,17 @@ public final class ComputePool: @unchecked Sendable {
         if threadCount == 1 { body(0); return }
         callerLock.lock()
         defer { callerLock.unlock() }
+        let condition = shared.condition
         condition.lock()
-        job = body
-        pending = threadCount - 1
-        generation += 1
+        shared.job = body
+        shared.pending = threadCount - 1
+        shared.generation += 1
         condition.broadcast()
         condition.unlock()
         body(0)
         condition.lock()
-        while pending > 0 { condition.wait() }
-        job = nil
+        while shared.pending > 0 { condition.wait() }
+        shared.job = nil
         condition.unlock()
     }
 
@@ -65,20 +74,21 @@ public final class ComputePool: @unchecked Sendable {
         }
     }
 
-    private func workerLoop(index: Int) {
+    private static func workerLoop(_ shared: Shared, index: Int) {
         _ = forge_enable_ftz_daz()
+        let condition = shared.condition
         var seen = 0
         while true {
             condition.lock()
-            while generation == seen && !stopping { condition.wait() }
-            if stopping { condition.unlock(); return }
-            seen = generation
-            let body = job
+            while shared.generation == seen && !shared.stopping { condition.wait() }
+            if shared.stopping { condition.unlock(); return }
+            seen = shared.generation
+            let body = shared.job
             condition.unlock()
             body?(index)
             condition.lock()
-            pending -= 1
-            if pending == 0 { condition.broadcast() }
+            shared.pending -= 1
+            if shared.pending == 0 { condition.broadcast() }
             condition.unlock()
         }
     }

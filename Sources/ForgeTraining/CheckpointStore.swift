@@ -72,6 +72,9 @@ public struct CheckpointStore: Sendable {
 
     /// Reads the checkpoint in folder `path`.
     public func load(path: String) throws(TrainingError) -> Checkpoint {
+        for file in ["trainer.json", "state.safetensors"] where !FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent(file)) {
+            throw .badCheckpoint(path: path, reason: "\(file) is missing")
+        }
         do {
             let json = try Data(contentsOf: URL(fileURLWithPath: (path as NSString).appendingPathComponent("trainer.json")))
             let state = try JSONDecoder().decode(TrainerState.self, from: json)

@@ -73,7 +73,7 @@ struct HyperparameterReader {
             problems.append(.outOfRange(key: key, value: text, range: "\(lower), \(range.upperBound)]"))
             return defaultValue
         }
-        resolved[key] = text
+        resolved[key] = String(value)
         return value
     }
 

@@ -33,8 +33,10 @@ public struct PreparedData: Sendable {
             let seen = max(train.labels.max() ?? 0, validation?.labels.max() ?? 0)
             classes = plan.numClasses ?? max(2, Int(seen) + 1)
         case .regressor:
-            for (index, label) in train.labels.enumerated() where !label.isFinite {
-                throw .badLabel(channel: "train", record: index, value: label, expected: "a finite number")
+            for (name, data) in [("train", train), ("validation", validation)] {
+                for (index, label) in (data?.labels ?? []).enumerated() where !label.isFinite {
+                    throw .badLabel(channel: name, record: index, value: label, expected: "a finite number")
+                }
             }
         }
         numClasses = classes

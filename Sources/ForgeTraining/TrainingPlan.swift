@@ -116,7 +116,7 @@ public struct TrainingPlan: Sendable, Equatable {
             throw HyperparameterError(algorithm: algorithm.rawValue, problems: r.problems)
         }
         var resolved = r.resolved
-        if !predictor.isClassifier || predictor == .binaryClassifier { resolved["normalize_label"] = String(normalizeLabel && !predictor.isClassifier) }
+        resolved["normalize_label"] = String(normalizeLabel && !predictor.isClassifier)
         return TrainingPlan(algorithm: algorithm, predictorType: predictor, numClasses: numClasses, hiddenLayers: hidden,
                             activation: activation, dropout: Float(dropout), miniBatchSize: batch, epochs: epochs,
                             learningRate: Float(learningRate), optimizer: optimizer, weightDecay: Float(weightDecay),
