@@ -115,16 +115,11 @@ struct MLPBench: ParsableCommand {
 
     @Option(help: "Timed epochs (after one untimed warm-up epoch).") var epochs = 3
     @Option(help: "Threads.") var threads = 1
-    @Option(help: "An IDX channel folder to train on (default: 60,000 synthetic MNIST-shaped samples made in memory).")
-    var train: String?
+    @Option(help: "The IDX channel folder to train on (scripts/make-synthetic-mnist writes one).")
+    var train: String
 
     func run() throws {
-        let dataset: Dataset
-        if let train {
-            dataset = try Channel.load(path: train, format: .idx).combined()
-        } else {
-            dataset = MLPBench.synthetic(count: 60_000, width: 784, classes: 10, seed: 0)
-        }
+        let dataset = try Channel.load(path: train, format: .idx).combined()
         let plan = try TrainingPlan.make(algorithm: .mlp, hyperparameters: [
             "hidden_layer_sizes": "512,256", "activation": "relu", "mini_batch_size": "128", "optimizer": "adam",
             "learning_rate": "0.001", "wd": "0", "epochs": String(epochs + 1), "normalize_data": "false", "seed": "1",
@@ -145,24 +140,6 @@ struct MLPBench: ParsableCommand {
         print(String(format: "  median of steady-state epochs: %.0f samples/s", median))
         emit(["kind": "mlp", "threads": threads, "samples_per_s": median, "epoch_sps": rates,
               "loss_last": result.metrics.first?.value ?? 0, "core": BLASRuntime.coreName])
-    }
-
-    /// MNIST-shaped data as the anchor makes it: each class a fixed random template plus noise,
-    /// in 0..255, with 20% of the labels redrawn (the loss cannot collapse to zero, so Adam's
-    /// state behaves as on real data).
-    static func synthetic(count: Int, width: Int, classes: Int, seed: UInt64) -> Dataset {
-        var random = RandomStream(seed: seed)
-        let templates = (0..<classes * width).map { _ in random.nextUnit() }
-        var features = [Float](repeating: 0, count: count * width)
-        var labels = [Float](repeating: 0, count: count)
-        for row in 0..<count {
-            let label = random.nextInt(below: classes)
-            labels[row] = Float(random.nextUnit() < 0.2 ? random.nextInt(below: classes) : label)
-            for j in 0..<width {
-                features[row * width + j] = (255 * (0.5 * templates[label * width + j] + 0.5 * random.nextUnit())).rounded(.down)
-            }
-        }
-        return Dataset(features: features, labels: labels, width: width)
     }
 }
 
