@@ -58,17 +58,26 @@ let package = Package(
             swiftSettings: forgeSettings
         ),
 
+        // The test harness (temporary folders, seeded generators, byte mutation and fuzzing,
+        // external tools): imported only by tests, and built on no Forge module, so fixtures
+        // never depend on the code under test.
+        .target(name: "ForgeTestSupport", path: "Tests/ForgeTestSupport", swiftSettings: forgeSettings),
+
         .testTarget(name: "ShimTests", dependencies: ["CZeroMQ", "CBLAS", "CFloatEnv"], swiftSettings: forgeSettings),
         .testTarget(name: "ForgeRandomTests", dependencies: ["ForgeRandom"], swiftSettings: forgeSettings),
         .testTarget(name: "ForgeTensorTests", dependencies: ["ForgeTensor"], swiftSettings: forgeSettings),
         .testTarget(name: "ForgeNNTests", dependencies: ["ForgeNN"], swiftSettings: forgeSettings),
-        .testTarget(name: "ForgeArchiveTests", dependencies: ["ForgeArchive"], swiftSettings: forgeSettings),
-        .testTarget(name: "ForgeDataTests", dependencies: ["ForgeData"], swiftSettings: forgeSettings),
+        .testTarget(name: "ForgeArchiveTests", dependencies: ["ForgeArchive", "ForgeTestSupport"], swiftSettings: forgeSettings),
+        .testTarget(name: "ForgeDataTests", dependencies: ["ForgeData", "ForgeTestSupport"], swiftSettings: forgeSettings),
         .testTarget(
             name: "ForgeTrainingTests",
-            dependencies: ["ForgeTraining", "ForgeData", "ForgeArchive", "ForgeNN", "ForgeTensor"],
+            dependencies: ["ForgeTraining", "ForgeData", "ForgeArchive", "ForgeNN", "ForgeTensor", "ForgeTestSupport"],
             swiftSettings: forgeSettings
         ),
-        .testTarget(name: "ForgeIntegrationTests", dependencies: ["ForgeArchive"], swiftSettings: forgeSettings),
+        .testTarget(
+            name: "ForgeIntegrationTests",
+            dependencies: ["ForgeArchive", "ForgeTestSupport"],
+            swiftSettings: forgeSettings
+        ),
     ]
 )

@@ -1,5 +1,6 @@
 // Tests of extracting tar entries to disk, above all that nothing lands outside the root.
 import ForgeArchive
+import ForgeTestSupport
 import Foundation
 import Testing
 

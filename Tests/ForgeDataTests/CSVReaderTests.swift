@@ -1,6 +1,7 @@
 // Tests of CSVReader: exact values, SageMaker conventions, every corrupt-record error with its
 // file, line and reason, the skip policy, gzip, and a fuzz run over mutated files.
 import ForgeData
+import ForgeTestSupport
 import Testing
 
 @Suite struct CSVReaderTests {
@@ -65,12 +66,12 @@ import Testing
             0xe2, 0x32, 0xd0, 0x31, 0xd6, 0x31, 0xe1, 0x02, 0x00, 0xd1, 0xb8, 0x9f, 0x0f, 0x0e, 0x00, 0x00, 0x00,
         ]
         let expected = Dataset(features: [0.5, 2, 3, 4], labels: [1, 0], width: 2)
-        let named = try directory.write("train.csv.gz", bytes: gzipped)
+        let named = try directory.write(gzipped, to: "train.csv.gz")
         #expect(try CSVReader.read(file: named).dataset == expected)
         // The magic bytes are enough, whatever the name.
-        let unnamed = try directory.write("train.csv", bytes: gzipped)
+        let unnamed = try directory.write(gzipped, to: "train.csv")
         #expect(try CSVReader.read(file: unnamed).dataset == expected)
-        let broken = try directory.write("broken.csv.gz", bytes: Array(gzipped.prefix(20)))
+        let broken = try directory.write(Array(gzipped.prefix(20)), to: "broken.csv.gz")
         #expect(throws: DataError.corruptFile(file: broken, reason:
             "corrupt gzip data: stream ends early (truncated file?); check the download or re-create the file")) {
             try CSVReader.read(file: broken)
@@ -129,10 +130,11 @@ import Testing
 
     @Test func survivesMutatedInput() {
         let valid = Array("1,0.5,-2e3,4\n0,1.25,+7,.5\r\n\n2,3,4,5\n1,1e-3,2E+2,0\n".utf8)
-        var mutator = ByteMutator(seed: 0xC5F)
+        let mutator = ByteMutator(interesting: ByteMutator.numericText)
+        var random = SplitMix64(seed: 0xC5F)
         var parsed = 0
         for iteration in 0..<3000 {
-            let input = mutator.mutate(valid)
+            let input = mutator.mutate(valid, using: &random)
             let policy: CorruptRecordPolicy = iteration % 2 == 0 ? .fail : .skip
             do {
                 let result = try CSVReader.read(bytes: input, name: "fuzz.csv", options: CSVOptions(corruptRecords: policy))

@@ -1,6 +1,7 @@
 // Tests of IDXReader: every element type, header and size validation with exact messages,
 // image/label pairing, the real Fashion-MNIST test files when installed, and a fuzz run.
 import ForgeData
+import ForgeTestSupport
 import Foundation
 import Testing
 
@@ -70,14 +71,14 @@ import Testing
 
     @Test func pairsImagesWithLabels() throws {
         let directory = try TemporaryDirectory()
-        let images = directory.path("a-images-idx3-ubyte")
-        let labels = directory.path("a-labels-idx1-ubyte.gz")
+        let images = directory.file("a-images-idx3-ubyte")
+        let labels = directory.file("a-labels-idx1-ubyte.gz")
         try IDXWriter.write(dims: [3, 2, 2], bytes: Array(0..<12), to: images)
         try IDXWriter.write(dims: [3], bytes: [7, 8, 9], to: labels)
         let dataset = try IDXReader.dataset(images: images, labels: labels)
         #expect(dataset == Dataset(features: (0..<12).map(Float.init), labels: [7, 8, 9], width: 4))
 
-        let short = directory.path("short-labels-idx1-ubyte")
+        let short = directory.file("short-labels-idx1-ubyte")
         try IDXWriter.write(dims: [2], bytes: [1, 2], to: short)
         let mismatch = DataError.labelMismatch(images: images, labels: short,
                                                reason: "2 labels for 3 images; check that the files belong together")
@@ -110,14 +111,15 @@ import Testing
         let plain = try IDXWriter.encode(dims: [3, 4, 4], bytes: (0..<48).map { UInt8($0 * 5) })
         let floats = idx(0x0D, [2, 2], (0..<4).flatMap { withUnsafeBytes(of: Float($0).bitPattern.bigEndian, Array.init) })
         let directory = try TemporaryDirectory()
-        let gzPath = directory.path("g-images-idx3-ubyte.gz")
+        let gzPath = directory.file("g-images-idx3-ubyte.gz")
         try IDXWriter.write(dims: [3, 4, 4], bytes: Array(repeating: 9, count: 48), to: gzPath)
         let gzipped = Array(try Data(contentsOf: URL(fileURLWithPath: gzPath)))
-        var mutator = ByteMutator(seed: 0x1D8)
+        let mutator = ByteMutator(interesting: ByteMutator.numericText)
+        var random = SplitMix64(seed: 0x1D8)
         var parsed = 0
         for iteration in 0..<3000 {
             let source = [plain, floats, gzipped][iteration % 3]
-            let input = mutator.mutate(source)
+            let input = mutator.mutate(source, using: &random)
             do {
                 let array = try IDXReader.read(bytes: input, name: "fuzz-idx")
                 #expect(array.values.count == array.dims.reduce(1, *), "seed 0x1D8 iteration \(iteration)")

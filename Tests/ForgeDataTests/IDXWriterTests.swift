@@ -1,6 +1,7 @@
 // Tests of IDXWriter: the exact header bytes, byte-exact round trips (plain and gzipped), and
 // its checks on the shape.
 import ForgeData
+import ForgeTestSupport
 import Foundation
 import Testing
 
@@ -18,7 +19,7 @@ import Testing
     @Test(arguments: ["r-images-idx3-ubyte", "r-images-idx3-ubyte.gz"])
     func roundTripsThroughTheReader(name: String) throws {
         let directory = try TemporaryDirectory()
-        let path = directory.path(name)
+        let path = directory.file(name)
         let bytes = (0..<(5 * 3 * 2)).map { UInt8(($0 * 37) % 256) }
         try IDXWriter.write(dims: [5, 3, 2], bytes: bytes, to: path)
         let onDisk = Array(try Data(contentsOf: URL(fileURLWithPath: path)))

@@ -1,6 +1,7 @@
 // Tests of LibSVMReader: dense expansion, width rules, comments, every corrupt-record error
 // with its file, line and reason, the skip policy, gzip, and a fuzz run over mutated files.
 import ForgeData
+import ForgeTestSupport
 import Testing
 
 @Suite struct LibSVMReaderTests {
@@ -91,17 +92,18 @@ import Testing
             0x55, 0x30, 0xb6, 0x32, 0xe2, 0x32, 0x50, 0x30, 0xb2, 0xd2, 0x35, 0xe4, 0x02, 0x00, 0x77, 0x89, 0x51,
             0xb4, 0x13, 0x00, 0x00, 0x00,
         ]
-        let path = try directory.write("train.libsvm.gz", bytes: gzipped)
+        let path = try directory.write(gzipped, to: "train.libsvm.gz")
         let result = try LibSVMReader.read(file: path)
         #expect(result.dataset == Dataset(features: [0.5, 0, 2, 0, -1, 0], labels: [1, 0], width: 3))
     }
 
     @Test func survivesMutatedInput() {
         let valid = Array("1 1:0.5 3:-2e3 # c\n0 2:1.25\r\n\n-1 1:3 2:4 4:.5\n1\n".utf8)
-        var mutator = ByteMutator(seed: 0x5B3)
+        let mutator = ByteMutator(interesting: ByteMutator.numericText)
+        var random = SplitMix64(seed: 0x5B3)
         var parsed = 0
         for iteration in 0..<3000 {
-            let input = mutator.mutate(valid)
+            let input = mutator.mutate(valid, using: &random)
             let width: Int? = iteration % 3 == 0 ? 8 : nil
             let policy: CorruptRecordPolicy = iteration % 2 == 0 ? .fail : .skip
             do {

@@ -1,6 +1,7 @@
 // Mistakes a user makes on the command line: each run exits non-zero with a message that names
 // the problem (the algorithm, the hyperparameter, the file and line, the path), and writes no
 // model.
+import ForgeTestSupport
 import Foundation
 import Testing
 

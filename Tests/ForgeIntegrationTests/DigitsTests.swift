@@ -1,5 +1,6 @@
 // One run on real data: scikit-learn's handwritten digits (scripts/export-digits), 1347
 // training and 450 test images of 8×8 gray levels, learnt by both built-in algorithms.
+import ForgeTestSupport
 import Foundation
 import Testing
 
@@ -32,13 +33,13 @@ import Testing
         #expect(mlp.outputLines.count == 5)
         // 1347 records in batches of 64: 22 steps per epoch.
         #expect(mlp.outputLines.last?.hasPrefix("epoch=5 step=110 ") == true, "\(mlp)")
-        let mlpMetrics = try #require(try JSONSerialization.jsonObject(with: scratch.read("mlp/metrics.json")) as? [String: Double])
+        let mlpMetrics = try #require(try JSONSerialization.jsonObject(with: Data(scratch.read("mlp/metrics.json"))) as? [String: Double])
         #expect((mlpMetrics["validation:accuracy"] ?? 0) > 0.9, "\(mlp)")
 
         let linear = try ForgeProcess.run(["train", "--algorithm", "linear-learner", "--output", scratch.file("linear"),
                                            "-H", "predictor_type=multiclass_classifier", "-H", "learning_rate=0.01"] + common)
         try #require(linear.status == 0, "\(linear)")
-        let linearMetrics = try #require(try JSONSerialization.jsonObject(with: scratch.read("linear/metrics.json")) as? [String: Double])
+        let linearMetrics = try #require(try JSONSerialization.jsonObject(with: Data(scratch.read("linear/metrics.json"))) as? [String: Double])
         #expect(Set(linearMetrics.keys) == ["train:loss", "validation:loss", "validation:multiclass_accuracy"])
         #expect((linearMetrics["validation:multiclass_accuracy"] ?? 0) > 0.9, "\(linear)")
 

@@ -1,5 +1,6 @@
 // Runs the real `forge` executable as a subprocess with arguments, environment and a deadline,
 // and captures its exit status, standard output and standard error.
+import ForgeTestSupport
 import Foundation
 
 /// One finished `forge` run.

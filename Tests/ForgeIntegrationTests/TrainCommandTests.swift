@@ -2,6 +2,7 @@
 // the metric lines on standard output, the outputs, prediction with the written model, the
 // hyperparameters file, and resuming through the command line.
 import ForgeArchive
+import ForgeTestSupport
 import Foundation
 import Testing
 
@@ -85,10 +86,10 @@ import Testing
 
     @Test func linearLearnerRegressorThroughTheCommandLine() throws {
         let scratch = try TemporaryDirectory()
-        var random = TestRandom(seed: 3)
+        var random = SplitMix64(seed: 3)
         var text = "", features = ""
         for _ in 0..<150 {
-            let x = (0..<3).map { _ in random.signed() }
+            let x: [Double] = (0..<3).map { _ in random.signed() }
             let y = 4 + 2 * x[0] - 3 * x[1] + 0.5 * x[2]
             text += "\(y),\(x[0]),\(x[1]),\(x[2])\n"
             features += "\(x[0]),\(x[1]),\(x[2])\n"

@@ -3,26 +3,30 @@ import Foundation
 
 /// External programs the tests compare against. Output goes to temporary files, not pipes, so
 /// a chatty tool can never block on a full pipe.
-enum ExternalTool {
+public enum ExternalTool {
     /// What a finished tool left behind.
-    struct Result {
-        let status: Int32
-        let standardOutput: [UInt8]
-        let standardError: String
+    public struct Result: Sendable {
+        /// The exit status.
+        public let status: Int32
+        /// Everything written to standard output.
+        public let standardOutput: [UInt8]
+        /// Everything written to standard error, as UTF-8.
+        public let standardError: String
 
-        var text: String { String(decoding: standardOutput, as: UTF8.self) }
+        /// Standard output as UTF-8.
+        public var text: String { String(decoding: standardOutput, as: UTF8.self) }
     }
 
     /// A tool that could not be started or that exited non-zero.
-    struct Failure: Error, CustomStringConvertible {
-        let description: String
+    public struct Failure: Error, CustomStringConvertible {
+        /// What failed, with the tool's standard error.
+        public let description: String
     }
 
     /// Runs `arguments` through `/usr/bin/env` (so `PATH` finds the tool) in `directory`.
-    static func run(_ arguments: [String], in directory: String? = nil) throws -> Result {
+    public static func run(_ arguments: [String], in directory: String? = nil) throws -> Result {
         let scratch = try TemporaryDirectory()
-        let outPath = scratch.path + "/stdout"
-        let errPath = scratch.path + "/stderr"
+        let outPath = scratch.file("stdout"), errPath = scratch.file("stderr")
         try Data().write(to: URL(fileURLWithPath: outPath))
         try Data().write(to: URL(fileURLWithPath: errPath))
         let process = Process()
@@ -41,7 +45,7 @@ enum ExternalTool {
 
     /// Runs `arguments` and throws unless it exits 0.
     @discardableResult
-    static func check(_ arguments: [String], in directory: String? = nil) throws -> Result {
+    public static func check(_ arguments: [String], in directory: String? = nil) throws -> Result {
         let result = try run(arguments, in: directory)
         guard result.status == 0 else {
             throw Failure(description: "\(arguments.prefix(2)) exited \(result.status): \(result.standardError)")
@@ -51,22 +55,22 @@ enum ExternalTool {
 
     /// Runs a Python script with `arguments` (as `sys.argv[1...]`); throws unless it exits 0.
     @discardableResult
-    static func python(_ script: String, _ arguments: [String] = []) throws -> Result {
+    public static func python(_ script: String, _ arguments: [String] = []) throws -> Result {
         try check(["python3", "-c", script] + arguments)
     }
 
     /// Runs a Python script that prints one JSON document, and parses it.
-    static func pythonJSON(_ script: String, _ arguments: [String] = []) throws -> Any {
+    public static func pythonJSON(_ script: String, _ arguments: [String] = []) throws -> Any {
         try JSONSerialization.jsonObject(with: Data(python(script, arguments).standardOutput))
     }
 
     /// True when `python3` runs.
-    static let hasPython: Bool = (try? run(["python3", "-c", "pass"]).status) == 0
+    public static let hasPython: Bool = (try? run(["python3", "-c", "pass"]).status) == 0
 
     /// True when `python3` can import numpy and safetensors.
-    static let hasSafetensors: Bool =
+    public static let hasSafetensors: Bool =
         (try? run(["python3", "-c", "import numpy, safetensors.numpy"]).status) == 0
 
     /// True when `tar` is GNU tar (needed for `--format=gnu|pax`).
-    static let hasGNUTar: Bool = (try? run(["tar", "--version"]).text.contains("GNU tar")) == true
+    public static let hasGNUTar: Bool = (try? run(["tar", "--version"]).text.contains("GNU tar")) == true
 }

@@ -1,6 +1,7 @@
 // Tests of CheckpointStore: folder names, the newest-`keep` retention, exact round trips of
 // state and tensors, and that unfinished temporary folders are never taken for checkpoints.
 import ForgeArchive
+import ForgeTestSupport
 import ForgeTraining
 import Foundation
 import Testing

@@ -4,6 +4,7 @@
 import ForgeArchive
 import ForgeData
 import ForgeTensor
+import ForgeTestSupport
 import ForgeTraining
 import Foundation
 import Testing
@@ -93,8 +94,7 @@ import Testing
                           "tensors": {k: {"shape": list(v.shape), "dtype": str(v.dtype), "values": v.ravel().tolist()}
                                       for k, v in weights.items()}}))
         """
-        let output = try PythonTool.run(script, [scratch.file("model.tar.gz")])
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
+        let object = try #require(try ExternalTool.pythonJSON(script, [scratch.file("model.tar.gz")]) as? [String: Any])
         #expect(Set(object["names"] as? [String] ?? []) == ["model.safetensors", "model.json"])
         #expect(object["input_width"] as? Int == 4)
         let tensors = try #require(object["tensors"] as? [String: [String: Any]])

@@ -5,6 +5,7 @@
 import ForgeArchive
 import ForgeData
 import ForgeTensor
+import ForgeTestSupport
 import ForgeTraining
 import Foundation
 import Testing
