@@ -36,6 +36,19 @@ public final class ParameterBlock {
         parameters = bound
     }
 
+    /// A block over `other`'s values (the same memory) with gradients of its own, so several
+    /// replicas of one model can back-propagate concurrently and their gradients be summed.
+    public init(sharingValuesOf other: ParameterBlock) {
+        device = other.device
+        values = other.values
+        let gradients = Tensor(zeros: [other.count], on: other.device)
+        self.gradients = gradients
+        parameters = other.parameters.map {
+            Parameter(name: $0.name, value: $0.value,
+                      gradient: Tensor(storage: gradients.storage, offset: $0.offset, shape: $0.value.shape), offset: $0.offset)
+        }
+    }
+
     /// The parameter called `name`.
     public subscript(name: String) -> Parameter? { parameters.first { $0.name == name } }
 

@@ -11,18 +11,27 @@ public final class Sequential {
     public let maxBatch: Int
 
     /// Builds the parameter block from `seed` and prepares buffers for batches up to `maxBatch`.
-    public init(_ layers: [any Layer], maxBatch: Int, seed: UInt64, device: any Device) {
+    public convenience init(_ layers: [any Layer], maxBatch: Int, seed: UInt64, device: any Device) {
+        let parameters = ParameterBlock(specs: Sequential.parameterSpecs(of: layers), seed: seed, device: device)
+        self.init(layers, parameters: parameters, maxBatch: maxBatch, device: device)
+    }
+
+    /// A replica of `model` for concurrent use: fresh `layers` of the same architecture that
+    /// read `model`'s parameter values (shared memory) and write gradients of their own.
+    public convenience init(replicaOf model: Sequential, layers: [any Layer], maxBatch: Int) {
+        self.init(layers, parameters: ParameterBlock(sharingValuesOf: model.parameters), maxBatch: maxBatch, device: model.device)
+    }
+
+    private init(_ layers: [any Layer], parameters: ParameterBlock, maxBatch: Int, device: any Device) {
         for (previous, next) in zip(layers, layers.dropFirst()) {
             precondition(previous.outputWidth == next.inputWidth, "layer widths \(previous.outputWidth) → \(next.inputWidth) do not chain")
         }
+        precondition(parameters.parameters.map(\.value.shape) == Sequential.parameterSpecs(of: layers).map(\.spec.shape),
+                     "parameter block does not fit these layers")
         self.layers = layers
         self.device = device
         self.maxBatch = maxBatch
-        var specs = [(name: String, spec: ParameterSpec)]()
-        for (index, layer) in layers.enumerated() {
-            for spec in layer.parameterSpecs { specs.append(("layers.\(index).\(spec.name)", spec)) }
-        }
-        parameters = ParameterBlock(specs: specs, seed: seed, device: device)
+        self.parameters = parameters
         var cursor = 0
         for layer in layers {
             let count = layer.parameterSpecs.count
@@ -30,6 +39,15 @@ public final class Sequential {
             cursor += count
             layer.prepare(maxBatch: maxBatch, device: device)
         }
+    }
+
+    /// Every layer's parameters with their full names, in order.
+    static func parameterSpecs(of layers: [any Layer]) -> [(name: String, spec: ParameterSpec)] {
+        var specs = [(name: String, spec: ParameterSpec)]()
+        for (index, layer) in layers.enumerated() {
+            for spec in layer.parameterSpecs { specs.append(("layers.\(index).\(spec.name)", spec)) }
+        }
+        return specs
     }
 
     public var inputWidth: Int { layers.first?.inputWidth ?? 0 }

@@ -4,9 +4,11 @@ import Foundation
 
 /// Runs a loop body over disjoint ranges on `threadCount` threads (the caller is one of them).
 ///
-/// Concurrency: Sendable; its state is guarded by `shared.condition`. `run` calls are serialised by
-/// `callerLock`, so the pool serves one loop at a time. Every pool thread enables FTZ/DAZ when
-/// it starts, because MXCSR is per thread and denormals slow Adam several-fold.
+/// Concurrency: Sendable; its state is guarded by `shared.condition`. `run` calls are serialised
+/// by `callerLock`, so the pool serves one loop at a time; a call made while it is busy (such
+/// as a kernel called from inside a job) runs all its parts on the calling thread instead.
+/// Every pool thread enables FTZ/DAZ when it starts, because MXCSR is per thread and denormals
+/// slow Adam several-fold.
 public final class ComputePool: @unchecked Sendable {
     public let threadCount: Int
     private let shared = Shared()
@@ -44,8 +46,12 @@ public final class ComputePool: @unchecked Sendable {
 
     /// Calls `body(part)` for part in 0..<threadCount, one part per thread, and returns when all ran.
     public func run(_ body: @escaping @Sendable (Int) -> Void) {
-        if threadCount == 1 { body(0); return }
-        callerLock.lock()
+        // One thread, or a call from inside a running job (a kernel called by a job's body, or
+        // another thread while the pool is busy): run every part here, in order.
+        guard threadCount > 1, callerLock.try() else {
+            for part in 0..<threadCount { body(part) }
+            return
+        }
         defer { callerLock.unlock() }
         let condition = shared.condition
         condition.lock()

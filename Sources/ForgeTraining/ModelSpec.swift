@@ -52,8 +52,13 @@ public struct ModelSpec: Codable, Sendable, Equatable {
 
     /// The network with fresh parameters drawn from `seed`, buffers for `maxBatch` rows.
     public func build(maxBatch: Int, seed: UInt64, device: any Device) -> Sequential {
+        Sequential(makeLayers(), maxBatch: maxBatch, seed: seed, device: device)
+    }
+
+    /// Fresh layer objects for this architecture (not yet bound to parameters).
+    public func makeLayers() -> [any Layer] {
         var salt: UInt64 = 0
-        let built: [any Layer] = layers.map { spec in
+        return layers.map { spec -> any Layer in
             switch spec.kind {
             case .linear:
                 return Linear(spec.inputs, spec.outputs, activation: (spec.activation ?? .identity).activation)
@@ -62,7 +67,6 @@ public struct ModelSpec: Codable, Sendable, Equatable {
                 return Dropout(rate: spec.rate ?? 0, width: spec.inputs, salt: salt)
             }
         }
-        return Sequential(built, maxBatch: maxBatch, seed: seed, device: device)
     }
 
     /// The loss matching the predictor type.

@@ -34,6 +34,12 @@ public final class Trainer {
     private var stagingLabels: [Float]
     private var best: ParameterBlock?
     private var state = TrainerState()
+    /// Batch splitting across a multi-threaded CPU device: `replicas[0]` is `model`, the others
+    /// share its parameter values and write gradients of their own; `replicaGradients[p]` is
+    /// replica p's output-gradient buffer.
+    private let replicas: [Sequential]
+    private let replicaGradients: [Tensor]
+    private let pool: ComputePool?
 
     public init(plan: TrainingPlan, data: PreparedData, device: any Device) {
         self.plan = plan
@@ -59,6 +65,28 @@ public final class Trainer {
         state.hyperparameters = plan.resolved
         state.trainRecords = data.train.count
         state.features = data.train.width
+        // OpenBLAS's own threads scale poorly on the small GEMMs of one step (and spin while they
+        // wait); splitting the batch across the device's threads, each running single-threaded
+        // BLAS on its rows, scales nearly linearly. The sum of the replicas' gradients differs
+        // from one thread's only in float rounding; a run is still bit-reproducible for a given
+        // thread count.
+        if let cpu = device as? CPUDevice, cpu.pool.threadCount > 1, batchSize >= 16 * cpu.pool.threadCount {
+            let parts = cpu.pool.threadCount
+            let rowsPerPart = (batchSize + parts - 1) / parts
+            BLASRuntime.setThreadCount(1)
+            pool = cpu.pool
+            let (main, spec, outputs) = (model, spec, model.outputWidth)
+            replicas = [main] + (1..<parts).map { _ in
+                Sequential(replicaOf: main, layers: spec.makeLayers(), maxBatch: rowsPerPart)
+            }
+            replicaGradients = [outputGradient] + (1..<parts).map { _ in
+                Tensor(zeros: [rowsPerPart, outputs], on: device)
+            }
+        } else {
+            pool = nil
+            replicas = [model]
+            replicaGradients = [outputGradient]
+        }
         if plan.earlyStoppingPatience > 0, data.validation != nil {
             best = spec.build(maxBatch: 1, seed: plan.seed, device: device).parameters
         }
@@ -112,14 +140,23 @@ public final class Trainer {
     private func trainStep(indices: ArraySlice<Int>) -> Double {
         let rows = indices.count
         let x = load(data.train, indices: indices)
-        let y = targets.rows(0..<rows)
-        let context = ForwardContext(training: true, step: state.step, firstSample: 0, seed: plan.seed)
-        let output = model.forward(x, context: context)
-        let gradient = outputGradient.rows(0..<rows)
-        let lossSum = loss.evaluate(output: output, targets: y, gradient: gradient, gradScale: 1 / Float(rows))
-        model.backward(gradient)
+        let job = StepJob(replicas: replicas, gradients: replicaGradients, inputs: x, targets: targets.rows(0..<rows),
+                          loss: loss, rows: rows, step: state.step, seed: plan.seed)
+        var losses = [Double](repeating: 0, count: replicas.count)
+        losses.withUnsafeMutableBufferPointer { buffer in
+            guard let base = buffer.baseAddress else { return }
+            let results = SendablePointer(base)
+            if let pool {
+                pool.run { part in results.pointer[part] = job.run(part: part) }
+            } else {
+                results.pointer[0] = job.run(part: 0)
+            }
+        }
+        for part in 1..<replicas.count where !job.slice(part).isEmpty {
+            device.axpby(alpha: 1, replicas[part].parameters.gradients, beta: 1, model.parameters.gradients)
+        }
         optimizer.step()
-        return lossSum
+        return losses.reduce(0, +)
     }
 
     /// Gathers rows of `dataset` into the input and target tensors; returns the input view.
@@ -286,5 +323,41 @@ public final class Trainer {
     private func trainedModel() -> TrainedModel {
         TrainedModel(plan: plan, spec: spec, parameters: model.parameters.namedValues(),
                      featureScaling: data.featureScaling, labelScaling: data.labelScaling)
+    }
+}
+
+/// One step's forward and backward for each replica on its contiguous slice of the batch.
+///
+/// Concurrency: `@unchecked Sendable` because it carries tensors and models into pool jobs.
+/// Part p touches only replica p, rows `slice(p)` of the inputs and targets, and its own
+/// gradient buffers; the shared parameter values are only read until every part returns.
+private struct StepJob: @unchecked Sendable {
+    let replicas: [Sequential]
+    let gradients: [Tensor]
+    let inputs: Tensor
+    let targets: Tensor
+    let loss: any Loss
+    let rows: Int
+    let step: Int
+    let seed: UInt64
+
+    /// Rows of part `part`: contiguous, sizes differing by at most one, as ranks split a batch.
+    func slice(_ part: Int) -> Range<Int> {
+        (try? Shard(rank: part, worldSize: replicas.count))?.slice(ofBatch: 0..<rows) ?? 0..<0
+    }
+
+    /// Runs part `part`; returns its summed loss (0 for an empty slice).
+    func run(part: Int) -> Double {
+        let rows = slice(part)
+        guard !rows.isEmpty else { return 0 }
+        let model = replicas[part]
+        // Dropout masks are keyed by the sample's index in the global batch, so any split
+        // draws the masks one thread would.
+        let context = ForwardContext(training: true, step: step, firstSample: rows.lowerBound, seed: seed)
+        let output = model.forward(inputs.rows(rows), context: context)
+        let gradient = gradients[part].rows(0..<rows.count)
+        let lossSum = loss.evaluate(output: output, targets: targets.rows(rows), gradient: gradient, gradScale: 1 / Float(self.rows))
+        model.backward(gradient)
+        return lossSum
     }
 }
