@@ -30,6 +30,8 @@ let package = Package(
 
         // Seeded, reproducible randomness shared by the data and NN layers.
         .target(name: "ForgeRandom", swiftSettings: forgeSettings),
+        // 2. Transport: a safe face for libzmq.
+        .target(name: "ForgeTransport", dependencies: ["CZeroMQ"], swiftSettings: forgeSettings),
         // 4. Compute core: tensors on a Device; the CPU device over OpenBLAS.
         .target(name: "ForgeTensor", dependencies: ["CBLAS", "CFloatEnv", "ForgeRandom"], swiftSettings: forgeSettings),
         // 5. NN: layers, losses, optimizers, initialisers, seeded randomness.
@@ -51,7 +53,7 @@ let package = Package(
         .executableTarget(
             name: "forge",
             dependencies: [
-                "ForgeTraining", "ForgeTensor",
+                "ForgeTraining", "ForgeTensor", "ForgeTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -65,6 +67,7 @@ let package = Package(
 
         .testTarget(name: "ShimTests", dependencies: ["CZeroMQ", "CBLAS", "CFloatEnv"], swiftSettings: forgeSettings),
         .testTarget(name: "ForgeRandomTests", dependencies: ["ForgeRandom"], swiftSettings: forgeSettings),
+        .testTarget(name: "ForgeTransportTests", dependencies: ["ForgeTransport", "ForgeTestSupport"], swiftSettings: forgeSettings),
         .testTarget(name: "ForgeTensorTests", dependencies: ["ForgeTensor"], swiftSettings: forgeSettings),
         .testTarget(name: "ForgeNNTests", dependencies: ["ForgeNN"], swiftSettings: forgeSettings),
         .testTarget(name: "ForgeArchiveTests", dependencies: ["ForgeArchive", "ForgeTestSupport"], swiftSettings: forgeSettings),
@@ -76,7 +79,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ForgeIntegrationTests",
-            dependencies: ["ForgeArchive", "ForgeTestSupport"],
+            dependencies: ["ForgeArchive", "ForgeTransport", "ForgeTestSupport"],
             swiftSettings: forgeSettings
         ),
     ]

@@ -59,8 +59,10 @@ public final class Trainer {
         inputs = Tensor(zeros: [evaluationRows, data.train.width], on: device)
         targets = Tensor(zeros: [evaluationRows], on: device)
         outputGradient = Tensor(zeros: [evaluationRows, model.outputWidth], on: device)
-        stagingFeatures = [Float](repeating: 0, count: evaluationRows * data.train.width)
-        stagingLabels = [Float](repeating: 0, count: evaluationRows)
+        // Host staging only for devices whose memory the trainer cannot write directly.
+        let staged = device.capabilities.hostVisibleMemory ? 0 : evaluationRows
+        stagingFeatures = [Float](repeating: 0, count: staged * data.train.width)
+        stagingLabels = [Float](repeating: 0, count: staged)
         state.seed = plan.seed
         state.hyperparameters = plan.resolved
         state.trainRecords = data.train.count

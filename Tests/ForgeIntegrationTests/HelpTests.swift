@@ -5,7 +5,7 @@ import Testing
     @Test func rootHelpListsTheCommands() throws {
         let run = try ForgeProcess.run(["--help"])
         #expect(run.status == 0, "\(run)")
-        for command in ["train", "predict", "info"] {
+        for command in ["train", "predict", "keygen", "info"] {
             #expect(run.standardOutput.contains("  \(command) "), "forge --help does not list \(command)")
         }
     }

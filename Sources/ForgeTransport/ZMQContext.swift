@@ -1,0 +1,33 @@
+// The libzmq context: I/O threads and the sockets' shared state.
+import CZeroMQ
+
+/// One libzmq context.
+///
+/// Concurrency: Sendable; libzmq contexts are thread-safe. Every socket keeps its context
+/// alive, so `zmq_ctx_term` in `deinit` runs after the last socket has closed (sockets set a
+/// bounded linger, so termination never waits on unsent messages forever).
+public final class ZMQContext: @unchecked Sendable {
+    let raw: UnsafeMutableRawPointer
+
+    /// A context with `ioThreads` I/O threads.
+    public init(ioThreads: Int = 1) throws(TransportError) {
+        guard let raw = zmq_ctx_new() else { throw .last("zmq_ctx_new") }
+        self.raw = raw
+        guard zmq_ctx_set(raw, ZMQ_IO_THREADS, Int32(ioThreads)) == 0 else {
+            zmq_ctx_term(raw)
+            throw .last("zmq_ctx_set(ZMQ_IO_THREADS)")
+        }
+    }
+
+    deinit { zmq_ctx_term(raw) }
+
+    /// libzmq's version, e.g. "4.3.4".
+    public static var version: String {
+        var major: Int32 = 0, minor: Int32 = 0, patch: Int32 = 0
+        zmq_version(&major, &minor, &patch)
+        return "\(major).\(minor).\(patch)"
+    }
+
+    /// True when this libzmq can do CURVE.
+    public static var hasCurve: Bool { zmq_has("curve") == 1 }
+}
