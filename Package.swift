@@ -28,6 +28,8 @@ let package = Package(
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "CFloatEnv"),
 
+        // 3. Wire: framed, versioned messages and their total decoders.
+        .target(name: "ForgeWire", swiftSettings: forgeSettings),
         // Seeded, reproducible randomness shared by the data and NN layers.
         .target(name: "ForgeRandom", swiftSettings: forgeSettings),
         // 2. Transport: a safe face for libzmq.
@@ -68,6 +70,7 @@ let package = Package(
         .testTarget(name: "ShimTests", dependencies: ["CZeroMQ", "CBLAS", "CFloatEnv"], swiftSettings: forgeSettings),
         .testTarget(name: "ForgeRandomTests", dependencies: ["ForgeRandom"], swiftSettings: forgeSettings),
         .testTarget(name: "ForgeTransportTests", dependencies: ["ForgeTransport", "ForgeTestSupport"], swiftSettings: forgeSettings),
+        .testTarget(name: "ForgeWireTests", dependencies: ["ForgeWire", "ForgeTestSupport"], swiftSettings: forgeSettings),
         .testTarget(name: "ForgeTensorTests", dependencies: ["ForgeTensor"], swiftSettings: forgeSettings),
         .testTarget(name: "ForgeNNTests", dependencies: ["ForgeNN"], swiftSettings: forgeSettings),
         .testTarget(name: "ForgeArchiveTests", dependencies: ["ForgeArchive", "ForgeTestSupport"], swiftSettings: forgeSettings),
