@@ -1,0 +1,102 @@
+// Ring all-reduce, chunked and pipelined, for large tensors.
+//
+// The buffer is cut into P segments (sizes differ by at most one element). In P − 1
+// reduce-scatter steps each rank sends one segment to its right neighbour and adds the
+// segment arriving from its left; afterwards rank r holds the full reduction of segment
+// (r + 1) mod P. In P − 1 all-gather steps the reduced segments travel once more round the
+// ring. Each segment moves in chunks, so sending one chunk overlaps receiving the next.
+// Every rank sends and receives 2(P − 1)/P · S bytes for a buffer of S bytes: the minimum for
+// an all-reduce, independent of P. After the all-gather every rank holds the owner's copy of
+// each segment, so all ranks end bit-identical.
+
+/// How values combine.
+public enum ReduceOp: String, Sendable, CaseIterable {
+    case sum, mean, max
+}
+
+/// Ring all-reduce over one transport.
+///
+/// Concurrency: not Sendable; it belongs to the thread that runs this rank. `run` allocates
+/// nothing: the receive scratch is made in `init`.
+public final class RingAllReduce {
+    public let transport: any CollectiveTransport
+    /// Elements per chunk on the wire (injectable so tests reach the multi-chunk paths cheaply).
+    public let chunkElements: Int
+    /// Receive buffer for one chunk, owned by this object.
+    private let scratch: UnsafeMutableBufferPointer<Float>
+    private var sequence: UInt64 = 0
+
+    public init(transport: any CollectiveTransport, chunkElements: Int = 1 << 16) {
+        precondition(chunkElements > 0, "chunks need at least one element")
+        self.transport = transport
+        self.chunkElements = chunkElements
+        scratch = .allocate(capacity: chunkElements)
+        scratch.initialize(repeating: 0)
+    }
+
+    deinit { scratch.deallocate() }
+
+    /// Reduces `buffer` across all ranks in place. Every rank must call it with the same count.
+    public func run(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws(CollectiveError) {
+        let ranks = transport.worldSize
+        sequence &+= 1
+        guard ranks > 1 else { return }
+        let rank = transport.rank
+        let right = (rank + 1) % ranks, left = (rank + ranks - 1) % ranks
+        for step in 0..<(ranks - 1) {
+            try exchange(buffer, send: (rank - step + ranks) % ranks, receive: (rank - step - 1 + 2 * ranks) % ranks,
+                         right: right, left: left, phase: 0, step: step, reduce: op == .max ? .max : .sum)
+        }
+        for step in 0..<(ranks - 1) {
+            try exchange(buffer, send: (rank + 1 - step + ranks) % ranks, receive: (rank - step + ranks) % ranks,
+                         right: right, left: left, phase: 1, step: step, reduce: nil)
+        }
+        if op == .mean {
+            let scale = 1 / Float(ranks)
+            for i in buffer.indices { buffer[i] *= scale }
+        }
+    }
+
+    private enum Combine { case sum, max }
+
+    /// Sends segment `send` right and takes segment `receive` from the left, chunk by chunk,
+    /// combining (reduce-scatter) or overwriting (all-gather).
+    private func exchange(_ buffer: UnsafeMutableBufferPointer<Float>, send: Int, receive: Int, right: Int, left: Int,
+                          phase: UInt64, step: Int, reduce: Combine?) throws(CollectiveError) {
+        let outgoing = segment(send, of: buffer.count), incoming = segment(receive, of: buffer.count)
+        let outgoingChunks = (outgoing.count + chunkElements - 1) / chunkElements
+        let incomingChunks = (incoming.count + chunkElements - 1) / chunkElements
+        guard let base = buffer.baseAddress else { return }
+        for chunk in 0..<max(outgoingChunks, incomingChunks) {
+            let tag = (sequence << 44) | (phase << 43) | (UInt64(step) << 28) | UInt64(chunk)
+            if chunk < outgoingChunks {
+                let start = outgoing.lowerBound + chunk * chunkElements
+                let count = min(chunkElements, outgoing.upperBound - start)
+                try transport.send(UnsafeRawBufferPointer(start: base + start, count: count * 4), to: right, tag: tag)
+            }
+            if chunk < incomingChunks {
+                let start = incoming.lowerBound + chunk * chunkElements
+                let count = min(chunkElements, incoming.upperBound - start)
+                let target = base + start
+                guard let reduce else {
+                    try transport.receive(from: left, tag: tag, into: UnsafeMutableRawBufferPointer(start: target, count: count * 4))
+                    continue
+                }
+                try transport.receive(from: left, tag: tag, into: UnsafeMutableRawBufferPointer(start: scratch.baseAddress, count: count * 4))
+                let incomingValues = scratch
+                switch reduce {
+                case .sum: for i in 0..<count { target[i] += incomingValues[i] }
+                case .max: for i in 0..<count { target[i] = Swift.max(target[i], incomingValues[i]) }
+                }
+            }
+        }
+    }
+
+    /// Segment `index` of `count` elements: contiguous, sizes differing by at most one.
+    private func segment(_ index: Int, of count: Int) -> Range<Int> {
+        let ranks = transport.worldSize
+        let base = count / ranks, extra = count % ranks
+        let start = index * base + min(index, extra)
+        return start..<(start + base + (index < extra ? 1 : 0))
+    }
+}
