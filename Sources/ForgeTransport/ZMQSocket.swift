@@ -105,18 +105,22 @@ public final class ZMQSocket {
     /// Sends `frames` as one multipart message (copies them).
     public func send(_ frames: [[UInt8]]) throws(TransportError) {
         for (index, frame) in frames.enumerated() {
-            let flags = index < frames.count - 1 ? ZMQ_SNDMORE : 0
-            // withUnsafeBytes only rethrows untyped errors: carry the typed one out by hand.
-            var failure: TransportError?
-            frame.withUnsafeBytes { bytes in
-                do throws(TransportError) {
-                    try sendFrame(bytes, flags: flags)
-                } catch {
-                    failure = error
-                }
-            }
-            if let failure { throw failure }
+            try send(frame, more: index < frames.count - 1)
         }
+    }
+
+    /// Sends one frame (a copy of `frame`); `more` marks further frames of the same message.
+    public func send(_ frame: [UInt8], more: Bool) throws(TransportError) {
+        // withUnsafeBytes only rethrows untyped errors: carry the typed one out by hand.
+        var failure: TransportError?
+        frame.withUnsafeBytes { bytes in
+            do throws(TransportError) {
+                try sendFrame(bytes, flags: more ? ZMQ_SNDMORE : 0)
+            } catch {
+                failure = error
+            }
+        }
+        if let failure { throw failure }
     }
 
     /// Sends one frame that copies `bytes`; `more` marks further frames of the same message.

@@ -2,8 +2,37 @@
 // sizes 1–5, counts smaller than the world size, uneven counts and multi-chunk segments; a
 // silent rank turns into an error on the others within the timeout.
 import ForgeCollectives
+import ForgeTestSupport
+import ForgeTransport
 import Foundation
 import Testing
+
+/// Hands one rank's transport to the thread that runs the rank (each thread touches only its own).
+struct Handed<T>: @unchecked Sendable {
+    let value: T
+}
+
+/// The transports the suite runs over: the in-process reference and ZeroMQ over tcp:// and ipc://.
+enum TransportKind: String, CaseIterable, Sendable {
+    case inProcess, tcp, ipc
+
+    /// One transport per rank, connected into a group.
+    func make(_ worldSize: Int, timeoutMilliseconds: Int = 10_000, keys: [ClusterKey?]? = nil,
+              directory: TemporaryDirectory? = nil) throws -> [any CollectiveTransport] {
+        if self == .inProcess {
+            let hub = InProcessHub(worldSize: worldSize, timeoutMilliseconds: timeoutMilliseconds)
+            return (0..<worldSize).map { hub.transport(rank: $0) }
+        }
+        let context = try ZMQContext()
+        let transports = try (0..<worldSize).map { rank in
+            let endpoint = self == .tcp ? "tcp://127.0.0.1:*" : "ipc://" + (directory?.file("r\(rank)") ?? "/tmp/forge-r\(rank)")
+            return try ZMQTransport(context: context, rank: rank, worldSize: worldSize, bind: endpoint,
+                                    key: keys?[rank] ?? nil, timeoutMilliseconds: timeoutMilliseconds)
+        }
+        for transport in transports { try transport.connect(to: transports.map(\.endpoint)) }
+        return transports
+    }
+}
 
 /// Runs `body(rank)` on one thread per rank and returns each rank's result.
 func onRanks<T: Sendable>(_ worldSize: Int, _ body: @escaping @Sendable (Int) -> T) -> [T] {
@@ -47,38 +76,56 @@ final class ResultBox<T: Sendable>: @unchecked Sendable {
         (0..<count).map { Float(rank + 1) * Float($0 % 7 + 1) }
     }
 
-    @Test(arguments: [1, 2, 3, 4, 5], [0, 1, 3, 7, 1000, 10_007])
-    func everyOpMatchesTheClosedForm(worldSize: Int, count: Int) throws {
-        for op in ReduceOp.allCases {
-            let hub = InProcessHub(worldSize: worldSize)
-            let outcomes = onRanks(worldSize) { rank -> Result<[Float], CollectiveError> in
-                var values = RingAllReduceTests.input(rank: rank, count: count)
-                let ring = RingAllReduce(transport: hub.transport(rank: rank), chunkElements: 64)
-                if let error = allReduce(ring, &values, op: op) { return .failure(error) }
-                return .success(values)
-            }
-            let rankSum = Float(worldSize * (worldSize + 1) / 2)
-            let expected: [Float] = (0..<count).map { i in
-                let unit = Float(i % 7 + 1)
-                switch op {
-                case .sum: return rankSum * unit
-                case .mean: return rankSum * unit * (1 / Float(worldSize))
-                case .max: return Float(worldSize) * unit
+    @Test(arguments: TransportKind.allCases, [1, 2, 3, 4, 5])
+    func everyOpMatchesTheClosedForm(transport kind: TransportKind, worldSize: Int) throws {
+        let directory = try TemporaryDirectory()
+        for count in [0, 1, 3, 7, 1000, 10_007] {
+            for op in ReduceOp.allCases {
+                let transports = Handed(value: try kind.make(worldSize, directory: directory))
+                let outcomes = onRanks(worldSize) { rank -> Result<[Float], CollectiveError> in
+                    var values = RingAllReduceTests.input(rank: rank, count: count)
+                    let ring = RingAllReduce(transport: transports.value[rank], chunkElements: 64)
+                    if let error = allReduce(ring, &values, op: op) { return .failure(error) }
+                    return .success(values)
                 }
-            }
-            for (rank, outcome) in outcomes.enumerated() {
-                let values = try outcome.get()
-                #expect(values == expected, "\(op) on \(worldSize) ranks, \(count) elements, rank \(rank)")
+                let rankSum = Float(worldSize * (worldSize + 1) / 2)
+                let expected: [Float] = (0..<count).map { i in
+                    let unit = Float(i % 7 + 1)
+                    switch op {
+                    case .sum: return rankSum * unit
+                    case .mean: return rankSum * unit * (1 / Float(worldSize))
+                    case .max: return Float(worldSize) * unit
+                    }
+                }
+                for (rank, outcome) in outcomes.enumerated() {
+                    let values = try outcome.get()
+                    #expect(values == expected, "\(kind): \(op) on \(worldSize) ranks, \(count) elements, rank \(rank)")
+                }
             }
         }
     }
 
-    @Test func aSilentRankIsAnErrorOnTheOthers() throws {
-        let hub = InProcessHub(worldSize: 3, timeoutMilliseconds: 300)
+    @Test func aRankWithoutTheClusterKeyCannotJoin() throws {
+        let key = try ClusterKey.generate()
+        let intruder = try ClusterKey.generate()
+        // Ranks 0 and 1 share the cluster key; rank 2 holds another: nothing it sends is
+        // accepted, so its neighbour times out instead of reducing its data.
+        let transports = Handed(value: try TransportKind.tcp.make(3, timeoutMilliseconds: 500, keys: [key, key, intruder]))
+        let outcomes: [CollectiveError?] = onRanks(3) { rank -> CollectiveError? in
+            var values = [Float](repeating: 1, count: 30)
+            return allReduce(RingAllReduce(transport: transports.value[rank], chunkElements: 8), &values, op: .sum)
+        }
+        #expect(outcomes[0] == CollectiveError.timedOut(peer: 2, milliseconds: 500))
+        #expect(outcomes.allSatisfy { $0 != nil }, "a group with an intruder completed: \(outcomes)")
+    }
+
+    @Test(arguments: TransportKind.allCases)
+    func aSilentRankIsAnErrorOnTheOthers(transport kind: TransportKind) throws {
+        let directory = try TemporaryDirectory()
+        let transports = Handed(value: try kind.make(3, timeoutMilliseconds: 300, directory: directory))
         let outcomes: [CollectiveError?] = onRanks(2) { rank -> CollectiveError? in
             var values = [Float](repeating: 1, count: 100)
-            let ring = RingAllReduce(transport: hub.transport(rank: rank), chunkElements: 16)
-            return allReduce(ring, &values, op: .sum)
+            return allReduce(RingAllReduce(transport: transports.value[rank], chunkElements: 16), &values, op: .sum)
         }
         // Rank 2 never runs: rank 0 waits on it (its left neighbour) and times out; rank 1
         // waits on rank 0, which stops sending once it has failed.
@@ -86,12 +133,14 @@ final class ResultBox<T: Sendable>: @unchecked Sendable {
         #expect(outcomes[1] == CollectiveError.timedOut(peer: 0, milliseconds: 300))
     }
 
-    @Test func aDesynchronisedPeerIsAProtocolViolation() throws {
-        let hub = InProcessHub(worldSize: 2, timeoutMilliseconds: 2000)
+    @Test(arguments: TransportKind.allCases)
+    func aDesynchronisedPeerIsAProtocolViolation(transport kind: TransportKind) throws {
+        let directory = try TemporaryDirectory()
+        let transports = Handed(value: try kind.make(2, timeoutMilliseconds: 2000, directory: directory))
         let outcomes: [CollectiveError?] = onRanks(2) { rank -> CollectiveError? in
             // Rank 1 sends 8 elements, rank 0 expects 4 per segment of a 8-element buffer.
             var values = [Float](repeating: 1, count: rank == 0 ? 8 : 16)
-            let ring = RingAllReduce(transport: hub.transport(rank: rank), chunkElements: 64)
+            let ring = RingAllReduce(transport: transports.value[rank], chunkElements: 64)
             return allReduce(ring, &values, op: .sum)
         }
         #expect(outcomes[0] == CollectiveError.protocolViolation(peer: 1, reason: "expected 16 bytes, got 32"))

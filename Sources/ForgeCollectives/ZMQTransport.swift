@@ -1,0 +1,137 @@
+// The collective transport over ZeroMQ: each rank binds one ROUTER socket for everything it
+// receives and keeps one DEALER per peer for what it sends. Every message is a ForgeWire
+// frame header plus the payload; messages from one peer arrive in order, and those that
+// arrive while another peer is awaited wait in a per-peer queue.
+import ForgeTransport
+import ForgeWire
+import Foundation
+
+/// A rank's ZeroMQ endpoint in a collective group.
+///
+/// Concurrency: not Sendable; its sockets belong to the thread that runs this rank (create it
+/// on one thread and hand it to another before use, never share it).
+public final class ZMQTransport: CollectiveTransport {
+    public let rank: Int
+    public let worldSize: Int
+    public let timeoutMilliseconds: Int
+    /// The endpoint peers connect to (with the port the system chose).
+    public let endpoint: String
+    private let context: ZMQContext
+    private let key: ClusterKey?
+    private let router: ZMQSocket
+    private var dealers: [ZMQSocket?]
+    private var pending: [[(tag: UInt64, bytes: [UInt8])]]
+
+    /// Binds this rank's receiving socket at `endpoint` (`tcp://HOST:*` picks a port).
+    /// With a cluster key every connection is CURVE-encrypted and peers without it are refused.
+    public init(context: ZMQContext, rank: Int, worldSize: Int, bind endpoint: String, key: ClusterKey? = nil,
+                timeoutMilliseconds: Int = 30_000) throws(CollectiveError) {
+        precondition(rank >= 0 && rank < worldSize, "rank \(rank) outside 0..<\(worldSize)")
+        self.rank = rank
+        self.worldSize = worldSize
+        self.timeoutMilliseconds = timeoutMilliseconds
+        self.context = context
+        self.key = key
+        dealers = Array(repeating: nil, count: worldSize)
+        pending = Array(repeating: [], count: worldSize)
+        do {
+            router = try ZMQSocket(context, kind: .router)
+            if let key { try router.makeCurveServer(key) }
+            self.endpoint = try router.bind(endpoint)
+        } catch {
+            throw .transport(peer: rank, reason: error.description)
+        }
+    }
+
+    /// Connects to every peer's endpoint (`endpoints[rank]` is this rank's own and is skipped).
+    public func connect(to endpoints: [String]) throws(CollectiveError) {
+        guard endpoints.count == worldSize else {
+            throw .invalidArgument("\(endpoints.count) endpoints for a group of \(worldSize)")
+        }
+        for peer in 0..<worldSize where peer != rank {
+            do {
+                let dealer = try ZMQSocket(context, kind: .dealer)
+                try dealer.setIdentity(ZMQTransport.identity(of: rank))
+                if let key { try dealer.makeCurveClient(key) }
+                dealer.sendTimeoutMilliseconds = timeoutMilliseconds
+                try dealer.connect(endpoints[peer])
+                dealers[peer] = dealer
+            } catch {
+                throw .transport(peer: peer, reason: error.description)
+            }
+        }
+    }
+
+    public func send(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt64) throws(CollectiveError) {
+        guard peer >= 0, peer < worldSize, peer != rank, let dealer = dealers[peer] else {
+            throw .invalidArgument("cannot send to rank \(peer) (connected?)")
+        }
+        guard bytes.count <= Int(UInt32.max) else { throw .invalidArgument("a message of \(bytes.count) bytes is too large") }
+        let header = FrameHeader(kind: .pointToPoint, elementType: .uint8, collectiveID: tag, step: 0, chunkIndex: 0, chunkCount: 1,
+                                 sourceRank: UInt32(rank), payloadByteCount: UInt32(bytes.count))
+        do throws(TransportError) {
+            try dealer.send(header.encoded(), more: true)
+            try dealer.send(bytes, more: false)
+        } catch {
+            if case .timedOut = error { throw .timedOut(peer: peer, milliseconds: timeoutMilliseconds) }
+            throw .transport(peer: peer, reason: error.description)
+        }
+    }
+
+    public func receive(from peer: Int, tag: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(CollectiveError) {
+        guard peer >= 0, peer < worldSize, peer != rank else { throw .invalidArgument("cannot receive from rank \(peer)") }
+        let message = try nextMessage(from: peer)
+        guard message.tag == tag else {
+            throw .protocolViolation(peer: peer, reason: "expected tag \(String(tag, radix: 16)), got \(String(message.tag, radix: 16))")
+        }
+        guard message.bytes.count == buffer.count else {
+            throw .protocolViolation(peer: peer, reason: "expected \(buffer.count) bytes, got \(message.bytes.count)")
+        }
+        message.bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
+    }
+
+    /// The next message from `peer`, reading (and queueing other peers' messages) until it
+    /// arrives or the timeout passes.
+    private func nextMessage(from peer: Int) throws(CollectiveError) -> (tag: UInt64, bytes: [UInt8]) {
+        if !pending[peer].isEmpty { return pending[peer].removeFirst() }
+        let deadline = Date().addingTimeInterval(Double(timeoutMilliseconds) / 1000)
+        while true {
+            let remaining = Int(deadline.timeIntervalSinceNow * 1000)
+            guard remaining > 0 else { throw .timedOut(peer: peer, milliseconds: timeoutMilliseconds) }
+            router.receiveTimeoutMilliseconds = remaining
+            let frames: [ZMQMessage]
+            do {
+                frames = try router.receiveMessage()
+            } catch {
+                if case .timedOut = error { throw .timedOut(peer: peer, milliseconds: timeoutMilliseconds) }
+                throw .transport(peer: peer, reason: error.description)
+            }
+            // [identity, header, payload]; a frame that does not decode is a peer's fault.
+            guard frames.count == 3, let source = ZMQTransport.rank(ofIdentity: frames[0].array), source < worldSize else {
+                throw .protocolViolation(peer: peer, reason: "a message of \(frames.count) frames from an unknown sender")
+            }
+            let header: FrameHeader
+            do {
+                header = try FrameHeader(decoding: frames[1].bytes)
+                try header.validate(payloadByteCount: frames[2].bytes.count)
+            } catch {
+                throw .protocolViolation(peer: source, reason: error.description)
+            }
+            guard Int(header.sourceRank) == source else {
+                throw .protocolViolation(peer: source, reason: "claims to be rank \(header.sourceRank)")
+            }
+            let message = (tag: header.collectiveID, bytes: frames[2].array)
+            if source == peer { return message }
+            pending[source].append(message)
+        }
+    }
+
+    static func identity(of rank: Int) -> [UInt8] {
+        withUnsafeBytes(of: UInt32(rank).littleEndian) { Array($0) }
+    }
+
+    static func rank(ofIdentity bytes: [UInt8]) -> Int? {
+        guard bytes.count == 4 else { return nil }
+        return Int(bytes.enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * $1.offset) })
+    }
+}
