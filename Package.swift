@@ -57,7 +57,7 @@ let package = Package(
         .executableTarget(
             name: "forge",
             dependencies: [
-                "ForgeTraining", "ForgeTensor", "ForgeTransport",
+                "ForgeTraining", "ForgeTensor", "ForgeTransport", "ForgeCollectives",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

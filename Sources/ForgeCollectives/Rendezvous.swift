@@ -1,0 +1,110 @@
+// Rendezvous, torchrun-style: rank 0 listens on the master address; every other rank tells it
+// its data-plane endpoint; once all have, rank 0 answers each with the full list. No
+// coordinator is needed.
+import ForgeTransport
+import Foundation
+
+/// Where the group meets and who this rank is.
+public struct RendezvousConfiguration: Sendable, Hashable {
+    public var rank: Int
+    public var worldSize: Int
+    /// `tcp://MASTER_ADDR:MASTER_PORT`, where rank 0 listens.
+    public var master: String
+    public var timeoutMilliseconds: Int
+
+    public init(rank: Int, worldSize: Int, master: String, timeoutMilliseconds: Int = 60_000) {
+        self.rank = rank
+        self.worldSize = worldSize
+        self.master = master
+        self.timeoutMilliseconds = timeoutMilliseconds
+    }
+}
+
+/// One rank's message to rank 0, and rank 0's answer.
+struct RendezvousMessage: Codable, Equatable {
+    var rank: Int
+    var worldSize: Int
+    /// The sender's endpoint (hello) …
+    var endpoint: String?
+    /// … or every rank's endpoint in rank order (answer).
+    var endpoints: [String]?
+}
+
+public enum Rendezvous {
+    /// Exchanges data-plane endpoints: returns every rank's endpoint, in rank order.
+    /// A rank that does not show up within the timeout is an error naming it.
+    public static func exchange(_ configuration: RendezvousConfiguration, endpoint: String, context: ZMQContext,
+                                key: ClusterKey?) throws(CollectiveError) -> [String] {
+        let (rank, worldSize) = (configuration.rank, configuration.worldSize)
+        guard worldSize >= 1, rank >= 0, rank < worldSize else {
+            throw .invalidArgument("rank \(rank) of a group of \(worldSize)")
+        }
+        guard worldSize > 1 else { return [endpoint] }
+        do {
+            return try rank == 0
+                ? serve(configuration, endpoint: endpoint, context: context, key: key)
+                : join(configuration, endpoint: endpoint, context: context, key: key)
+        } catch let error as CollectiveError {
+            throw error
+        } catch let error as TransportError {
+            if case .timedOut = error { throw .timedOut(peer: 0, milliseconds: configuration.timeoutMilliseconds) }
+            throw .transport(peer: 0, reason: "rendezvous at \(configuration.master): \(error)")
+        } catch {
+            throw .protocolViolation(peer: 0, reason: "rendezvous message: \(error)")
+        }
+    }
+
+    private static func serve(_ configuration: RendezvousConfiguration, endpoint: String, context: ZMQContext,
+                              key: ClusterKey?) throws -> [String] {
+        let socket = try ZMQSocket(context, kind: .router)
+        if let key { try socket.makeCurveServer(key) }
+        try socket.bind(configuration.master)
+        var endpoints = [String?](repeating: nil, count: configuration.worldSize)
+        endpoints[0] = endpoint
+        var identities = [[UInt8]](repeating: [], count: configuration.worldSize)
+        let deadline = Date().addingTimeInterval(Double(configuration.timeoutMilliseconds) / 1000)
+        while endpoints.contains(where: { $0 == nil }) {
+            let remaining = Int(deadline.timeIntervalSinceNow * 1000)
+            guard remaining > 0 else {
+                let missing = endpoints.indices.filter { endpoints[$0] == nil }
+                throw CollectiveError.timedOut(peer: missing[0], milliseconds: configuration.timeoutMilliseconds)
+            }
+            socket.receiveTimeoutMilliseconds = remaining
+            let frames = try socket.receive()
+            guard frames.count == 2 else { continue }
+            let hello = try JSONDecoder().decode(RendezvousMessage.self, from: Data(frames[1]))
+            guard hello.worldSize == configuration.worldSize, hello.rank > 0, hello.rank < configuration.worldSize,
+                  let theirs = hello.endpoint else {
+                throw CollectiveError.protocolViolation(peer: hello.rank, reason: "joined as rank \(hello.rank) of \(hello.worldSize); this group has \(configuration.worldSize)")
+            }
+            guard endpoints[hello.rank] == nil else {
+                throw CollectiveError.protocolViolation(peer: hello.rank, reason: "two processes claim rank \(hello.rank)")
+            }
+            endpoints[hello.rank] = theirs
+            identities[hello.rank] = frames[0]
+        }
+        let all = endpoints.compactMap { $0 }
+        for peer in 1..<configuration.worldSize {
+            let answer = RendezvousMessage(rank: 0, worldSize: configuration.worldSize, endpoint: nil, endpoints: all)
+            try socket.send([identities[peer], [UInt8](try JSONEncoder().encode(answer))])
+        }
+        return all
+    }
+
+    private static func join(_ configuration: RendezvousConfiguration, endpoint: String, context: ZMQContext,
+                             key: ClusterKey?) throws -> [String] {
+        let socket = try ZMQSocket(context, kind: .dealer)
+        if let key { try socket.makeCurveClient(key) }
+        socket.receiveTimeoutMilliseconds = configuration.timeoutMilliseconds
+        try socket.connect(configuration.master)
+        let hello = RendezvousMessage(rank: configuration.rank, worldSize: configuration.worldSize, endpoint: endpoint, endpoints: nil)
+        try socket.send([[UInt8](try JSONEncoder().encode(hello))])
+        let frames = try socket.receive()
+        guard frames.count == 1 else { throw CollectiveError.protocolViolation(peer: 0, reason: "rendezvous answer of \(frames.count) frames") }
+        let answer = try JSONDecoder().decode(RendezvousMessage.self, from: Data(frames[0]))
+        guard let endpoints = answer.endpoints, endpoints.count == configuration.worldSize else {
+            throw CollectiveError.protocolViolation(peer: 0, reason: "rendezvous answer without \(configuration.worldSize) endpoints")
+        }
+        return endpoints
+    }
+}

@@ -1,0 +1,74 @@
+// `forge bench allreduce`: run as a rank under `forge launch`, all-reduce buffers of several
+// sizes, check the result against the closed form, and print nccl-tests columns.
+import ArgumentParser
+import ForgeCollectives
+import ForgeTransport
+import Foundation
+
+struct AllReduceBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "allreduce",
+        abstract: "All-reduce float32 buffers across the ranks of `forge launch` and print time, algbw and busbw."
+    )
+
+    @Option(help: "Buffer sizes in bytes, comma-separated.") var sizes = "4096,1048576,16777216"
+    @Option(help: "Timed iterations per size (median reported).") var iterations = 5
+    @Option(help: "Data endpoint to bind: tcp or ipc.") var transport = "tcp"
+    @Option(help: "Seconds a rank waits for a peer before failing.") var timeout = 30
+    @Option(help: "For tests: this rank exits with status 3 after its first all-reduce.") var failRank: Int?
+
+    func run() throws {
+        let environment = ProcessInfo.processInfo.environment
+        guard let rank = environment["RANK"].flatMap(Int.init), let worldSize = environment["WORLD_SIZE"].flatMap(Int.init),
+              let address = environment["MASTER_ADDR"], let port = environment["MASTER_PORT"] else {
+            throw ValidationError("run me under forge launch (RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT are not set)")
+        }
+        do {
+            let key = try environment["FORGE_CLUSTER_KEY"].map { path throws(TransportError) in try ClusterKey.load(path: path) }
+            let bind = transport == "ipc"
+                ? "ipc://\(NSTemporaryDirectory())forge-\(port)-\(rank).ipc"
+                : "tcp://127.0.0.1:*"
+            let configuration = RendezvousConfiguration(rank: rank, worldSize: worldSize, master: "tcp://\(address):\(port)",
+                                                        timeoutMilliseconds: timeout * 1000)
+            let group = try ProcessGroup.join(configuration, bind: bind, key: key, timeoutMilliseconds: timeout * 1000)
+            if rank == 0 {
+                print("all-reduce (sum, float32), \(worldSize) ranks over \(transport)\(key == nil ? "" : " with CURVE")")
+                print("     bytes      time(us)   algbw(GB/s)   busbw(GB/s)")
+            }
+            for bytes in sizes.split(separator: ",").compactMap({ Int($0) }) {
+                let count = max(1, bytes / 4)
+                var values = [Float](repeating: 0, count: count)
+                var times = [Double]()
+                for iteration in 0..<(iterations + 1) {
+                    for i in 0..<count { values[i] = Float(rank + 1) * Float(i % 7 + 1) }
+                    let start = DispatchTime.now().uptimeNanoseconds
+                    try values.withUnsafeMutableBufferPointer { try group.allReduce($0, op: .sum) }
+                    if iteration > 0 { times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9) }
+                    if failRank == rank {
+                        FileHandle.standardError.write(Data("rank \(rank): exiting on purpose (--fail-rank)\n".utf8))
+                        throw ExitCode(3)
+                    }
+                }
+                let rankSum = Float(worldSize * (worldSize + 1) / 2)
+                guard values.indices.allSatisfy({ values[$0] == rankSum * Float($0 % 7 + 1) }) else {
+                    FileHandle.standardError.write(Data("error: rank \(rank): wrong all-reduce result at \(bytes) bytes\n".utf8))
+                    throw ExitCode.failure
+                }
+                let median = times.sorted()[times.count / 2]
+                let algbw = Double(count * 4) / median / 1e9
+                let busbw = algbw * 2 * Double(worldSize - 1) / Double(worldSize)
+                if rank == 0 {
+                    print(String(format: "%10d  %12.1f  %12.3f  %12.3f", count * 4, median * 1e6, algbw, busbw))
+                    emit(["kind": "allreduce", "bytes": count * 4, "ranks": worldSize, "transport": transport,
+                          "seconds": median, "algbw": algbw, "busbw": busbw])
+                }
+            }
+            print("rank \(rank): verified")
+        } catch let error as ExitCode {
+            throw error
+        } catch {
+            FileHandle.standardError.write(Data("error: rank \(rank): \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+}

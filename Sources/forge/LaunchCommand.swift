@@ -1,0 +1,124 @@
+// `forge launch`: start N rank processes on this node, torchrun-style, and tear them all down
+// when one fails.
+import ArgumentParser
+import Foundation
+
+struct LaunchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "launch",
+        abstract: "Start N rank processes with RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT set.",
+        discussion: """
+        Example: forge launch --nproc 2 -- forge bench allreduce --sizes 1048576
+        When a rank exits with an error, the others are stopped and the launcher reports which \
+        rank failed, on which host, and how. Each rank gets OPENBLAS_NUM_THREADS=1 unless it is set.
+        """
+    )
+
+    @Option(name: .long, help: "Rank processes to start on this node.")
+    var nproc: Int
+
+    @Option(name: .long, help: "A cluster key file (forge keygen); ranks then talk over ZeroMQ CURVE.")
+    var clusterKey: String?
+
+    @Option(name: .long, help: "Port for the rendezvous at MASTER_ADDR (default: a free one).")
+    var masterPort: Int?
+
+    @Argument(parsing: .captureForPassthrough, help: "The command each rank runs (after --).")
+    var command: [String] = []
+
+    func validate() throws {
+        guard nproc >= 1 else { throw ValidationError("--nproc must be at least 1") }
+        guard !command.filter({ $0 != "--" }).isEmpty else { throw ValidationError("give the command to run after --") }
+    }
+
+    func run() throws {
+        let arguments = command.first == "--" ? Array(command.dropFirst()) : command
+        let port = try masterPort ?? LaunchCommand.freePort()
+        let host = ProcessInfo.processInfo.hostName
+        var processes = [Process]()
+        for rank in 0..<nproc {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: LaunchCommand.resolve(arguments[0]))
+            process.arguments = Array(arguments.dropFirst())
+            var environment = ProcessInfo.processInfo.environment
+            environment["RANK"] = String(rank)
+            environment["LOCAL_RANK"] = String(rank)
+            environment["GROUP_RANK"] = "0"
+            environment["WORLD_SIZE"] = String(nproc)
+            environment["LOCAL_WORLD_SIZE"] = String(nproc)
+            environment["MASTER_ADDR"] = "127.0.0.1"
+            environment["MASTER_PORT"] = String(port)
+            if environment["OPENBLAS_NUM_THREADS"] == nil { environment["OPENBLAS_NUM_THREADS"] = "1" }
+            if let clusterKey { environment["FORGE_CLUSTER_KEY"] = clusterKey }
+            process.environment = environment
+            do {
+                try process.run()
+            } catch {
+                for started in processes { started.terminate() }
+                FileHandle.standardError.write(Data("error: cannot start rank \(rank) (\(arguments[0])): \(error.localizedDescription)\n".utf8))
+                throw ExitCode.failure
+            }
+            processes.append(process)
+        }
+        // Wait for all; the first failure stops the rest.
+        var failure: String?
+        while processes.contains(where: \.isRunning) {
+            if failure == nil, let (rank, process) = processes.enumerated().first(where: { !$1.isRunning && !LaunchCommand.succeeded($1) }) {
+                failure = "rank \(rank) (pid \(process.processIdentifier)) on \(host) \(LaunchCommand.describe(process))"
+                for other in processes where other.isRunning { other.terminate() }
+                let deadline = Date().addingTimeInterval(5)
+                while processes.contains(where: \.isRunning) && Date() < deadline { usleep(20_000) }
+                for other in processes where other.isRunning { kill(other.processIdentifier, SIGKILL) }
+            }
+            usleep(20_000)
+        }
+        if failure == nil, let (rank, process) = processes.enumerated().first(where: { !LaunchCommand.succeeded($1) }) {
+            failure = "rank \(rank) (pid \(process.processIdentifier)) on \(host) \(LaunchCommand.describe(process))"
+        }
+        if let failure {
+            FileHandle.standardError.write(Data("error: \(failure); stopped the other ranks\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+
+    static func succeeded(_ process: Process) -> Bool {
+        process.terminationReason == .exit && process.terminationStatus == 0
+    }
+
+    static func describe(_ process: Process) -> String {
+        process.terminationReason == .uncaughtSignal
+            ? "was killed by signal \(process.terminationStatus)"
+            : "exited with status \(process.terminationStatus)"
+    }
+
+    /// `forge` means this very executable; other names are looked up on PATH.
+    static func resolve(_ name: String) -> String {
+        if name.contains("/") { return name }
+        if name == "forge" { return "/proc/self/exe" }
+        for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":") {
+            let candidate = "\(directory)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return name
+    }
+
+    /// A TCP port nobody listens on right now (the kernel's pick for port 0).
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw ValidationError("cannot open a socket to find a free port") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        guard bound == 0 else { throw ValidationError("cannot find a free port") }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
