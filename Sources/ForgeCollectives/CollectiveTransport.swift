@@ -12,6 +12,8 @@ public protocol CollectiveTransport: AnyObject {
     var worldSize: Int { get }
     /// Sends `bytes` to `peer`.
     func send(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt64) throws(CollectiveError)
-    /// Receives the next message from `peer` into `buffer`; its tag and length must match.
-    func receive(from peer: Int, tag: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(CollectiveError)
+    /// Receives the next message from `peer`, whose tag must be `tag` and length `byteCount`,
+    /// and hands its bytes to `consume` without copying them (they are valid only during the
+    /// call).
+    func receive(from peer: Int, tag: UInt64, byteCount: Int, _ consume: (UnsafeRawBufferPointer) -> Void) throws(CollectiveError)
 }

@@ -61,7 +61,7 @@ public final class InProcessTransport: CollectiveTransport {
         hub.post(from: rank, to: peer, tag: tag, bytes: [UInt8](bytes))
     }
 
-    public func receive(from peer: Int, tag: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(CollectiveError) {
+    public func receive(from peer: Int, tag: UInt64, byteCount: Int, _ consume: (UnsafeRawBufferPointer) -> Void) throws(CollectiveError) {
         guard peer >= 0, peer < worldSize, peer != rank else { throw .invalidArgument("cannot receive from rank \(peer)") }
         guard let message = hub.take(from: peer, to: rank) else {
             throw .timedOut(peer: peer, milliseconds: hub.timeoutMilliseconds)
@@ -69,9 +69,9 @@ public final class InProcessTransport: CollectiveTransport {
         guard message.tag == tag else {
             throw .protocolViolation(peer: peer, reason: "expected tag \(String(tag, radix: 16)), got \(String(message.tag, radix: 16))")
         }
-        guard message.bytes.count == buffer.count else {
-            throw .protocolViolation(peer: peer, reason: "expected \(buffer.count) bytes, got \(message.bytes.count)")
+        guard message.bytes.count == byteCount else {
+            throw .protocolViolation(peer: peer, reason: "expected \(byteCount) bytes, got \(message.bytes.count)")
         }
-        message.bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
+        message.bytes.withUnsafeBytes(consume)
     }
 }

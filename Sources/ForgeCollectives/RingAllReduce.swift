@@ -17,24 +17,18 @@ public enum ReduceOp: String, Sendable, CaseIterable {
 /// Ring all-reduce over one transport.
 ///
 /// Concurrency: not Sendable; it belongs to the thread that runs this rank. `run` allocates
-/// nothing: the receive scratch is made in `init`.
+/// no buffers: incoming chunks are combined straight from the transport's receive buffers.
 public final class RingAllReduce {
     public let transport: any CollectiveTransport
     /// Elements per chunk on the wire (injectable so tests reach the multi-chunk paths cheaply).
     public let chunkElements: Int
-    /// Receive buffer for one chunk, owned by this object.
-    private let scratch: UnsafeMutableBufferPointer<Float>
     private var sequence: UInt64 = 0
 
     public init(transport: any CollectiveTransport, chunkElements: Int = 1 << 16) {
         precondition(chunkElements > 0, "chunks need at least one element")
         self.transport = transport
         self.chunkElements = chunkElements
-        scratch = .allocate(capacity: chunkElements)
-        scratch.initialize(repeating: 0)
     }
-
-    deinit { scratch.deallocate() }
 
     /// Reduces `buffer` across all ranks in place. Every rank must call it with the same count.
     public func run(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws(CollectiveError) {
@@ -67,29 +61,49 @@ public final class RingAllReduce {
         let outgoingChunks = (outgoing.count + chunkElements - 1) / chunkElements
         let incomingChunks = (incoming.count + chunkElements - 1) / chunkElements
         guard let base = buffer.baseAddress else { return }
+        // Chunk c goes out before chunk c comes in: sends queue without waiting, so the next
+        // outgoing chunk is on the wire while the incoming one is combined.
         for chunk in 0..<max(outgoingChunks, incomingChunks) {
-            let tag = (sequence << 44) | (phase << 43) | (UInt64(step) << 28) | UInt64(chunk)
             if chunk < outgoingChunks {
                 let start = outgoing.lowerBound + chunk * chunkElements
                 let count = min(chunkElements, outgoing.upperBound - start)
-                try transport.send(UnsafeRawBufferPointer(start: base + start, count: count * 4), to: right, tag: tag)
+                try transport.send(UnsafeRawBufferPointer(start: base + start, count: count * 4), to: right, tag: tag(phase, step, chunk))
             }
-            if chunk < incomingChunks {
-                let start = incoming.lowerBound + chunk * chunkElements
-                let count = min(chunkElements, incoming.upperBound - start)
-                let target = base + start
+            guard chunk < incomingChunks else { continue }
+            let start = incoming.lowerBound + chunk * chunkElements
+            let count = min(chunkElements, incoming.upperBound - start)
+            let target = base + start
+            try transport.receive(from: left, tag: tag(phase, step, chunk), byteCount: count * 4) { bytes in
+                guard let source = bytes.baseAddress else { return }
                 guard let reduce else {
-                    try transport.receive(from: left, tag: tag, into: UnsafeMutableRawBufferPointer(start: target, count: count * 4))
-                    continue
+                    UnsafeMutableRawPointer(target).copyMemory(from: source, byteCount: count * 4)
+                    return
                 }
-                try transport.receive(from: left, tag: tag, into: UnsafeMutableRawBufferPointer(start: scratch.baseAddress, count: count * 4))
-                let incomingValues = scratch
-                switch reduce {
-                case .sum: for i in 0..<count { target[i] += incomingValues[i] }
-                case .max: for i in 0..<count { target[i] = Swift.max(target[i], incomingValues[i]) }
-                }
+                RingAllReduce.combine(target, source, count: count, reduce)
             }
         }
+    }
+
+    /// target[i] = target[i] ⊕ source[i]; `source` is a received frame of any alignment.
+    private static func combine(_ target: UnsafeMutablePointer<Float>, _ source: UnsafeRawPointer, count: Int, _ reduce: Combine) {
+        if Int(bitPattern: source) % MemoryLayout<Float>.alignment == 0 {
+            // The usual case (libzmq's buffers are malloc-aligned): a plain loop that vectorises.
+            let values = source.assumingMemoryBound(to: Float.self)
+            switch reduce {
+            case .sum: for i in 0..<count { target[i] += values[i] }
+            case .max: for i in 0..<count { target[i] = Swift.max(target[i], values[i]) }
+            }
+        } else {
+            for i in 0..<count {
+                let value = source.loadUnaligned(fromByteOffset: i * 4, as: Float.self)
+                target[i] = reduce == .sum ? target[i] + value : Swift.max(target[i], value)
+            }
+        }
+    }
+
+    /// The tag of one chunk: the call's sequence number, the phase, the step and the chunk.
+    private func tag(_ phase: UInt64, _ step: Int, _ chunk: Int) -> UInt64 {
+        (sequence << 44) | (phase << 43) | (UInt64(step) << 28) | UInt64(chunk)
     }
 
     /// Segment `index` of `count` elements: contiguous, sizes differing by at most one.

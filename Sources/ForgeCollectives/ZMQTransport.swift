@@ -20,7 +20,15 @@ public final class ZMQTransport: CollectiveTransport {
     private let key: ClusterKey?
     private let router: ZMQSocket
     private var dealers: [ZMQSocket?]
-    private var pending: [[(tag: UInt64, bytes: [UInt8])]]
+    /// Messages that arrived while another peer was awaited, per source rank.
+    private var pending: [[Received]]
+
+    /// A received payload: a view of the ZeroMQ frame that `owner` keeps alive.
+    private struct Received {
+        let tag: UInt64
+        let owner: ZMQMessage
+        var payload: UnsafeRawBufferPointer { owner.bytes }
+    }
 
     /// Binds this rank's receiving socket at `endpoint` (`tcp://HOST:*` picks a port).
     /// With a cluster key every connection is CURVE-encrypted and peers without it are refused.
@@ -36,6 +44,7 @@ public final class ZMQTransport: CollectiveTransport {
         pending = Array(repeating: [], count: worldSize)
         do {
             router = try ZMQSocket(context, kind: .router)
+            try router.setHighWaterMarks(0)
             if let key { try router.makeCurveServer(key) }
             self.endpoint = try router.bind(endpoint)
         } catch {
@@ -52,6 +61,7 @@ public final class ZMQTransport: CollectiveTransport {
             do {
                 let dealer = try ZMQSocket(context, kind: .dealer)
                 try dealer.setIdentity(ZMQTransport.identity(of: rank))
+                try dealer.setHighWaterMarks(0)
                 if let key { try dealer.makeCurveClient(key) }
                 dealer.sendTimeoutMilliseconds = timeoutMilliseconds
                 try dealer.connect(endpoints[peer])
@@ -78,21 +88,22 @@ public final class ZMQTransport: CollectiveTransport {
         }
     }
 
-    public func receive(from peer: Int, tag: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(CollectiveError) {
+    public func receive(from peer: Int, tag: UInt64, byteCount: Int, _ consume: (UnsafeRawBufferPointer) -> Void) throws(CollectiveError) {
         guard peer >= 0, peer < worldSize, peer != rank else { throw .invalidArgument("cannot receive from rank \(peer)") }
         let message = try nextMessage(from: peer)
         guard message.tag == tag else {
             throw .protocolViolation(peer: peer, reason: "expected tag \(String(tag, radix: 16)), got \(String(message.tag, radix: 16))")
         }
-        guard message.bytes.count == buffer.count else {
-            throw .protocolViolation(peer: peer, reason: "expected \(buffer.count) bytes, got \(message.bytes.count)")
+        guard message.payload.count == byteCount else {
+            throw .protocolViolation(peer: peer, reason: "expected \(byteCount) bytes, got \(message.payload.count)")
         }
-        message.bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
+        consume(message.payload)
+        withExtendedLifetime(message.owner) {}
     }
 
     /// The next message from `peer`, reading (and queueing other peers' messages) until it
     /// arrives or the timeout passes.
-    private func nextMessage(from peer: Int) throws(CollectiveError) -> (tag: UInt64, bytes: [UInt8]) {
+    private func nextMessage(from peer: Int) throws(CollectiveError) -> Received {
         if !pending[peer].isEmpty { return pending[peer].removeFirst() }
         let deadline = Date().addingTimeInterval(Double(timeoutMilliseconds) / 1000)
         while true {
@@ -120,7 +131,7 @@ public final class ZMQTransport: CollectiveTransport {
             guard Int(header.sourceRank) == source else {
                 throw .protocolViolation(peer: source, reason: "claims to be rank \(header.sourceRank)")
             }
-            let message = (tag: header.collectiveID, bytes: frames[2].array)
+            let message = Received(tag: header.collectiveID, owner: frames[2])
             if source == peer { return message }
             pending[source].append(message)
         }

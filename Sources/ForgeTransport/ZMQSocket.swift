@@ -41,6 +41,13 @@ public final class ZMQSocket {
         try setOption(ZMQ_IMMEDIATE, on ? 1 : 0, name: "ZMQ_IMMEDIATE")
     }
 
+    /// Messages queued per peer before sends block or drop, each way (0: no limit; memory is
+    /// then bounded by what the caller sends).
+    public func setHighWaterMarks(_ messages: Int) throws(TransportError) {
+        try setOption(ZMQ_SNDHWM, Int32(messages), name: "ZMQ_SNDHWM")
+        try setOption(ZMQ_RCVHWM, Int32(messages), name: "ZMQ_RCVHWM")
+    }
+
     /// The largest inbound message accepted, in bytes (-1: no limit); larger ones drop the peer.
     public func setMaximumMessageSize(_ bytes: Int64) throws(TransportError) {
         var value = bytes
