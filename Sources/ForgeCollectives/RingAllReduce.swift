@@ -32,6 +32,33 @@ public final class RingAllReduce {
 
     /// Reduces `buffer` across all ranks in place. Every rank must call it with the same count.
     public func run(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws(CollectiveError) {
+        try reduceScatter(buffer, op: op)
+        try allGather(buffer)
+    }
+
+    /// Reduce-scatter in place: afterwards segment `rank` of `buffer` (see `segment(_:of:ranks:)`)
+    /// holds the reduction over all ranks; other segments hold partial sums.
+    public func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws(CollectiveError) {
+        let ranks = transport.worldSize
+        sequence &+= 1
+        guard ranks > 1 else { return }
+        let rank = transport.rank
+        let right = (rank + 1) % ranks, left = (rank + ranks - 1) % ranks
+        // Step s sends segment r − s − 1 and combines segment r − s − 2, so after P − 1 steps
+        // segment r has passed through every rank and ends here, complete.
+        for step in 0..<(ranks - 1) {
+            try exchange(buffer, send: (rank - step - 1 + 2 * ranks) % ranks, receive: (rank - step - 2 + 2 * ranks) % ranks,
+                         right: right, left: left, phase: 0, step: step, reduce: op == .max ? .max : .sum)
+        }
+        if op == .mean, let base = buffer.baseAddress {
+            let own = RingAllReduce.segment(rank, of: buffer.count, ranks: ranks)
+            let scale = 1 / Float(ranks)
+            for i in own { base[i] *= scale }
+        }
+    }
+
+    /// All-gather in place: each rank's segment `rank` travels to every other rank.
+    public func allGather(_ buffer: UnsafeMutableBufferPointer<Float>) throws(CollectiveError) {
         let ranks = transport.worldSize
         sequence &+= 1
         guard ranks > 1 else { return }
@@ -39,15 +66,7 @@ public final class RingAllReduce {
         let right = (rank + 1) % ranks, left = (rank + ranks - 1) % ranks
         for step in 0..<(ranks - 1) {
             try exchange(buffer, send: (rank - step + ranks) % ranks, receive: (rank - step - 1 + 2 * ranks) % ranks,
-                         right: right, left: left, phase: 0, step: step, reduce: op == .max ? .max : .sum)
-        }
-        for step in 0..<(ranks - 1) {
-            try exchange(buffer, send: (rank + 1 - step + ranks) % ranks, receive: (rank - step + ranks) % ranks,
                          right: right, left: left, phase: 1, step: step, reduce: nil)
-        }
-        if op == .mean {
-            let scale = 1 / Float(ranks)
-            for i in buffer.indices { buffer[i] *= scale }
         }
     }
 
@@ -101,14 +120,19 @@ public final class RingAllReduce {
         }
     }
 
-    /// The tag of one chunk: the call's sequence number, the phase, the step and the chunk.
+    /// The tag of one chunk: the ring's kind (1), the call's sequence number, the phase, the step
+    /// and the chunk.
     private func tag(_ phase: UInt64, _ step: Int, _ chunk: Int) -> UInt64 {
-        (sequence << 44) | (phase << 43) | (UInt64(step) << 28) | UInt64(chunk)
+        (1 << 60) | ((sequence & 0xFFFF) << 44) | (phase << 43) | (UInt64(step) << 28) | UInt64(chunk)
     }
 
-    /// Segment `index` of `count` elements: contiguous, sizes differing by at most one.
     private func segment(_ index: Int, of count: Int) -> Range<Int> {
-        let ranks = transport.worldSize
+        RingAllReduce.segment(index, of: count, ranks: transport.worldSize)
+    }
+
+    /// Segment `index` of `count` elements split over `ranks`: contiguous, sizes differing by
+    /// at most one, larger ones first.
+    public static func segment(_ index: Int, of count: Int, ranks: Int) -> Range<Int> {
         let base = count / ranks, extra = count % ranks
         let start = index * base + min(index, extra)
         return start..<(start + base + (index < extra ? 1 : 0))
