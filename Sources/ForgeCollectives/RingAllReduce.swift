@@ -39,11 +39,7 @@ public final class RingAllReduce {
     /// Reduce-scatter in place: afterwards segment `rank` of `buffer` (see `segment(_:of:ranks:)`)
     /// holds the reduction over all ranks; other segments hold partial sums.
     public func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws(CollectiveError) {
-        let ranks = transport.worldSize
-        sequence &+= 1
-        guard ranks > 1 else { return }
-        let rank = transport.rank
-        let right = (rank + 1) % ranks, left = (rank + ranks - 1) % ranks
+        guard let (rank, ranks, right, left) = beginCall() else { return }
         // Step s sends segment r − s − 1 and combines segment r − s − 2, so after P − 1 steps
         // segment r has passed through every rank and ends here, complete.
         for step in 0..<(ranks - 1) {
@@ -59,15 +55,20 @@ public final class RingAllReduce {
 
     /// All-gather in place: each rank's segment `rank` travels to every other rank.
     public func allGather(_ buffer: UnsafeMutableBufferPointer<Float>) throws(CollectiveError) {
-        let ranks = transport.worldSize
-        sequence &+= 1
-        guard ranks > 1 else { return }
-        let rank = transport.rank
-        let right = (rank + 1) % ranks, left = (rank + ranks - 1) % ranks
+        guard let (rank, ranks, right, left) = beginCall() else { return }
         for step in 0..<(ranks - 1) {
             try exchange(buffer, send: (rank - step + ranks) % ranks, receive: (rank - step - 1 + 2 * ranks) % ranks,
                          right: right, left: left, phase: 1, step: step, reduce: nil)
         }
+    }
+
+    /// Numbers a new call and returns this rank, the world size and the ring neighbours; nil
+    /// when the group has one rank (nothing to exchange).
+    private func beginCall() -> (rank: Int, ranks: Int, right: Int, left: Int)? {
+        sequence &+= 1
+        let ranks = transport.worldSize, rank = transport.rank
+        guard ranks > 1 else { return nil }
+        return (rank, ranks, (rank + 1) % ranks, (rank + ranks - 1) % ranks)
     }
 
     private enum Combine { case sum, max }
