@@ -20,10 +20,10 @@ public final class ProcessGroup {
     public var rank: Int { transport.rank }
     public var worldSize: Int { transport.worldSize }
 
-    /// Joins a ZeroMQ group: binds this rank's data endpoint at `bind` (e.g. `tcp://HOST:*`),
-    /// meets the others at the master, connects to all.
-    public static func join(_ configuration: RendezvousConfiguration, bind: String, key: ClusterKey?,
-                            timeoutMilliseconds: Int = 30_000) throws(CollectiveError) -> ProcessGroup {
+    /// Joins a ZeroMQ group: binds this rank's data endpoint at `bind` (e.g. `tcp://HOST:*`, or
+    /// `tcp://*:*` with `advertisedHost`), meets the others at the master, connects to all.
+    public static func join(_ configuration: RendezvousConfiguration, bind: String, advertisedHost: String? = nil,
+                            key: ClusterKey?, timeoutMilliseconds: Int = 30_000) throws(CollectiveError) -> ProcessGroup {
         let context: ZMQContext
         do {
             context = try ZMQContext()
@@ -31,7 +31,7 @@ public final class ProcessGroup {
             throw .transport(peer: configuration.rank, reason: error.description)
         }
         let transport = try ZMQTransport(context: context, rank: configuration.rank, worldSize: configuration.worldSize,
-                                         bind: bind, key: key, timeoutMilliseconds: timeoutMilliseconds)
+                                         bind: bind, advertisedHost: advertisedHost, key: key, timeoutMilliseconds: timeoutMilliseconds)
         let endpoints = try Rendezvous.exchange(configuration, endpoint: transport.endpoint, context: context, key: key)
         try transport.connect(to: endpoints)
         return ProcessGroup(transport: transport)

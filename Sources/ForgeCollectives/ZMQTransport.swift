@@ -30,10 +30,12 @@ public final class ZMQTransport: CollectiveTransport {
         var payload: UnsafeRawBufferPointer { owner.bytes }
     }
 
-    /// Binds this rank's receiving socket at `endpoint` (`tcp://HOST:*` picks a port).
-    /// With a cluster key every connection is CURVE-encrypted and peers without it are refused.
-    public init(context: ZMQContext, rank: Int, worldSize: Int, bind endpoint: String, key: ClusterKey? = nil,
-                timeoutMilliseconds: Int = 30_000) throws(CollectiveError) {
+    /// Binds this rank's receiving socket at `endpoint` (`tcp://HOST:*` picks a port; `tcp://*:*`
+    /// listens on every interface). `advertisedHost` replaces the bound host in `endpoint` as
+    /// peers see it (needed with `*`, which peers cannot connect to). With a cluster key every
+    /// connection is CURVE-encrypted and peers without it are refused.
+    public init(context: ZMQContext, rank: Int, worldSize: Int, bind endpoint: String, advertisedHost: String? = nil,
+                key: ClusterKey? = nil, timeoutMilliseconds: Int = 30_000) throws(CollectiveError) {
         precondition(rank >= 0 && rank < worldSize, "rank \(rank) outside 0..<\(worldSize)")
         self.rank = rank
         self.worldSize = worldSize
@@ -46,7 +48,12 @@ public final class ZMQTransport: CollectiveTransport {
             router = try ZMQSocket(context, kind: .router)
             try router.setHighWaterMarks(0)
             if let key { try router.makeCurveServer(key) }
-            self.endpoint = try router.bind(endpoint)
+            let bound = try router.bind(endpoint)
+            if let advertisedHost, bound.hasPrefix("tcp://"), let colon = bound.lastIndex(of: ":") {
+                self.endpoint = "tcp://\(advertisedHost)\(bound[colon...])"
+            } else {
+                self.endpoint = bound
+            }
         } catch {
             throw .transport(peer: rank, reason: error.description)
         }

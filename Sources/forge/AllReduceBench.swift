@@ -25,12 +25,17 @@ struct AllReduceBench: ParsableCommand {
         }
         do {
             let key = try environment["FORGE_CLUSTER_KEY"].map { path throws(TransportError) in try ClusterKey.load(path: path) }
+            // On one node ranks listen on loopback; across nodes on every interface, advertised
+            // under the node's address.
+            let nodeAddress = environment["FORGE_NODE_ADDR"] ?? "127.0.0.1"
+            let local = nodeAddress == "127.0.0.1"
             let bind = transport == "ipc"
                 ? "ipc://\(NSTemporaryDirectory())forge-\(port)-\(rank).ipc"
-                : "tcp://127.0.0.1:*"
+                : (local ? "tcp://127.0.0.1:*" : "tcp://*:*")
             let configuration = RendezvousConfiguration(rank: rank, worldSize: worldSize, master: "tcp://\(address):\(port)",
                                                         timeoutMilliseconds: timeout * 1000)
-            let group = try ProcessGroup.join(configuration, bind: bind, key: key, timeoutMilliseconds: timeout * 1000)
+            let group = try ProcessGroup.join(configuration, bind: bind, advertisedHost: local || transport == "ipc" ? nil : nodeAddress,
+                                              key: key, timeoutMilliseconds: timeout * 1000)
             if rank == 0 {
                 print("all-reduce (sum, float32), \(worldSize) ranks over \(transport)\(key == nil ? "" : " with CURVE")")
                 print("     bytes      time(us)   algbw(GB/s)   busbw(GB/s)")

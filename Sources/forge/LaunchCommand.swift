@@ -9,8 +9,12 @@ struct LaunchCommand: ParsableCommand {
         abstract: "Start N rank processes with RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT set.",
         discussion: """
         Example: forge launch --nproc 2 -- forge bench allreduce --sizes 1048576
-        When a rank exits with an error, the others are stopped and the launcher reports which \
-        rank failed, on which host, and how. Each rank gets OPENBLAS_NUM_THREADS=1 unless it is set.
+        Across nodes, run one launcher per node with the same --nnodes and --rdzv-endpoint and its \
+        own --node-rank: forge launch --nproc 2 --nnodes 2 --node-rank 1 --rdzv-endpoint host0:29500 -- CMD
+        Global rank = node rank × nproc + local rank; node 0 hosts the rendezvous. When a rank \
+        exits with an error, the others on its node are stopped and the launcher reports which \
+        rank failed, on which host, and how (ranks on other nodes then fail on their timeouts). \
+        Each rank gets OPENBLAS_NUM_THREADS=1 unless it is set.
         """
     )
 
@@ -20,34 +24,62 @@ struct LaunchCommand: ParsableCommand {
     @Option(name: .long, help: "A cluster key file (forge keygen); ranks then talk over ZeroMQ CURVE.")
     var clusterKey: String?
 
-    @Option(name: .long, help: "Port for the rendezvous at MASTER_ADDR (default: a free one).")
+    @Option(name: .long, help: "Port for the rendezvous at MASTER_ADDR on a single node (default: a free one).")
     var masterPort: Int?
+
+    @Option(name: .long, help: "Nodes in the job (one launcher per node).")
+    var nnodes: Int = 1
+
+    @Option(name: .long, help: "This node's index, 0..<nnodes.")
+    var nodeRank: Int = 0
+
+    @Option(name: .long, help: "HOST:PORT of the rendezvous, on node 0 (required with --nnodes > 1).")
+    var rdzvEndpoint: String?
+
+    @Option(name: .long, help: "Address other nodes reach this node's ranks at (FORGE_NODE_ADDR; default 127.0.0.1 on one node, else this host's name).")
+    var nodeAddr: String?
 
     @Argument(parsing: .captureForPassthrough, help: "The command each rank runs (after --).")
     var command: [String] = []
 
     func validate() throws {
         guard nproc >= 1 else { throw ValidationError("--nproc must be at least 1") }
+        guard nnodes >= 1, (0..<nnodes).contains(nodeRank) else {
+            throw ValidationError("--node-rank \(nodeRank) is outside 0..<\(nnodes) (--nnodes)")
+        }
+        if nnodes > 1 {
+            guard let endpoint = rdzvEndpoint, LaunchCommand.split(endpoint) != nil else {
+                throw ValidationError("--nnodes \(nnodes) needs --rdzv-endpoint HOST:PORT (node 0's address and a free port)")
+            }
+        }
         guard !command.filter({ $0 != "--" }).isEmpty else { throw ValidationError("give the command to run after --") }
     }
 
     func run() throws {
         let arguments = command.first == "--" ? Array(command.dropFirst()) : command
-        let port = try masterPort ?? LaunchCommand.freePort()
         let host = ProcessInfo.processInfo.hostName
+        let master: (host: String, port: Int)
+        if let endpoint = rdzvEndpoint, let parsed = LaunchCommand.split(endpoint) {
+            master = parsed
+        } else {
+            master = ("127.0.0.1", try masterPort ?? LaunchCommand.freePort())
+        }
+        let nodeAddress = nodeAddr ?? (nnodes == 1 ? "127.0.0.1" : host)
         var processes = [Process]()
-        for rank in 0..<nproc {
+        for localRank in 0..<nproc {
+            let rank = nodeRank * nproc + localRank
             let process = Process()
             process.executableURL = URL(fileURLWithPath: LaunchCommand.resolve(arguments[0]))
             process.arguments = Array(arguments.dropFirst())
             var environment = ProcessInfo.processInfo.environment
             environment["RANK"] = String(rank)
-            environment["LOCAL_RANK"] = String(rank)
-            environment["GROUP_RANK"] = "0"
-            environment["WORLD_SIZE"] = String(nproc)
+            environment["LOCAL_RANK"] = String(localRank)
+            environment["GROUP_RANK"] = String(nodeRank)
+            environment["WORLD_SIZE"] = String(nproc * nnodes)
             environment["LOCAL_WORLD_SIZE"] = String(nproc)
-            environment["MASTER_ADDR"] = "127.0.0.1"
-            environment["MASTER_PORT"] = String(port)
+            environment["MASTER_ADDR"] = master.host
+            environment["MASTER_PORT"] = String(master.port)
+            environment["FORGE_NODE_ADDR"] = nodeAddress
             if environment["OPENBLAS_NUM_THREADS"] == nil { environment["OPENBLAS_NUM_THREADS"] = "1" }
             if let clusterKey { environment["FORGE_CLUSTER_KEY"] = clusterKey }
             process.environment = environment
@@ -63,8 +95,8 @@ struct LaunchCommand: ParsableCommand {
         // Wait for all; the first failure stops the rest.
         var failure: String?
         while processes.contains(where: \.isRunning) {
-            if failure == nil, let (rank, process) = processes.enumerated().first(where: { !$1.isRunning && !LaunchCommand.succeeded($1) }) {
-                failure = "rank \(rank) (pid \(process.processIdentifier)) on \(host) \(LaunchCommand.describe(process))"
+            if failure == nil, let (index, process) = processes.enumerated().first(where: { !$1.isRunning && !LaunchCommand.succeeded($1) }) {
+                failure = "rank \(nodeRank * nproc + index) (pid \(process.processIdentifier)) on \(host) \(LaunchCommand.describe(process))"
                 for other in processes where other.isRunning { other.terminate() }
                 let deadline = Date().addingTimeInterval(5)
                 while processes.contains(where: \.isRunning) && Date() < deadline { usleep(20_000) }
@@ -72,13 +104,20 @@ struct LaunchCommand: ParsableCommand {
             }
             usleep(20_000)
         }
-        if failure == nil, let (rank, process) = processes.enumerated().first(where: { !LaunchCommand.succeeded($1) }) {
-            failure = "rank \(rank) (pid \(process.processIdentifier)) on \(host) \(LaunchCommand.describe(process))"
+        if failure == nil, let (index, process) = processes.enumerated().first(where: { !LaunchCommand.succeeded($1) }) {
+            failure = "rank \(nodeRank * nproc + index) (pid \(process.processIdentifier)) on \(host) \(LaunchCommand.describe(process))"
         }
         if let failure {
             FileHandle.standardError.write(Data("error: \(failure); stopped the other ranks\n".utf8))
             throw ExitCode.failure
         }
+    }
+
+    /// "HOST:PORT" → (HOST, PORT).
+    static func split(_ endpoint: String) -> (host: String, port: Int)? {
+        guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]),
+              (1...65535).contains(port), colon != endpoint.startIndex else { return nil }
+        return (String(endpoint[..<colon]), port)
     }
 
     static func succeeded(_ process: Process) -> Bool {

@@ -47,3 +47,57 @@ import Testing
         #expect(run.standardError.contains("after --"))
     }
 }
+
+/// Two launchers, one per "node", meeting at node 0's rendezvous: four ranks in one group.
+@Suite struct MultiNodeLaunchTests {
+    /// A TCP port the kernel says is free right now.
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    final class Box: @unchecked Sendable {
+        var run: ForgeRun?
+        var failure: (any Error)?
+    }
+
+    @Test func twoNodesOfTwoRanksFormOneGroup() throws {
+        let endpoint = "127.0.0.1:\(MultiNodeLaunchTests.freePort())"
+        func arguments(node: Int) -> [String] {
+            ["launch", "--nproc", "2", "--nnodes", "2", "--node-rank", String(node), "--rdzv-endpoint", endpoint,
+             "--node-addr", "127.0.0.1", "--", "forge", "bench", "allreduce", "--sizes", "4096,40000", "--iterations", "2",
+             "--timeout", "30"]
+        }
+        let second = Box()
+        let done = DispatchSemaphore(value: 0)
+        let secondArguments = arguments(node: 1)
+        Thread {
+            do { second.run = try ForgeProcess.run(secondArguments) } catch { second.failure = error }
+            done.signal()
+        }.start()
+        let first = try ForgeProcess.run(arguments(node: 0))
+        done.wait()
+        let other = try #require(second.run, "node 1's launcher did not run: \(String(describing: second.failure))")
+        #expect(first.status == 0, "\(first)")
+        #expect(other.status == 0, "\(other)")
+        #expect(first.standardOutput.contains("4 ranks"))
+        for rank in 0..<2 { #expect(first.standardOutput.contains("rank \(rank): verified"), "\(first)") }
+        for rank in 2..<4 { #expect(other.standardOutput.contains("rank \(rank): verified"), "\(other)") }
+    }
+
+    @Test func moreThanOneNodeNeedsARendezvousEndpoint() throws {
+        let run = try ForgeProcess.run(["launch", "--nproc", "1", "--nnodes", "2", "--", "true"])
+        #expect(run.status == 64, "\(run)")
+        #expect(run.standardError.contains("--rdzv-endpoint"))
+        let outside = try ForgeProcess.run(["launch", "--nproc", "1", "--nnodes", "2", "--node-rank", "2", "--", "true"])
+        #expect(outside.status == 64)
+        #expect(outside.standardError.contains("--node-rank 2 is outside"))
+    }
+}
