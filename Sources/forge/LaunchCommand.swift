@@ -65,6 +65,8 @@ struct LaunchCommand: ParsableCommand {
             master = ("127.0.0.1", try masterPort ?? LaunchCommand.freePort())
         }
         let nodeAddress = nodeAddr ?? (nnodes == 1 ? "127.0.0.1" : host)
+        // SIGINT/SIGTERM to the launcher stop the ranks too, so none is left running.
+        let stopSignal = SignalLatch(signals: [SIGINT, SIGTERM])
         var processes = [Process]()
         for localRank in 0..<nproc {
             let rank = nodeRank * nproc + localRank
@@ -95,6 +97,14 @@ struct LaunchCommand: ParsableCommand {
         // Wait for all; the first failure stops the rest.
         var failure: String?
         while processes.contains(where: \.isRunning) {
+            if let signal = stopSignal.received {
+                for process in processes where process.isRunning { process.terminate() }
+                let deadline = Date().addingTimeInterval(5)
+                while processes.contains(where: \.isRunning) && Date() < deadline { usleep(20_000) }
+                for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+                FileHandle.standardError.write(Data("forge launch: stopped all ranks on signal \(signal)\n".utf8))
+                throw ExitCode(128 + signal)
+            }
             if failure == nil, let (index, process) = processes.enumerated().first(where: { !$1.isRunning && !LaunchCommand.succeeded($1) }) {
                 failure = "rank \(nodeRank * nproc + index) (pid \(process.processIdentifier)) on \(host) \(LaunchCommand.describe(process))"
                 for other in processes where other.isRunning { other.terminate() }
@@ -159,5 +169,37 @@ struct LaunchCommand: ParsableCommand {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
         }
         return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+/// Remembers the first of `signals` the process receives (they no longer kill it).
+///
+/// Concurrency: Sendable; `received` is guarded by `lock`, and the dispatch sources live as
+/// long as the latch.
+final class SignalLatch: @unchecked Sendable {
+    private let lock = NSLock()
+    private var signal: Int32?
+    private var sources: [any DispatchSourceSignal] = []
+
+    init(signals: [Int32]) {
+        for number in signals {
+            Foundation.signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { [weak self] in self?.record(number) }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    var received: Int32? {
+        lock.lock()
+        defer { lock.unlock() }
+        return signal
+    }
+
+    private func record(_ number: Int32) {
+        lock.lock()
+        if signal == nil { signal = number }
+        lock.unlock()
     }
 }

@@ -101,3 +101,31 @@ import Testing
         #expect(outside.standardError.contains("--node-rank 2 is outside"))
     }
 }
+
+@Suite struct LaunchSignalTests {
+    @Test func terminatingTheLauncherStopsItsRanks() throws {
+        let marker = "37.\(Int.random(in: 100...999))"  // a sleep length no other process uses
+        let launcher = Process()
+        launcher.executableURL = URL(fileURLWithPath: try ForgeProcess.binary())
+        launcher.arguments = ["launch", "--nproc", "2", "--", "sleep", marker]
+        launcher.standardError = FileHandle.nullDevice
+        try launcher.run()
+        func sleepers() -> Int {
+            let pgrep = Process()
+            pgrep.executableURL = URL(fileURLWithPath: "/usr/bin/pgrep")
+            pgrep.arguments = ["-f", "^[^ ]*sleep \(marker)"]  // the ranks, not the launcher
+            let pipe = Pipe()
+            pgrep.standardOutput = pipe
+            try? pgrep.run()
+            pgrep.waitUntilExit()
+            return String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n").count
+        }
+        let started = Date().addingTimeInterval(10)
+        while sleepers() < 2 && Date() < started { usleep(50_000) }
+        #expect(sleepers() == 2, "the ranks did not start")
+        launcher.terminate()
+        launcher.waitUntilExit()
+        #expect(launcher.terminationStatus == 143)
+        #expect(sleepers() == 0, "ranks outlived their launcher")
+    }
+}
