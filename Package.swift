@@ -48,7 +48,7 @@ let package = Package(
         .target(
             name: "ForgeTraining",
             dependencies: [
-                "ForgeNN", "ForgeData", "ForgeArchive",
+                "ForgeNN", "ForgeData", "ForgeArchive", "ForgeCollectives",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: forgeSettings

@@ -3,6 +3,7 @@
 // every N steps and at each epoch's end; resume from the newest checkpoint to the same result
 // as an uninterrupted run.
 import ForgeArchive
+import ForgeCollectives
 import ForgeData
 import ForgeNN
 import ForgeTensor
@@ -40,8 +41,16 @@ public final class Trainer {
     private let replicas: [Sequential]
     private let replicaGradients: [Tensor]
     private let pool: ComputePool?
+    /// Data parallelism across processes (nil: one process). Every rank walks the same seeded
+    /// order, takes its contiguous slice of each global batch, and the summed gradients are
+    /// all-reduced before an identical optimizer step, so any world size takes the same steps
+    /// as one process (up to float summation order).
+    public let group: ProcessGroup?
+    private let lossBuffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: 1)
 
-    public init(plan: TrainingPlan, data: PreparedData, device: any Device) {
+    public init(plan: TrainingPlan, data: PreparedData, device: any Device, group: ProcessGroup? = nil) {
+        precondition(group == nil || device.capabilities.hostVisibleMemory, "data parallelism needs host-visible device memory")
+        self.group = group
         self.plan = plan
         self.data = data
         self.device = device
@@ -94,10 +103,23 @@ public final class Trainer {
         }
     }
 
+    deinit { lossBuffer.deallocate() }
+
     private var earlyStopping: Bool { best != nil }
+
+    /// Only one rank writes checkpoints (the state is the same on every rank).
+    private var writesCheckpoints: Bool { (group?.rank ?? 0) == 0 }
 
     /// Trains to the end (or to an early stop), resuming from `checkpoints` when it holds one.
     public func run(checkpoints: CheckpointStore? = nil, observer: any TrainingObserver = SilentObserver()) throws(TrainingError) -> TrainingResult {
+        if let group {
+            // All ranks resume from the same checkpoint: none may read while rank 0 writes.
+            do {
+                try group.barrier()
+            } catch {
+                throw .collective(error.description)
+            }
+        }
         if let checkpoints, let (checkpoint, path) = try checkpoints.loadLatest() {
             try restore(checkpoint, path: path)
             observer.resumed(fromStep: state.step, epoch: state.epoch + 1, path: path)
@@ -112,21 +134,21 @@ public final class Trainer {
             observer.epochStarted(epoch: state.epoch + 1, batches: ranges.count)
             while state.batchInEpoch < ranges.count {
                 let indices = permutation[ranges[state.batchInEpoch]]
-                let batchLoss = trainStep(indices: indices)
+                let batchLoss = try trainStep(indices: indices)
                 state.epochLossSum += batchLoss
                 state.epochSamples += indices.count
                 state.batchInEpoch += 1
                 state.step += 1
                 observer.stepCompleted(epoch: state.epoch + 1, batch: state.batchInEpoch, batches: ranges.count,
                                        step: state.step, loss: batchLoss / Double(indices.count))
-                if let checkpoints, plan.checkpointSteps > 0, state.step % plan.checkpointSteps == 0 {
+                if let checkpoints, writesCheckpoints, plan.checkpointSteps > 0, state.step % plan.checkpointSteps == 0 {
                     observer.checkpointSaved(path: try checkpoints.save(makeCheckpoint()), step: state.step)
                 }
             }
             let report = finishEpoch()
             observer.epochCompleted(report)
             if state.finished { observer.stoppedEarly(epoch: state.epoch, bestEpoch: state.bestEpoch) }
-            if let checkpoints, plan.checkpointSteps == 0 || state.step % plan.checkpointSteps != 0 {
+            if let checkpoints, writesCheckpoints, plan.checkpointSteps == 0 || state.step % plan.checkpointSteps != 0 {
                 observer.checkpointSaved(path: try checkpoints.save(makeCheckpoint()), step: state.step)
             }
         }
@@ -138,27 +160,48 @@ public final class Trainer {
 
     // MARK: Steps
 
-    /// One optimizer step on the rows `indices`; returns the summed loss.
-    private func trainStep(indices: ArraySlice<Int>) -> Double {
-        let rows = indices.count
-        let x = load(data.train, indices: indices)
-        let job = StepJob(replicas: replicas, gradients: replicaGradients, inputs: x, targets: targets.rows(0..<rows),
-                          loss: loss, rows: rows, step: state.step, seed: plan.seed)
-        var losses = [Double](repeating: 0, count: replicas.count)
-        losses.withUnsafeMutableBufferPointer { buffer in
-            guard let base = buffer.baseAddress else { return }
-            let results = SendablePointer(base)
-            if let pool {
-                pool.run { part in results.pointer[part] = job.run(part: part) }
-            } else {
-                results.pointer[0] = job.run(part: 0)
+    /// One optimizer step on the global batch `indices`; returns the batch's summed loss.
+    private func trainStep(indices: ArraySlice<Int>) throws(TrainingError) -> Double {
+        let globalRows = indices.count
+        let mine = group.flatMap { try? Shard(rank: $0.rank, worldSize: $0.worldSize).slice(ofBatch: 0..<globalRows) } ?? 0..<globalRows
+        let local = indices[(indices.startIndex + mine.lowerBound)..<(indices.startIndex + mine.upperBound)]
+        var lossSum = 0.0
+        if local.isEmpty {
+            // A batch smaller than the world leaves this rank nothing: it adds zero.
+            device.fill(model.parameters.gradients, value: 0)
+        } else {
+            let x = load(data.train, indices: local)
+            let job = StepJob(replicas: replicas, gradients: replicaGradients, inputs: x, targets: targets.rows(0..<local.count),
+                              loss: loss, rows: local.count, globalRows: globalRows, firstSample: mine.lowerBound,
+                              step: state.step, seed: plan.seed)
+            var losses = [Double](repeating: 0, count: replicas.count)
+            losses.withUnsafeMutableBufferPointer { buffer in
+                guard let base = buffer.baseAddress else { return }
+                let results = SendablePointer(base)
+                if let pool {
+                    pool.run { part in results.pointer[part] = job.run(part: part) }
+                } else {
+                    results.pointer[0] = job.run(part: 0)
+                }
             }
+            for part in 1..<replicas.count where !job.slice(part).isEmpty {
+                device.axpby(alpha: 1, replicas[part].parameters.gradients, beta: 1, model.parameters.gradients)
+            }
+            lossSum = losses.reduce(0, +)
         }
-        for part in 1..<replicas.count where !job.slice(part).isEmpty {
-            device.axpby(alpha: 1, replicas[part].parameters.gradients, beta: 1, model.parameters.gradients)
+        if let group {
+            let gradients = model.parameters.gradients
+            lossBuffer[0] = Float(lossSum)
+            do {
+                try group.allReduce(UnsafeMutableBufferPointer(start: gradients.hostPointer, count: gradients.count), op: .sum)
+                try group.allReduce(lossBuffer, op: .sum)
+            } catch {
+                throw .collective(error.description)
+            }
+            lossSum = Double(lossBuffer[0])
         }
         optimizer.step()
-        return losses.reduce(0, +)
+        return lossSum
     }
 
     /// Gathers rows of `dataset` into the input and target tensors; returns the input view.
@@ -339,7 +382,10 @@ private struct StepJob: @unchecked Sendable {
     let inputs: Tensor
     let targets: Tensor
     let loss: any Loss
+    /// This process's rows, the whole step's rows (all ranks), and the global index of the first.
     let rows: Int
+    let globalRows: Int
+    let firstSample: Int
     let step: Int
     let seed: UInt64
 
@@ -355,10 +401,10 @@ private struct StepJob: @unchecked Sendable {
         let model = replicas[part]
         // Dropout masks are keyed by the sample's index in the global batch, so any split
         // draws the masks one thread would.
-        let context = ForwardContext(training: true, step: step, firstSample: rows.lowerBound, seed: seed)
+        let context = ForwardContext(training: true, step: step, firstSample: firstSample + rows.lowerBound, seed: seed)
         let output = model.forward(inputs.rows(rows), context: context)
         let gradient = gradients[part].rows(0..<rows.count)
-        let lossSum = loss.evaluate(output: output, targets: targets.rows(rows), gradient: gradient, gradScale: 1 / Float(self.rows))
+        let lossSum = loss.evaluate(output: output, targets: targets.rows(rows), gradient: gradient, gradScale: 1 / Float(globalRows))
         model.backward(gradient)
         return lossSum
     }

@@ -15,6 +15,8 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
     case badModel(path: String, reason: String)
     /// A file or folder could not be written or read.
     case io(path: String, reason: String)
+    /// The data-parallel group failed (a dead or silent rank, a broken connection).
+    case collective(String)
 
     public var description: String {
         switch self {
@@ -30,6 +32,8 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
             return "cannot use model \(path): \(reason)"
         case .io(let path, let reason):
             return "\(path): \(reason)"
+        case .collective(let reason):
+            return "data-parallel group failed: \(reason)"
         }
     }
 }

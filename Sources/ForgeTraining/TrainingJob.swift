@@ -1,5 +1,6 @@
 // One whole single-process job: read the channels, validate the hyperparameters, train,
 // and write `model.tar.gz` and `metrics.json` into the output folder.
+import ForgeCollectives
 import ForgeData
 import ForgeTensor
 import Foundation
@@ -40,8 +41,10 @@ public struct TrainingJobRequest: Sendable {
 public enum TrainingJob {
     /// Validates, loads, trains and writes the outputs; every failure is a thrown error whose
     /// description says what and where (`HyperparameterError`, `DataError`, `TrainingError`).
+    /// With a `group`, this process is one rank of a data-parallel job: every rank trains, and
+    /// rank 0 alone writes checkpoints, `model.tar.gz` and `metrics.json`.
     public static func run(_ request: TrainingJobRequest, device: any Device, logger: Logger,
-                           observer: any TrainingObserver) throws -> TrainingResult {
+                           observer: any TrainingObserver, group: ProcessGroup? = nil) throws -> TrainingResult {
         let plan = try TrainingPlan.make(algorithm: request.algorithm, hyperparameters: request.hyperparameters)
         let format: DataFormat?
         if let type = request.contentType {
@@ -64,16 +67,18 @@ public enum TrainingJob {
         } catch {
             throw TrainingError.io(path: output, reason: "cannot create the output folder: \(error.localizedDescription)")
         }
-        let trainer = Trainer(plan: plan, data: data, device: device)
+        let trainer = Trainer(plan: plan, data: data, device: device, group: group)
         let checkpointDirectory = request.checkpointDirectory ?? (output as NSString).appendingPathComponent("checkpoints")
         let store = CheckpointStore(directory: checkpointDirectory)
-        if !request.resume, !store.checkpointFolders().isEmpty {
+        let writer = (group?.rank ?? 0) == 0
+        if !request.resume, writer, !store.checkpointFolders().isEmpty {
             for folder in store.checkpointFolders() {
                 try? FileManager.default.removeItem(atPath: (checkpointDirectory as NSString).appendingPathComponent(folder))
             }
             logger.info("removed earlier checkpoints in \(checkpointDirectory) (--no-resume)")
         }
         let result = try trainer.run(checkpoints: store, observer: observer)
+        guard writer else { return result }
         let modelPath = (output as NSString).appendingPathComponent("model.tar.gz")
         let metricsPath = (output as NSString).appendingPathComponent("metrics.json")
         try write(try result.model.archive(), to: modelPath)

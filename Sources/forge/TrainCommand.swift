@@ -1,9 +1,12 @@
 // `forge train`: a whole job on one machine.
 import ArgumentParser
+import ForgeCollectives
 import ForgeData
 import ForgeTensor
 import ForgeTraining
+import ForgeTransport
 import Foundation
+import Logging
 
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -42,8 +45,11 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Output folder for model.tar.gz, metrics.json and checkpoints.")
     var output: String
 
-    @Option(name: .long, help: "Worker processes (only 1 until data-parallel training lands).")
+    @Option(name: .long, help: "Rank processes for data-parallel training on this machine (forge launch starts them).")
     var instanceCount: Int = 1
+
+    @Option(name: .long, help: "A cluster key file (forge keygen) for the ranks' ZeroMQ CURVE.")
+    var clusterKey: String?
 
     @Option(name: .long, help: "Content type of the channels: text/csv, application/x-libsvm, application/x-idx (default: from file names).")
     var contentType: String?
@@ -54,8 +60,8 @@ struct TrainCommand: ParsableCommand {
     @Flag(name: .long, help: "Skip corrupt records (each is reported) instead of failing.")
     var skipCorruptRecords = false
 
-    @Option(name: .long, help: "Compute threads (OpenBLAS and Forge's own kernels).")
-    var threads: Int = min(ProcessInfo.processInfo.activeProcessorCount, 2)
+    @Option(name: .long, help: "Compute threads (OpenBLAS and Forge's own kernels); default: up to 2, or 1 per rank.")
+    var threads: Int?
 
     @Option(name: .long, help: "Checkpoint folder (default OUTPUT/checkpoints).")
     var checkpointDir: String?
@@ -73,16 +79,23 @@ struct TrainCommand: ParsableCommand {
         guard AlgorithmKind(rawValue: algorithm) != nil else {
             throw ValidationError("unknown algorithm '\(algorithm)'; choose one of: \(AlgorithmKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        guard instanceCount == 1 else {
-            throw ValidationError("--instance-count \(instanceCount): this build trains in one process; multi-process data-parallel training is not available yet")
-        }
-        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard instanceCount >= 1 else { throw ValidationError("--instance-count must be at least 1") }
+        guard (threads ?? 1) >= 1 else { throw ValidationError("--threads must be at least 1") }
     }
 
     func run() throws {
+        let environment = ProcessInfo.processInfo.environment
+        let rankVariables = ["RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"].compactMap { environment[$0] }
+        if instanceCount > 1, rankVariables.isEmpty {
+            try launchRanks()
+            return
+        }
         let logger = Log.logger(verbose: verbose)
-        let display = ProgressDisplay(logger: logger, quiet: quiet)
+        let rank = rankVariables.count == 4 ? Int(environment["RANK"] ?? "") : nil
+        let display = ProgressDisplay(logger: logger, quiet: quiet || (rank ?? 0) != 0)
         do {
+            let group = try rank.map { _ in try joinGroup(environment, logger: logger) }
+            let threads = self.threads ?? (group == nil ? min(ProcessInfo.processInfo.activeProcessorCount, 2) : 1)
             let request = TrainingJobRequest(
                 algorithm: AlgorithmKind(rawValue: algorithm) ?? .mlp, trainPath: train, validationPath: validation,
                 hyperparameters: try collectHyperparameters(), outputDirectory: output, contentType: contentType,
@@ -90,7 +103,8 @@ struct TrainCommand: ParsableCommand {
                 checkpointDirectory: checkpointDir, resume: !noResume)
             let device = CPUDevice(threadCount: threads)
             logger.info("device \(device.name): \(threads) thread(s), OpenBLAS core \(BLASRuntime.coreName), FTZ/DAZ \(FloatEnvironment.flushesToZero ? "on" : "off")")
-            let result = try TrainingJob.run(request, device: device, logger: logger, observer: display)
+            let observer: any TrainingObserver = (group?.rank ?? 0) == 0 ? display : SilentObserver()
+            let result = try TrainingJob.run(request, device: device, logger: logger, observer: observer, group: group)
             display.finish()
             let summary = result.metrics.map { "\($0.name)=\(MetricLine.fixed($0.value))" }.joined(separator: " ")
             logger.info("final: \(summary)")
@@ -99,6 +113,42 @@ struct TrainCommand: ParsableCommand {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             throw ExitCode.failure
         }
+    }
+
+    /// `--instance-count N`: run this same command as N local ranks under `forge launch`.
+    func launchRanks() throws {
+        var arguments = [String]()
+        var skipNext = false
+        for argument in CommandLine.arguments.dropFirst() {
+            if skipNext { skipNext = false; continue }
+            if argument == "--instance-count" { skipNext = true; continue }
+            if argument.hasPrefix("--instance-count=") { continue }
+            arguments.append(argument)
+        }
+        let launcher = Process()
+        launcher.executableURL = URL(fileURLWithPath: "/proc/self/exe")
+        launcher.arguments = ["launch", "--nproc", String(instanceCount)] + (clusterKey.map { ["--cluster-key", $0] } ?? [])
+            + ["--", "forge"] + arguments
+        try launcher.run()
+        launcher.waitUntilExit()
+        guard launcher.terminationStatus == 0 else { throw ExitCode(launcher.terminationStatus) }
+    }
+
+    /// Joins the data-parallel group that `forge launch` described in the environment.
+    func joinGroup(_ environment: [String: String], logger: Logger) throws -> ProcessGroup {
+        guard let rank = environment["RANK"].flatMap(Int.init), let worldSize = environment["WORLD_SIZE"].flatMap(Int.init),
+              let address = environment["MASTER_ADDR"], let port = environment["MASTER_PORT"] else {
+            throw ValidationError("RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT must all be set (forge launch sets them)")
+        }
+        let keyPath = clusterKey ?? environment["FORGE_CLUSTER_KEY"]
+        let key = try keyPath.map { path throws(TransportError) in try ClusterKey.load(path: path) }
+        let nodeAddress = environment["FORGE_NODE_ADDR"] ?? "127.0.0.1"
+        let local = nodeAddress == "127.0.0.1"
+        if rank == 0 {
+            logger.info("data parallel: \(worldSize) ranks, rendezvous at \(address):\(port), \(key == nil ? "no cluster key: planes are plain" : "CURVE with the cluster key")")
+        }
+        return try ProcessGroup.join(RendezvousConfiguration(rank: rank, worldSize: worldSize, master: "tcp://\(address):\(port)"),
+                                     bind: local ? "tcp://127.0.0.1:*" : "tcp://*:*", advertisedHost: local ? nil : nodeAddress, key: key)
     }
 
     /// The JSON file's values, then each -H (later wins).

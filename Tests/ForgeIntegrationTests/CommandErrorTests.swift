@@ -82,10 +82,10 @@ import Testing
         expectFailure(run, mentioning: ["train channel, record 3: label 2.0 is not 0 or 1 (binary_classifier)"])
     }
 
-    @Test func severalInstancesAreNotAvailableYet() throws {
+    @Test func instanceCountMustBePositive() throws {
         let scratch = try TemporaryDirectory()
-        expectFailure(try train(["--algorithm", "mlp", "--instance-count", "2"], in: scratch), status: Self.usageFailure,
-                      mentioning: ["--instance-count 2", "multi-process data-parallel training is not available yet"])
+        expectFailure(try train(["--algorithm", "mlp", "--instance-count", "0"], in: scratch), status: Self.usageFailure,
+                      mentioning: ["--instance-count must be at least 1"])
     }
 
     @Test func predictWithSomethingThatIsNotAModel() throws {
