@@ -114,6 +114,7 @@ struct MLPBench: ParsableCommand {
     )
 
     @Option(help: "Timed epochs (after one untimed warm-up epoch).") var epochs = 3
+    @Option(help: "The global batch (under forge launch: split across the ranks).") var batch = 128
     @Option(help: "Threads.") var threads = 1
     @Option(help: "The IDX channel folder to train on (scripts/make-synthetic-mnist writes one).")
     var train: String
@@ -121,7 +122,7 @@ struct MLPBench: ParsableCommand {
     func run() throws {
         let dataset = try Channel.load(path: train, format: .idx).combined()
         let plan = try TrainingPlan.make(algorithm: .mlp, hyperparameters: [
-            "hidden_layer_sizes": "512,256", "activation": "relu", "mini_batch_size": "128", "optimizer": "adam",
+            "hidden_layer_sizes": "512,256", "activation": "relu", "mini_batch_size": String(batch), "optimizer": "adam",
             "learning_rate": "0.001", "wd": "0", "epochs": String(epochs + 1), "normalize_data": "false", "seed": "1",
         ])
         var scaled = dataset
@@ -129,16 +130,21 @@ struct MLPBench: ParsableCommand {
         let data = try PreparedData(plan: plan, train: scaled, validation: nil)
         let device = CPUDevice(threadCount: threads)
         let timer = EpochTimer()
-        let result = try Trainer(plan: plan, data: data, device: device).run(observer: timer)
+        let environment = ProcessInfo.processInfo.environment
+        let group = RankEnvironment.isRank(environment)
+            ? try RankEnvironment.joinGroup(environment, clusterKey: nil, logger: Log.logger()) : nil
+        let result = try Trainer(plan: plan, data: data, device: device, group: group).run(observer: timer)
+        guard (group?.rank ?? 0) == 0 else { return }
         let rates = zip(timer.seconds, timer.samples).map { Double($1) / $0 }
         let steady = Array(rates.dropFirst()).sorted()
         let median = steady.isEmpty ? rates.last ?? 0 : steady[steady.count / 2]
-        print("MLP 784-512-256-10, batch 128, Adam, \(threads) thread(s), core \(BLASRuntime.coreName)")
+        let ranks = group?.worldSize ?? 1
+        print("MLP 784-512-256-10, global batch \(batch), Adam, \(ranks) rank(s) × \(threads) thread(s), core \(BLASRuntime.coreName)")
         for (index, rate) in rates.enumerated() {
             print(String(format: "  epoch %d: %8.0f samples/s%@", index + 1, rate, index == 0 ? " (warm-up, not counted)" : ""))
         }
         print(String(format: "  median of steady-state epochs: %.0f samples/s", median))
-        emit(["kind": "mlp", "threads": threads, "samples_per_s": median, "epoch_sps": rates,
+        emit(["kind": "mlp", "threads": threads, "ranks": ranks, "batch": batch, "samples_per_s": median, "epoch_sps": rates,
               "loss_last": result.metrics.first?.value ?? 0, "core": BLASRuntime.coreName])
     }
 }

@@ -1,12 +1,9 @@
 // `forge train`: a whole job on one machine.
 import ArgumentParser
-import ForgeCollectives
 import ForgeData
 import ForgeTensor
 import ForgeTraining
-import ForgeTransport
 import Foundation
-import Logging
 
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -85,16 +82,16 @@ struct TrainCommand: ParsableCommand {
 
     func run() throws {
         let environment = ProcessInfo.processInfo.environment
-        let rankVariables = ["RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"].compactMap { environment[$0] }
-        if instanceCount > 1, rankVariables.isEmpty {
+        let isRank = RankEnvironment.isRank(environment)
+        if instanceCount > 1, !isRank {
             try launchRanks()
             return
         }
         let logger = Log.logger(verbose: verbose)
-        let rank = rankVariables.count == 4 ? Int(environment["RANK"] ?? "") : nil
+        let rank = isRank ? environment["RANK"].flatMap(Int.init) : nil
         let display = ProgressDisplay(logger: logger, quiet: quiet || (rank ?? 0) != 0)
         do {
-            let group = try rank.map { _ in try joinGroup(environment, logger: logger) }
+            let group = try rank.map { _ in try RankEnvironment.joinGroup(environment, clusterKey: clusterKey, logger: logger) }
             let threads = self.threads ?? (group == nil ? min(ProcessInfo.processInfo.activeProcessorCount, 2) : 1)
             let request = TrainingJobRequest(
                 algorithm: AlgorithmKind(rawValue: algorithm) ?? .mlp, trainPath: train, validationPath: validation,
@@ -132,23 +129,6 @@ struct TrainCommand: ParsableCommand {
         try launcher.run()
         launcher.waitUntilExit()
         guard launcher.terminationStatus == 0 else { throw ExitCode(launcher.terminationStatus) }
-    }
-
-    /// Joins the data-parallel group that `forge launch` described in the environment.
-    func joinGroup(_ environment: [String: String], logger: Logger) throws -> ProcessGroup {
-        guard let rank = environment["RANK"].flatMap(Int.init), let worldSize = environment["WORLD_SIZE"].flatMap(Int.init),
-              let address = environment["MASTER_ADDR"], let port = environment["MASTER_PORT"] else {
-            throw ValidationError("RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT must all be set (forge launch sets them)")
-        }
-        let keyPath = clusterKey ?? environment["FORGE_CLUSTER_KEY"]
-        let key = try keyPath.map { path throws(TransportError) in try ClusterKey.load(path: path) }
-        let nodeAddress = environment["FORGE_NODE_ADDR"] ?? "127.0.0.1"
-        let local = nodeAddress == "127.0.0.1"
-        if rank == 0 {
-            logger.info("data parallel: \(worldSize) ranks, rendezvous at \(address):\(port), \(key == nil ? "no cluster key: planes are plain" : "CURVE with the cluster key")")
-        }
-        return try ProcessGroup.join(RendezvousConfiguration(rank: rank, worldSize: worldSize, master: "tcp://\(address):\(port)"),
-                                     bind: local ? "tcp://127.0.0.1:*" : "tcp://*:*", advertisedHost: local ? nil : nodeAddress, key: key)
     }
 
     /// The JSON file's values, then each -H (later wins).

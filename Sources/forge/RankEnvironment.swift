@@ -1,0 +1,30 @@
+// The data-parallel group a rank process joins: what `forge launch` put in its environment.
+import ArgumentParser
+import ForgeCollectives
+import ForgeTransport
+import Foundation
+import Logging
+
+enum RankEnvironment {
+    /// True when the torchrun variables are all set.
+    static func isRank(_ environment: [String: String]) -> Bool {
+        ["RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"].allSatisfy { environment[$0] != nil }
+    }
+
+    /// Joins the group `forge launch` described (CURVE with `clusterKey` or FORGE_CLUSTER_KEY).
+    static func joinGroup(_ environment: [String: String], clusterKey: String?, logger: Logger) throws -> ProcessGroup {
+        guard let rank = environment["RANK"].flatMap(Int.init), let worldSize = environment["WORLD_SIZE"].flatMap(Int.init),
+              let address = environment["MASTER_ADDR"], let port = environment["MASTER_PORT"] else {
+            throw ValidationError("RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT must all be set (forge launch sets them)")
+        }
+        let keyPath = clusterKey ?? environment["FORGE_CLUSTER_KEY"]
+        let key = try keyPath.map { path throws(TransportError) in try ClusterKey.load(path: path) }
+        let nodeAddress = environment["FORGE_NODE_ADDR"] ?? "127.0.0.1"
+        let local = nodeAddress == "127.0.0.1"
+        if rank == 0 {
+            logger.info("data parallel: \(worldSize) ranks, rendezvous at \(address):\(port), \(key == nil ? "no cluster key: planes are plain" : "CURVE with the cluster key")")
+        }
+        return try ProcessGroup.join(RendezvousConfiguration(rank: rank, worldSize: worldSize, master: "tcp://\(address):\(port)"),
+                                     bind: local ? "tcp://127.0.0.1:*" : "tcp://*:*", advertisedHost: local ? nil : nodeAddress, key: key)
+    }
+}
