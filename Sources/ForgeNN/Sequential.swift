@@ -42,7 +42,7 @@ public final class Sequential {
     }
 
     /// Every layer's parameters with their full names, in order.
-    static func parameterSpecs(of layers: [any Layer]) -> [(name: String, spec: ParameterSpec)] {
+    public static func parameterSpecs(of layers: [any Layer]) -> [(name: String, spec: ParameterSpec)] {
         var specs = [(name: String, spec: ParameterSpec)]()
         for (index, layer) in layers.enumerated() {
             for spec in layer.parameterSpecs { specs.append(("layers.\(index).\(spec.name)", spec)) }

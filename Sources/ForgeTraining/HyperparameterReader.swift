@@ -1,5 +1,6 @@
 // Typed reads from a string-to-string hyperparameter map (as SageMaker passes them), that
 // collect every problem instead of stopping at the first.
+import Foundation
 
 /// Reads typed values out of `values`, remembering which keys were used and what was wrong.
 struct HyperparameterReader {
@@ -143,5 +144,3 @@ func editDistance(_ a: String, _ b: String) -> Int {
     }
     return previous[y.count]
 }
-
-import Foundation

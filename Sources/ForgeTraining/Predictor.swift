@@ -2,6 +2,7 @@
 import ForgeData
 import ForgeNN
 import ForgeTensor
+import Foundation
 
 /// One prediction: the label (classifiers) or value (regressors), and class probabilities.
 public struct Prediction: Sendable, Equatable {
@@ -60,11 +61,11 @@ public final class Predictor {
             return Prediction(label: description.labelScaling.inverse(values[0]), probabilities: [])
         case .binaryClassifier:
             let z = values[0]
-            let p = z >= 0 ? 1 / (1 + _exp(-z)) : _exp(z) / (1 + _exp(z))
+            let p = z >= 0 ? 1 / (1 + exp(-z)) : exp(z) / (1 + exp(z))
             return Prediction(label: p > 0.5 ? 1 : 0, probabilities: [1 - p, p])
         case .multiclassClassifier:
             let peak = values.max() ?? 0
-            let exps = values.map { _exp($0 - peak) }
+            let exps = values.map { exp($0 - peak) }
             let total = exps.reduce(0, +)
             let probabilities = exps.map { $0 / total }
             let best = probabilities.indices.max { probabilities[$0] < probabilities[$1] } ?? 0
@@ -72,6 +73,3 @@ public final class Predictor {
         }
     }
 }
-
-import Foundation
-private func _exp(_ x: Float) -> Float { Foundation.exp(x) }

@@ -107,7 +107,7 @@ public struct TrainedModel: Sendable {
         }
         // Check the sizes before the network is allocated, so a forged model.json cannot ask
         // for more memory than its weights justify.
-        let declared = description.model.layers.reduce(0) { $0 + ($1.kind == .linear ? $1.inputs * $1.outputs + $1.outputs : 0) }
+        let declared = Sequential.parameterSpecs(of: description.model.makeLayers()).reduce(0) { $0 + $1.spec.shape.reduce(1, *) }
         let stored = file.tensors.reduce(0) { $0 + ($1.elementCount ?? 0) }
         guard declared == stored else {
             throw .badModel(path: path, reason: "model.json declares \(declared) parameters, model.safetensors holds \(stored)")

@@ -99,7 +99,8 @@ public final class Trainer {
             replicaGradients = [outputGradient]
         }
         if plan.earlyStoppingPatience > 0, data.validation != nil {
-            best = spec.build(maxBatch: 1, seed: plan.seed, device: device).parameters
+            // A block of its own for the best epoch's values (no network buffers needed).
+            best = ParameterBlock(specs: Sequential.parameterSpecs(of: spec.makeLayers()), seed: plan.seed, device: device)
         }
     }
 
