@@ -27,6 +27,9 @@ let package = Package(
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "CFloatEnv"),
+        // Linux calls Swift cannot reach: atomics and futexes on shared mappings (the
+        // shared-memory collective transport), CPU affinity (forge launch --cpu-bind).
+        .target(name: "CSystem"),
 
         // 3. Wire: framed, versioned messages and their total decoders.
         .target(name: "ForgeWire", swiftSettings: forgeSettings),
@@ -43,7 +46,7 @@ let package = Package(
         // 6. Data: readers, shuffling, batching, shards.
         .target(name: "ForgeData", dependencies: ["ForgeArchive", "ForgeRandom"], swiftSettings: forgeSettings),
         // 7. Collectives: algorithms over a small transport protocol.
-        .target(name: "ForgeCollectives", dependencies: ["ForgeTransport", "ForgeWire"], swiftSettings: forgeSettings),
+        .target(name: "ForgeCollectives", dependencies: ["ForgeTransport", "ForgeWire", "CSystem"], swiftSettings: forgeSettings),
         // 9. Training: hyperparameters, built-in algorithms, trainer, checkpoints, metrics.
         .target(
             name: "ForgeTraining",
@@ -57,7 +60,7 @@ let package = Package(
         .executableTarget(
             name: "forge",
             dependencies: [
-                "ForgeTraining", "ForgeTensor", "ForgeTransport", "ForgeCollectives",
+                "ForgeTraining", "ForgeTensor", "ForgeTransport", "ForgeCollectives", "CSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

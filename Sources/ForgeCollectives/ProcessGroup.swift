@@ -8,39 +8,87 @@ import ForgeTransport
 public final class ProcessGroup {
     public let transport: any CollectiveTransport
     private let ring: RingAllReduce
+    private let doubling: RecursiveDoublingAllReduce
+    /// All-reduces of at most this many bytes use recursive doubling (fewest messages); larger
+    /// ones the ring (least data per rank). See docs/collectives.md for how it was measured.
+    public let smallAllReduceBytes: Int
+    /// The default threshold: 64 KiB.
+    public static let defaultSmallAllReduceBytes = 64 << 10
     private let broadcaster: PipelineBroadcast
     public private(set) var broken: CollectiveError?
 
-    public init(transport: any CollectiveTransport, chunkElements: Int = 1 << 16) {
+    public init(transport: any CollectiveTransport, chunkElements: Int = 1 << 16,
+                smallAllReduceBytes: Int = ProcessGroup.defaultSmallAllReduceBytes) {
         self.transport = transport
+        self.smallAllReduceBytes = smallAllReduceBytes
         ring = RingAllReduce(transport: transport, chunkElements: chunkElements)
+        doubling = RecursiveDoublingAllReduce(transport: transport)
         broadcaster = PipelineBroadcast(transport: transport, chunkElements: chunkElements)
     }
 
     public var rank: Int { transport.rank }
     public var worldSize: Int { transport.worldSize }
 
-    /// Joins a ZeroMQ group: binds this rank's data endpoint at `bind` (e.g. `tcp://HOST:*`, or
-    /// `tcp://*:*` with `advertisedHost`), meets the others at the master, connects to all.
+    /// Joins a group: binds this rank's ZeroMQ data endpoint at `bind` (e.g. `tcp://HOST:*`, or
+    /// `tcp://*:*` with `advertisedHost`), meets the others at the master, and connects to all.
+    /// With `sharedMemory`, ranks on the same host (same kernel, mount and network namespace)
+    /// talk through shared-memory rings instead of sockets; the others through ZeroMQ.
     public static func join(_ configuration: RendezvousConfiguration, bind: String, advertisedHost: String? = nil,
-                            key: ClusterKey?, timeoutMilliseconds: Int = 30_000) throws(CollectiveError) -> ProcessGroup {
+                            key: ClusterKey?, timeoutMilliseconds: Int = 30_000,
+                            sharedMemory: Bool = true, chunkElements: Int = 1 << 16,
+                            smallAllReduceBytes: Int = ProcessGroup.defaultSmallAllReduceBytes) throws(CollectiveError) -> ProcessGroup {
         let context: ZMQContext
         do {
             context = try ZMQContext()
         } catch {
             throw .transport(peer: configuration.rank, reason: error.description)
         }
-        let transport = try ZMQTransport(context: context, rank: configuration.rank, worldSize: configuration.worldSize,
-                                         bind: bind, advertisedHost: advertisedHost, key: key, timeoutMilliseconds: timeoutMilliseconds)
-        let endpoints = try Rendezvous.exchange(configuration, endpoint: transport.endpoint, context: context, key: key)
-        try transport.connect(to: endpoints)
-        return ProcessGroup(transport: transport)
+        let (rank, worldSize) = (configuration.rank, configuration.worldSize)
+        let zmq = try ZMQTransport(context: context, rank: rank, worldSize: worldSize,
+                                   bind: bind, advertisedHost: advertisedHost, key: key, timeoutMilliseconds: timeoutMilliseconds)
+        // A host without a usable /dev/shm simply offers no mailbox.
+        let host = sharedMemory && worldSize > 1 ? PeerAddress.currentHostKey() : nil
+        let shm = host == nil ? nil
+            : try? SharedMemoryTransport(rank: rank, worldSize: worldSize, timeoutMilliseconds: timeoutMilliseconds)
+        let me = PeerAddress(endpoint: zmq.endpoint, host: shm == nil ? nil : host, mailbox: shm?.mailbox)
+        let peers = try Rendezvous.exchange(configuration, address: me, context: context, key: key)
+        var local = Set<Int>()
+        if let shm, let host {
+            for peer in 0..<worldSize where peer != rank && peers[peer].host == host {
+                guard let mailbox = peers[peer].mailbox else { continue }
+                try shm.attach(peer: peer, mailbox: mailbox)
+                local.insert(peer)
+            }
+        }
+        try zmq.connect(to: peers.map(\.endpoint), skipping: local)
+        guard let shm, !local.isEmpty else { return ProcessGroup(transport: zmq, chunkElements: chunkElements, smallAllReduceBytes: smallAllReduceBytes) }
+        let routes: [any CollectiveTransport] = (0..<worldSize).map { local.contains($0) ? shm as any CollectiveTransport : zmq }
+        let group = ProcessGroup(transport: local.count == worldSize - 1 ? shm : RoutedTransport(routes: routes, rank: rank),
+                                 chunkElements: chunkElements, smallAllReduceBytes: smallAllReduceBytes)
+        // Once every rank has mapped its peers' mailboxes, the files can go: the mappings stay,
+        // and nothing is left behind in /dev/shm however the job ends.
+        try group.barrier()
+        shm.unlinkMailbox()
+        return group
     }
 
-    /// Reduces `buffer` across the group in place (ring all-reduce; every rank passes the
-    /// same count).
+    /// How many peers this rank reaches through shared memory.
+    public var sharedMemoryPeers: Int {
+        let shm = (transport as? SharedMemoryTransport) ?? (transport as? RoutedTransport)?.routes.lazy.compactMap { $0 as? SharedMemoryTransport }.first
+        guard let shm else { return 0 }
+        return (0..<worldSize).filter { $0 != rank && shm.isAttached($0) }.count
+    }
+
+    /// Reduces `buffer` across the group in place (every rank passes the same count): recursive
+    /// doubling up to `smallAllReduceBytes`, the ring above.
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws(CollectiveError) {
-        try guarded { () throws(CollectiveError) in try ring.run(buffer, op: op) }
+        try guarded { () throws(CollectiveError) in
+            if buffer.count * 4 <= smallAllReduceBytes {
+                try doubling.run(buffer, op: op)
+            } else {
+                try ring.run(buffer, op: op)
+            }
+        }
     }
 
     /// Reduce-scatter in place: afterwards `segment(of:)` of `buffer` holds this rank's share of

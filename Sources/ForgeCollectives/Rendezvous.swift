@@ -20,21 +20,47 @@ public struct RendezvousConfiguration: Sendable, Hashable {
     }
 }
 
+/// What a rank tells the others about itself in the rendezvous.
+public struct PeerAddress: Codable, Sendable, Hashable {
+    /// The ZeroMQ data endpoint.
+    public var endpoint: String
+    /// Ranks with the same host key share a kernel, a mount and a network namespace: they can
+    /// map each other's shared memory (nil when this rank offers none).
+    public var host: String?
+    /// This rank's shared-memory mailbox, when it offers one.
+    public var mailbox: SharedMemoryMailbox?
+
+    public init(endpoint: String, host: String? = nil, mailbox: SharedMemoryMailbox? = nil) {
+        self.endpoint = endpoint
+        self.host = host
+        self.mailbox = mailbox
+    }
+
+    /// This machine's host key: the boot id and the mount and network namespaces (so ranks in
+    /// separate network namespaces, as multi-node tests make them, count as separate hosts).
+    public static func currentHostKey() -> String? {
+        guard let boot = try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8),
+              let mount = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/mnt"),
+              let network = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net") else { return nil }
+        return "\(boot.trimmingCharacters(in: .whitespacesAndNewlines))/\(mount)/\(network)"
+    }
+}
+
 /// One rank's message to rank 0, and rank 0's answer.
 struct RendezvousMessage: Codable, Equatable {
     var rank: Int
     var worldSize: Int
-    /// The sender's endpoint (hello) …
-    var endpoint: String?
-    /// … or every rank's endpoint in rank order (answer).
-    var endpoints: [String]?
+    /// The sender's address (hello) …
+    var address: PeerAddress?
+    /// … or every rank's address in rank order (answer).
+    var addresses: [PeerAddress]?
 }
 
 public enum Rendezvous {
-    /// Exchanges data-plane endpoints: returns every rank's endpoint, in rank order.
+    /// Exchanges data-plane addresses: returns every rank's, in rank order.
     /// A rank that does not show up within the timeout is an error naming it.
-    public static func exchange(_ configuration: RendezvousConfiguration, endpoint: String, context: ZMQContext,
-                                key: ClusterKey?) throws(CollectiveError) -> [String] {
+    public static func exchange(_ configuration: RendezvousConfiguration, address endpoint: PeerAddress, context: ZMQContext,
+                                key: ClusterKey?) throws(CollectiveError) -> [PeerAddress] {
         let (rank, worldSize) = (configuration.rank, configuration.worldSize)
         guard worldSize >= 1, rank >= 0, rank < worldSize else {
             throw .invalidArgument("rank \(rank) of a group of \(worldSize)")
@@ -54,12 +80,12 @@ public enum Rendezvous {
         }
     }
 
-    private static func serve(_ configuration: RendezvousConfiguration, endpoint: String, context: ZMQContext,
-                              key: ClusterKey?) throws -> [String] {
+    private static func serve(_ configuration: RendezvousConfiguration, endpoint: PeerAddress, context: ZMQContext,
+                              key: ClusterKey?) throws -> [PeerAddress] {
         let socket = try ZMQSocket(context, kind: .router)
         if let key { try socket.makeCurveServer(key) }
         try socket.bind(configuration.master)
-        var endpoints = [String?](repeating: nil, count: configuration.worldSize)
+        var endpoints = [PeerAddress?](repeating: nil, count: configuration.worldSize)
         endpoints[0] = endpoint
         var identities = [[UInt8]](repeating: [], count: configuration.worldSize)
         let deadline = Date().addingTimeInterval(Double(configuration.timeoutMilliseconds) / 1000)
@@ -74,7 +100,7 @@ public enum Rendezvous {
             guard frames.count == 2 else { continue }
             let hello = try JSONDecoder().decode(RendezvousMessage.self, from: Data(frames[1]))
             guard hello.worldSize == configuration.worldSize, hello.rank > 0, hello.rank < configuration.worldSize,
-                  let theirs = hello.endpoint else {
+                  let theirs = hello.address else {
                 throw CollectiveError.protocolViolation(peer: hello.rank, reason: "joined as rank \(hello.rank) of \(hello.worldSize); this group has \(configuration.worldSize)")
             }
             guard endpoints[hello.rank] == nil else {
@@ -85,24 +111,24 @@ public enum Rendezvous {
         }
         let all = endpoints.compactMap { $0 }
         for peer in 1..<configuration.worldSize {
-            let answer = RendezvousMessage(rank: 0, worldSize: configuration.worldSize, endpoint: nil, endpoints: all)
+            let answer = RendezvousMessage(rank: 0, worldSize: configuration.worldSize, address: nil, addresses: all)
             try socket.send([identities[peer], [UInt8](try JSONEncoder().encode(answer))])
         }
         return all
     }
 
-    private static func join(_ configuration: RendezvousConfiguration, endpoint: String, context: ZMQContext,
-                             key: ClusterKey?) throws -> [String] {
+    private static func join(_ configuration: RendezvousConfiguration, endpoint: PeerAddress, context: ZMQContext,
+                             key: ClusterKey?) throws -> [PeerAddress] {
         let socket = try ZMQSocket(context, kind: .dealer)
         if let key { try socket.makeCurveClient(key) }
         socket.receiveTimeoutMilliseconds = configuration.timeoutMilliseconds
         try socket.connect(configuration.master)
-        let hello = RendezvousMessage(rank: configuration.rank, worldSize: configuration.worldSize, endpoint: endpoint, endpoints: nil)
+        let hello = RendezvousMessage(rank: configuration.rank, worldSize: configuration.worldSize, address: endpoint, addresses: nil)
         try socket.send([[UInt8](try JSONEncoder().encode(hello))])
         let frames = try socket.receive()
         guard frames.count == 1 else { throw CollectiveError.protocolViolation(peer: 0, reason: "rendezvous answer of \(frames.count) frames") }
         let answer = try JSONDecoder().decode(RendezvousMessage.self, from: Data(frames[0]))
-        guard let endpoints = answer.endpoints, endpoints.count == configuration.worldSize else {
+        guard let endpoints = answer.addresses, endpoints.count == configuration.worldSize else {
             throw CollectiveError.protocolViolation(peer: 0, reason: "rendezvous answer without \(configuration.worldSize) endpoints")
         }
         return endpoints

@@ -71,7 +71,7 @@ public final class RingAllReduce {
         return (rank, ranks, (rank + 1) % ranks, (rank + ranks - 1) % ranks)
     }
 
-    private enum Combine { case sum, max }
+    enum Combine { case sum, max }
 
     /// Sends segment `send` right and takes segment `receive` from the left, chunk by chunk,
     /// combining (reduce-scatter) or overwriting (all-gather).
@@ -105,7 +105,7 @@ public final class RingAllReduce {
     }
 
     /// target[i] = target[i] ⊕ source[i]; `source` is a received frame of any alignment.
-    private static func combine(_ target: UnsafeMutablePointer<Float>, _ source: UnsafeRawPointer, count: Int, _ reduce: Combine) {
+    static func combine(_ target: UnsafeMutablePointer<Float>, _ source: UnsafeRawPointer, count: Int, _ reduce: Combine) {
         if Int(bitPattern: source) % MemoryLayout<Float>.alignment == 0 {
             // The usual case (libzmq's buffers are malloc-aligned): a plain loop that vectorises.
             let values = source.assumingMemoryBound(to: Float.self)

@@ -59,12 +59,13 @@ public final class ZMQTransport: CollectiveTransport {
         }
     }
 
-    /// Connects to every peer's endpoint (`endpoints[rank]` is this rank's own and is skipped).
-    public func connect(to endpoints: [String]) throws(CollectiveError) {
+    /// Connects to every peer's endpoint (`endpoints[rank]` is this rank's own and is skipped,
+    /// as are the peers in `skipping`, which another transport reaches).
+    public func connect(to endpoints: [String], skipping: Set<Int> = []) throws(CollectiveError) {
         guard endpoints.count == worldSize else {
             throw .invalidArgument("\(endpoints.count) endpoints for a group of \(worldSize)")
         }
-        for peer in 0..<worldSize where peer != rank {
+        for peer in 0..<worldSize where peer != rank && !skipping.contains(peer) {
             do {
                 let dealer = try ZMQSocket(context, kind: .dealer)
                 try dealer.setIdentity(ZMQTransport.identity(of: rank))

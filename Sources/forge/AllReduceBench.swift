@@ -13,7 +13,10 @@ struct AllReduceBench: ParsableCommand {
 
     @Option(help: "Buffer sizes in bytes, comma-separated.") var sizes = "4096,1048576,16777216"
     @Option(help: "Timed iterations per size (median reported).") var iterations = 5
-    @Option(help: "Data endpoint to bind: tcp or ipc.") var transport = "tcp"
+    @Option(help: "Data plane: tcp or ipc (ZeroMQ sockets only), or shm (shared-memory rings between ranks on one host, tcp to the others).") var transport = "tcp"
+    @Option(help: "Bytes per chunk on the wire (the ring's pipelining unit).") var chunkBytes = 1 << 18
+    @Option(help: "All-reduces of at most this many bytes use recursive doubling, larger ones the ring.")
+    var smallBytes = ProcessGroup.defaultSmallAllReduceBytes
     @Option(help: "Seconds a rank waits for a peer before failing.") var timeout = 30
     @Option(help: "For tests: this rank exits with status 3 after its first all-reduce.") var failRank: Int?
 
@@ -22,6 +25,9 @@ struct AllReduceBench: ParsableCommand {
         guard let rank = environment["RANK"].flatMap(Int.init), let worldSize = environment["WORLD_SIZE"].flatMap(Int.init),
               let address = environment["MASTER_ADDR"], let port = environment["MASTER_PORT"] else {
             throw ValidationError("run me under forge launch (RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT are not set)")
+        }
+        guard ["tcp", "ipc", "shm"].contains(transport) else {
+            throw ValidationError("--transport must be tcp, ipc or shm, not \(transport)")
         }
         do {
             let key = try environment["FORGE_CLUSTER_KEY"].map { path throws(TransportError) in try ClusterKey.load(path: path) }
@@ -35,9 +41,11 @@ struct AllReduceBench: ParsableCommand {
             let configuration = RendezvousConfiguration(rank: rank, worldSize: worldSize, master: "tcp://\(address):\(port)",
                                                         timeoutMilliseconds: timeout * 1000)
             let group = try ProcessGroup.join(configuration, bind: bind, advertisedHost: local || transport == "ipc" ? nil : nodeAddress,
-                                              key: key, timeoutMilliseconds: timeout * 1000)
+                                              key: key, timeoutMilliseconds: timeout * 1000, sharedMemory: transport == "shm",
+                                              chunkElements: max(1, chunkBytes / 4), smallAllReduceBytes: smallBytes)
             if rank == 0 {
-                print("all-reduce (sum, float32), \(worldSize) ranks over \(transport)\(key == nil ? "" : " with CURVE")")
+                print("all-reduce (sum, float32), \(worldSize) ranks over \(transport)\(key == nil ? "" : " with CURVE")"
+                      + (transport == "shm" ? " (\(group.sharedMemoryPeers) of \(worldSize - 1) peers through shared memory)" : ""))
                 print("     bytes      time(us)   algbw(GB/s)   busbw(GB/s)")
             }
             for bytes in sizes.split(separator: ",").compactMap({ Int($0) }) {

@@ -39,6 +39,9 @@ struct LaunchCommand: ParsableCommand {
     @Option(name: .long, help: "Address other nodes reach this node's ranks at (FORGE_NODE_ADDR; default 127.0.0.1 on one node, else this host's name).")
     var nodeAddr: String?
 
+    @Option(name: .long, help: "Pin ranks to CPUs: none, or cores (each rank gets its own share of this launcher's CPUs, as mpirun --bind-to core).")
+    var cpuBind: CPUBinding = .none
+
     @Argument(parsing: .captureForPassthrough, help: "The command each rank runs (after --).")
     var command: [String] = []
 
@@ -68,6 +71,8 @@ struct LaunchCommand: ParsableCommand {
         // SIGINT/SIGTERM to the launcher stop the ranks too, so none is left running.
         let stopSignal = SignalLatch(signals: [SIGINT, SIGTERM])
         var processes = [Process]()
+        let cpus = CPUBinding.allowedCPUs()
+        defer { if cpuBind == .cores { CPUBinding.pinCallingThread(to: cpus) } }
         for localRank in 0..<nproc {
             let rank = nodeRank * nproc + localRank
             let process = Process()
@@ -85,6 +90,11 @@ struct LaunchCommand: ParsableCommand {
             if environment["OPENBLAS_NUM_THREADS"] == nil { environment["OPENBLAS_NUM_THREADS"] = "1" }
             if let clusterKey { environment["FORGE_CLUSTER_KEY"] = clusterKey }
             process.environment = environment
+            if cpuBind == .cores, !cpus.isEmpty {
+                // The child inherits the spawning thread's CPU set.
+                let share = CPUBinding.share(localRank, of: nproc, cpus: cpus)
+                CPUBinding.pinCallingThread(to: share)
+            }
             do {
                 try process.run()
             } catch {

@@ -24,7 +24,14 @@ enum RankEnvironment {
         if rank == 0 {
             logger.info("data parallel: \(worldSize) ranks, rendezvous at \(address):\(port), \(key == nil ? "no cluster key: planes are plain" : "CURVE with the cluster key")")
         }
-        return try ProcessGroup.join(RendezvousConfiguration(rank: rank, worldSize: worldSize, master: "tcp://\(address):\(port)"),
-                                     bind: local ? "tcp://127.0.0.1:*" : "tcp://*:*", advertisedHost: local ? nil : nodeAddress, key: key)
+        // Ranks on one host share memory unless FORGE_SHARED_MEMORY=0 keeps them on sockets.
+        let sharedMemory = environment["FORGE_SHARED_MEMORY"] != "0"
+        let group = try ProcessGroup.join(RendezvousConfiguration(rank: rank, worldSize: worldSize, master: "tcp://\(address):\(port)"),
+                                          bind: local ? "tcp://127.0.0.1:*" : "tcp://*:*", advertisedHost: local ? nil : nodeAddress, key: key,
+                                          sharedMemory: sharedMemory)
+        if rank == 0 {
+            logger.info("data plane: \(group.sharedMemoryPeers) of \(worldSize - 1) peers through shared memory, the rest over ZeroMQ tcp")
+        }
+        return group
     }
 }

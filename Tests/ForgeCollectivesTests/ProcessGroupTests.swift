@@ -89,3 +89,67 @@ import Testing
         #expect(throws: CollectiveError.timedOut(peer: 1, milliseconds: 100)) { try group.barrier() }
     }
 }
+
+/// What only the shared-memory transport can get wrong: rings that wrap, messages larger than a
+/// ring, two ranks that both send before receiving, a mailbox that is not the peer's.
+@Suite struct SharedMemoryTransportTests {
+    @Test func messagesLargerThanTheRingCrossWhileBothRanksSendFirst() throws {
+        let transports = Handed(value: try TransportKind.sharedMemory(2, timeoutMilliseconds: 5_000) { _, _ in true })
+        let outcomes = onRanks(2) { rank -> Result<[[Float]], CollectiveError> in
+            let transport = transports.value[rank]
+            let peer = 1 - rank
+            // 100 KiB messages through 8 KiB rings: each travels as many fragments, and each rank
+            // can only finish sending because the other drains its ring while it waits.
+            let sizes = [0, 1, 2047, 25_600, 3]
+            do {
+                for (index, size) in sizes.enumerated() {
+                    let outgoing = (0..<size).map { Float(rank * 100_000 + index * 1000 + $0) }
+                    try outgoing.withUnsafeBytes { try transport.send($0, to: peer, tag: UInt64(index)) }
+                }
+                var received: [[Float]] = []
+                for (index, size) in sizes.enumerated() {
+                    var incoming = [Float](repeating: -1, count: size)
+                    try transport.receive(from: peer, tag: UInt64(index), byteCount: size * 4) { bytes in
+                        incoming.withUnsafeMutableBytes { $0.copyMemory(from: bytes) }
+                    }
+                    received.append(incoming)
+                }
+                return .success(received)
+            } catch let error as CollectiveError {
+                return .failure(error)
+            } catch {
+                return .failure(.invalidArgument("\(error)"))
+            }
+        }
+        for (rank, outcome) in outcomes.enumerated() {
+            let received = try outcome.get()
+            let peer = 1 - rank
+            for (index, values) in received.enumerated() {
+                #expect(values == (0..<values.count).map { Float(peer * 100_000 + index * 1000 + $0) }, "rank \(rank), message \(index)")
+            }
+        }
+    }
+
+    @Test func aFileThatIsNotThePeersMailboxIsRefused() throws {
+        let transports = try TransportKind.sharedMemory(2, timeoutMilliseconds: 1000) { _, _ in false }
+        var wrongNonce = transports[1].mailbox
+        wrongNonce.nonce &+= 1
+        #expect(throws: CollectiveError.self) { try transports[0].attach(peer: 1, mailbox: wrongNonce) }
+        // Rank 1's real mailbox claimed as rank 1 attaches; claimed as another rank it does not.
+        let three = try TransportKind.sharedMemory(3, timeoutMilliseconds: 1000) { _, _ in false }
+        let fresh = try SharedMemoryTransport(rank: 1, worldSize: 3, capacity: 8192, timeoutMilliseconds: 1000)
+        #expect(throws: CollectiveError.self) { try three[0].attach(peer: 2, mailbox: fresh.mailbox) }
+        try three[0].attach(peer: 1, mailbox: fresh.mailbox)
+        #expect(throws: CollectiveError.self) {
+            try three[0].attach(peer: 1, mailbox: SharedMemoryMailbox(path: "/dev/shm/forge-missing", nonce: 1))
+        }
+    }
+
+    @Test func aSenderIntoAFullRingOfASilentPeerTimesOut() throws {
+        let transports = try TransportKind.sharedMemory(2, timeoutMilliseconds: 300) { _, _ in true }
+        let block = [UInt8](repeating: 7, count: 1000)
+        #expect(throws: CollectiveError.timedOut(peer: 1, milliseconds: 300)) {
+            for index in 0..<100 { try block.withUnsafeBytes { try transports[0].send($0, to: 1, tag: UInt64(index)) } }
+        }
+    }
+}

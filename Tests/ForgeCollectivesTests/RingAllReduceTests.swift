@@ -12,24 +12,52 @@ struct Handed<T>: @unchecked Sendable {
     let value: T
 }
 
-/// The transports the suite runs over: the in-process reference and ZeroMQ over tcp:// and ipc://.
+/// The transports the suite runs over: the in-process reference, ZeroMQ over tcp:// and ipc://,
+/// shared-memory rings (small, so records wrap and large messages fragment), and a routed mix
+/// where pairs of ranks share memory and reach the others over tcp://.
 enum TransportKind: String, CaseIterable, Sendable {
-    case inProcess, tcp, ipc
+    case inProcess, tcp, ipc, sharedMemory, mixed
 
     /// One transport per rank, connected into a group.
     func make(_ worldSize: Int, timeoutMilliseconds: Int = 10_000, keys: [ClusterKey?]? = nil,
               directory: TemporaryDirectory? = nil) throws -> [any CollectiveTransport] {
-        if self == .inProcess {
+        switch self {
+        case .inProcess:
             let hub = InProcessHub(worldSize: worldSize, timeoutMilliseconds: timeoutMilliseconds)
             return (0..<worldSize).map { hub.transport(rank: $0) }
+        case .sharedMemory:
+            return try TransportKind.sharedMemory(worldSize, timeoutMilliseconds: timeoutMilliseconds) { _, _ in true }
+        case .mixed:
+            let near: @Sendable (Int, Int) -> Bool = { $0 / 2 == $1 / 2 }
+            let shm = try TransportKind.sharedMemory(worldSize, timeoutMilliseconds: timeoutMilliseconds, near)
+            let zmq = try TransportKind.tcp.make(worldSize, timeoutMilliseconds: timeoutMilliseconds)
+            return (0..<worldSize).map { rank in
+                RoutedTransport(routes: (0..<worldSize).map { near(rank, $0) ? shm[rank] : zmq[rank] }, rank: rank)
+            }
+        case .tcp, .ipc:
+            let context = try ZMQContext()
+            let transports = try (0..<worldSize).map { rank in
+                let endpoint = self == .tcp ? "tcp://127.0.0.1:*" : "ipc://" + (directory?.file("r\(rank)") ?? "/tmp/forge-r\(rank)")
+                return try ZMQTransport(context: context, rank: rank, worldSize: worldSize, bind: endpoint,
+                                        key: keys?[rank] ?? nil, timeoutMilliseconds: timeoutMilliseconds)
+            }
+            for transport in transports { try transport.connect(to: transports.map(\.endpoint)) }
+            return transports
         }
-        let context = try ZMQContext()
-        let transports = try (0..<worldSize).map { rank in
-            let endpoint = self == .tcp ? "tcp://127.0.0.1:*" : "ipc://" + (directory?.file("r\(rank)") ?? "/tmp/forge-r\(rank)")
-            return try ZMQTransport(context: context, rank: rank, worldSize: worldSize, bind: endpoint,
-                                    key: keys?[rank] ?? nil, timeoutMilliseconds: timeoutMilliseconds)
+    }
+
+    /// Shared-memory transports with 8 KiB rings, rank r attached to each peer p with `attach(r, p)`.
+    static func sharedMemory(_ worldSize: Int, timeoutMilliseconds: Int,
+                             _ attach: (Int, Int) -> Bool) throws -> [SharedMemoryTransport] {
+        let transports = try (0..<worldSize).map {
+            try SharedMemoryTransport(rank: $0, worldSize: worldSize, capacity: 8192, timeoutMilliseconds: timeoutMilliseconds)
         }
-        for transport in transports { try transport.connect(to: transports.map(\.endpoint)) }
+        for transport in transports {
+            for peer in 0..<worldSize where peer != transport.rank && attach(transport.rank, peer) {
+                try transport.attach(peer: peer, mailbox: transports[peer].mailbox)
+            }
+        }
+        for transport in transports { transport.unlinkMailbox() }
         return transports
     }
 }
@@ -101,6 +129,78 @@ final class ResultBox<T: Sendable>: @unchecked Sendable {
                     let values = try outcome.get()
                     #expect(values == expected, "\(kind): \(op) on \(worldSize) ranks, \(count) elements, rank \(rank)")
                 }
+            }
+        }
+    }
+
+    /// Values whose sums round differently in different orders.
+    static func unevenInput(rank: Int, index: Int) -> Float {
+        let whole = Float(rank + 1) * Float(index % 7 + 1)
+        return whole + Float(rank) * 0.001
+    }
+
+    @Test(arguments: TransportKind.allCases, [1, 2, 3, 4, 5, 6, 7])
+    func recursiveDoublingMatchesTheClosedFormAndLeavesRanksIdentical(transport kind: TransportKind, worldSize: Int) throws {
+        let directory = try TemporaryDirectory()
+        for count in [0, 1, 3, 7, 1000] {
+            for op in ReduceOp.allCases {
+                let transports = Handed(value: try kind.make(worldSize, directory: directory))
+                let outcomes = onRanks(worldSize) { rank -> Result<[Float], CollectiveError> in
+                    // Values that round differently in different orders: ranks must still agree bit for bit.
+                    var values = (0..<count).map { RingAllReduceTests.unevenInput(rank: rank, index: $0) }
+                    let doubling = RecursiveDoublingAllReduce(transport: transports.value[rank])
+                    do {
+                        try values.withUnsafeMutableBufferPointer { try doubling.run($0, op: op) }
+                        return .success(values)
+                    } catch let error as CollectiveError {
+                        return .failure(error)
+                    } catch {
+                        return .failure(.invalidArgument("\(error)"))
+                    }
+                }
+                let results = try outcomes.map { try $0.get() }
+                for i in 0..<count {
+                    let inputs = (0..<worldSize).map { Double(RingAllReduceTests.unevenInput(rank: $0, index: i)) }
+                    let expected: Double
+                    switch op {
+                    case .sum: expected = inputs.reduce(0, +)
+                    case .mean: expected = inputs.reduce(0, +) / Double(worldSize)
+                    case .max: expected = inputs.max() ?? 0
+                    }
+                    #expect(abs(Double(results[0][i]) - expected) <= 1e-5 * abs(expected), "\(kind) \(op) \(worldSize) ranks, element \(i)")
+                }
+                for rank in 1..<worldSize {
+                    #expect(results[rank].map(\.bitPattern) == results[0].map(\.bitPattern), "\(kind) \(op) \(worldSize) ranks: rank \(rank) differs from rank 0")
+                }
+            }
+        }
+    }
+
+    @Test(arguments: [TransportKind.inProcess, .sharedMemory], [2, 3, 5])
+    func theGroupPicksAnAlgorithmBySizeAndBothAgree(transport kind: TransportKind, worldSize: Int) throws {
+        // With a 64-byte threshold, 16 elements go by recursive doubling and 17 by the ring; an
+        // interleaved sequence of both keeps every rank's calls in step.
+        let transports = Handed(value: try kind.make(worldSize))
+        let outcomes = onRanks(worldSize) { rank -> Result<[[Float]], CollectiveError> in
+            let group = ProcessGroup(transport: transports.value[rank], chunkElements: 4, smallAllReduceBytes: 64)
+            var results: [[Float]] = []
+            do {
+                for count in [16, 17, 1, 100, 16] {
+                    var values = RingAllReduceTests.input(rank: rank, count: count)
+                    try values.withUnsafeMutableBufferPointer { try group.allReduce($0, op: .sum) }
+                    results.append(values)
+                }
+                return .success(results)
+            } catch let error as CollectiveError {
+                return .failure(error)
+            } catch {
+                return .failure(.invalidArgument("\(error)"))
+            }
+        }
+        let rankSum = Float(worldSize * (worldSize + 1) / 2)
+        for outcome in outcomes {
+            for values in try outcome.get() {
+                #expect(values == (0..<values.count).map { rankSum * Float($0 % 7 + 1) })
             }
         }
     }

@@ -1,0 +1,45 @@
+// The system calls behind CSystem.h: futexes (syscall(2) is variadic, out of Swift's reach) and
+// CPU affinity (its cpu_set_t macros are too).
+#define _GNU_SOURCE
+#include "CSystem.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+int forge_futex_wait(uint32_t *address, uint32_t expected, int64_t timeout_us) {
+    struct timespec timeout = {
+        .tv_sec = (time_t)(timeout_us / 1000000),
+        .tv_nsec = (long)(timeout_us % 1000000) * 1000,
+    };
+    if (syscall(SYS_futex, address, FUTEX_WAIT, expected, &timeout, NULL, 0) == 0) return 0;
+    return errno;
+}
+
+int forge_futex_wake(uint32_t *address) {
+    return (int)syscall(SYS_futex, address, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+int forge_allowed_cpus(int *cpus, int capacity) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+    int count = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && count < capacity; cpu++) {
+        if (CPU_ISSET(cpu, &set)) cpus[count++] = cpu;
+    }
+    return count;
+}
+
+int forge_pin_thread(const int *cpus, int count) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int i = 0; i < count; i++) {
+        if (cpus[i] >= 0 && cpus[i] < CPU_SETSIZE) CPU_SET(cpus[i], &set);
+    }
+    return sched_setaffinity(0, sizeof set, &set);
+}
