@@ -83,7 +83,7 @@ let package = Package(
         .testTarget(name: "ForgeDataTests", dependencies: ["ForgeData", "ForgeTestSupport"], swiftSettings: forgeSettings),
         .testTarget(
             name: "ForgeTrainingTests",
-            dependencies: ["ForgeTraining", "ForgeData", "ForgeArchive", "ForgeNN", "ForgeTensor", "ForgeTestSupport"],
+            dependencies: ["ForgeTraining", "ForgeData", "ForgeArchive", "ForgeNN", "ForgeTensor", "ForgeCollectives", "ForgeTestSupport"],
             swiftSettings: forgeSettings
         ),
         .testTarget(

@@ -61,7 +61,7 @@ public final class SharedMemoryTransport: CollectiveTransport {
     static let wrapFlag: UInt32 = 1
     static let lastFragmentFlag: UInt32 = 2
     /// How long a waiting side yields before it sleeps on the futex.
-    static let yieldNanoseconds: UInt64 = 300_000
+    static let yieldNanoseconds: UInt64 = 100_000
 
     /// Creates this rank's mailbox in `directory` (a tmpfs such as /dev/shm; the file is sparse,
     /// so only the rings peers use take memory).

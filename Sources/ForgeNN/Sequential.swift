@@ -60,12 +60,24 @@ public final class Sequential {
     }
 
     /// Back-propagates `gradOutput` through every layer, writing all parameter gradients.
-    /// The first layer's input gradient is not computed.
-    public func backward(_ gradOutput: Tensor) {
+    /// The first layer's input gradient is not computed. `layerFinished(i)` runs as soon as layer
+    /// i's parameter gradients are final (last layer first), so a caller can start reducing
+    /// them while the earlier layers are still computing.
+    public func backward(_ gradOutput: Tensor, layerFinished: ((Int) -> Void)? = nil) {
         var gradient = gradOutput
         for (index, layer) in layers.enumerated().reversed() {
-            guard let next = layer.backward(gradient, needInputGradient: index > 0) else { break }
+            let next = layer.backward(gradient, needInputGradient: index > 0)
+            layerFinished?(index)
+            guard let next else { break }
             gradient = next
         }
+    }
+
+    /// The range of the flat parameter block that layer `index` owns (empty for layers
+    /// without parameters).
+    public func parameterRange(ofLayer index: Int) -> Range<Int> {
+        let before = layers[..<index].reduce(0) { $0 + $1.parameterSpecs.reduce(0) { $0 + $1.shape.reduce(1, *) } }
+        let own = layers[index].parameterSpecs.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        return before..<(before + own)
     }
 }

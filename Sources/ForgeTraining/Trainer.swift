@@ -47,8 +47,17 @@ public final class Trainer {
     /// as one process (up to float summation order).
     public let group: ProcessGroup?
     private let lossBuffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: 1)
+    /// With a group: the thread that all-reduces gradient buckets while backward goes on, and
+    /// the buckets.
+    private let reducer: BackgroundReducer?
+    private let buckets: GradientBuckets?
+    /// By default a bucket closes once it holds at least this many bytes of gradients.
+    public static let defaultBucketBytes = 256 << 10
 
-    public init(plan: TrainingPlan, data: PreparedData, device: any Device, group: ProcessGroup? = nil) {
+    /// With a `group`, gradients are all-reduced in buckets of at least `bucketBytes` (a layer is
+    /// never split), each as soon as backward has produced it.
+    public init(plan: TrainingPlan, data: PreparedData, device: any Device, group: ProcessGroup? = nil,
+                bucketBytes: Int = Trainer.defaultBucketBytes) {
         precondition(group == nil || device.capabilities.hostVisibleMemory, "data parallelism needs host-visible device memory")
         self.group = group
         self.plan = plan
@@ -98,13 +107,23 @@ public final class Trainer {
             replicas = [model]
             replicaGradients = [outputGradient]
         }
+        if let group {
+            reducer = BackgroundReducer(group: group, prepare: { FloatEnvironment.enableFlushToZero() })
+            buckets = GradientBuckets(model: model, bucketBytes: bucketBytes)
+        } else {
+            reducer = nil
+            buckets = nil
+        }
         if plan.earlyStoppingPatience > 0, data.validation != nil {
             // A block of its own for the best epoch's values (no network buffers needed).
             best = ParameterBlock(specs: Sequential.parameterSpecs(of: spec.makeLayers()), seed: plan.seed, device: device)
         }
     }
 
-    deinit { lossBuffer.deallocate() }
+    deinit {
+        reducer?.stop()
+        lossBuffer.deallocate()
+    }
 
     private var earlyStopping: Bool { best != nil }
 
@@ -167,35 +186,58 @@ public final class Trainer {
         let mine = group.flatMap { try? Shard(rank: $0.rank, worldSize: $0.worldSize).slice(ofBatch: 0..<globalRows) } ?? 0..<globalRows
         let local = indices[(indices.startIndex + mine.lowerBound)..<(indices.startIndex + mine.upperBound)]
         var lossSum = 0.0
+        // Every rank submits the same all-reduces in the same order: the loss, then the
+        // gradient buckets from the last layer back.
+        let gradients = model.parameters.gradients
+        let submitLoss = { [lossBuffer, reducer] (sum: Double) in
+            lossBuffer[0] = Float(sum)
+            reducer?.submit(lossBuffer)
+        }
+        let submitBucket = { [reducer, buckets] (bucket: Int) in
+            guard let reducer, let buckets else { return }
+            let range = buckets.ranges[bucket]
+            reducer.submit(UnsafeMutableBufferPointer(start: gradients.hostPointer + range.lowerBound, count: range.count))
+        }
+        var submittedDuringBackward = false
         if local.isEmpty {
             // A batch smaller than the world leaves this rank nothing: it adds zero.
-            device.fill(model.parameters.gradients, value: 0)
+            device.fill(gradients, value: 0)
         } else {
             let x = load(data.train, indices: local)
             let job = StepJob(replicas: replicas, gradients: replicaGradients, inputs: x, targets: targets.rows(0..<local.count),
                               loss: loss, rows: local.count, globalRows: globalRows, firstSample: mine.lowerBound,
                               step: state.step, seed: plan.seed)
-            var losses = [Double](repeating: 0, count: replicas.count)
-            losses.withUnsafeMutableBufferPointer { buffer in
-                guard let base = buffer.baseAddress else { return }
-                let results = SendablePointer(base)
-                if let pool {
-                    pool.run { part in results.pointer[part] = job.run(part: part) }
-                } else {
-                    results.pointer[0] = job.run(part: 0)
+            if pool == nil, let buckets, reducer != nil {
+                // One compute thread: each bucket goes to the reducer the moment backward has
+                // finished its first layer, while the layers below it are still computing.
+                lossSum = job.run(part: 0, lossComputed: submitLoss) { layer in
+                    for bucket in buckets.completed(byLayer: layer) { submitBucket(bucket) }
                 }
+                submittedDuringBackward = true
+            } else {
+                var losses = [Double](repeating: 0, count: replicas.count)
+                losses.withUnsafeMutableBufferPointer { buffer in
+                    guard let base = buffer.baseAddress else { return }
+                    let results = SendablePointer(base)
+                    if let pool {
+                        pool.run { part in results.pointer[part] = job.run(part: part) }
+                    } else {
+                        results.pointer[0] = job.run(part: 0)
+                    }
+                }
+                for part in 1..<replicas.count where !job.slice(part).isEmpty {
+                    device.axpby(alpha: 1, replicas[part].parameters.gradients, beta: 1, gradients)
+                }
+                lossSum = losses.reduce(0, +)
             }
-            for part in 1..<replicas.count where !job.slice(part).isEmpty {
-                device.axpby(alpha: 1, replicas[part].parameters.gradients, beta: 1, model.parameters.gradients)
-            }
-            lossSum = losses.reduce(0, +)
         }
-        if let group {
-            let gradients = model.parameters.gradients
-            lossBuffer[0] = Float(lossSum)
+        if let reducer, let buckets {
+            if !submittedDuringBackward {
+                submitLoss(lossSum)
+                for bucket in buckets.ranges.indices { submitBucket(bucket) }
+            }
             do {
-                try group.allReduce(UnsafeMutableBufferPointer(start: gradients.hostPointer, count: gradients.count), op: .sum)
-                try group.allReduce(lossBuffer, op: .sum)
+                try reducer.wait()
             } catch {
                 throw .collective(error.description)
             }
@@ -395,8 +437,9 @@ private struct StepJob: @unchecked Sendable {
         (try? Shard(rank: part, worldSize: replicas.count))?.slice(ofBatch: 0..<rows) ?? 0..<0
     }
 
-    /// Runs part `part`; returns its summed loss (0 for an empty slice).
-    func run(part: Int) -> Double {
+    /// Runs part `part`; returns its summed loss (0 for an empty slice). `lossComputed` gets the
+    /// loss as soon as it is known, `layerFinished` each layer whose gradients are final.
+    func run(part: Int, lossComputed: ((Double) -> Void)? = nil, layerFinished: ((Int) -> Void)? = nil) -> Double {
         let rows = slice(part)
         guard !rows.isEmpty else { return 0 }
         let model = replicas[part]
@@ -406,7 +449,46 @@ private struct StepJob: @unchecked Sendable {
         let output = model.forward(inputs.rows(rows), context: context)
         let gradient = gradients[part].rows(0..<rows.count)
         let lossSum = loss.evaluate(output: output, targets: targets.rows(rows), gradient: gradient, gradScale: 1 / Float(globalRows))
-        model.backward(gradient)
+        lossComputed?(lossSum)
+        model.backward(gradient, layerFinished: layerFinished)
         return lossSum
+    }
+}
+
+/// The gradient buckets of data-parallel training: contiguous ranges of the flat parameter
+/// block, formed from the last layer back until each holds at least `bucketBytes`, in the order
+/// backward completes them. A bucket is complete once its first (lowest) layer has finished.
+struct GradientBuckets {
+    /// Ranges of the flat block, last layers first.
+    let ranges: [Range<Int>]
+    /// The layer whose completion completes each bucket.
+    let firstLayers: [Int]
+
+    init(model: Sequential, bucketBytes: Int) {
+        var ranges: [Range<Int>] = [], firstLayers: [Int] = []
+        var open: Range<Int>?
+        var openLayer = 0
+        for layer in model.layers.indices.reversed() {
+            let range = model.parameterRange(ofLayer: layer)
+            guard !range.isEmpty else { continue }
+            open = range.lowerBound..<(open?.upperBound ?? range.upperBound)
+            openLayer = layer
+            if let bucket = open, bucket.count * 4 >= bucketBytes {
+                ranges.append(bucket)
+                firstLayers.append(layer)
+                open = nil
+            }
+        }
+        if let open {
+            ranges.append(open)
+            firstLayers.append(openLayer)
+        }
+        self.ranges = ranges
+        self.firstLayers = firstLayers
+    }
+
+    /// The buckets that layer `layer` completes.
+    func completed(byLayer layer: Int) -> [Int] {
+        firstLayers.indices.filter { firstLayers[$0] == layer }
     }
 }

@@ -1,0 +1,87 @@
+// All-reduces on a thread of their own, so a trainer can hand over gradient buckets as the
+// backward pass finishes them and keep computing: the reduction of the last layers overlaps the
+// backward pass of the first ones. Buckets are reduced in the order they were submitted, which
+// every rank must share.
+import Foundation
+
+/// A background thread that runs a group's all-reduces in submission order.
+///
+/// Concurrency: `@unchecked Sendable`; `submit` and `wait` are called from the one thread that
+/// owns the rank, and everything they share with the worker thread is guarded by `condition`.
+/// While buckets are outstanding the group belongs to the worker thread: the owner must not use
+/// it until `wait` returns. A submitted buffer must stay valid and untouched until then.
+public final class BackgroundReducer: @unchecked Sendable {
+    public let group: ProcessGroup
+    private let condition = NSCondition()
+    private var queue: [(buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp)] = []
+    private var submitted = 0
+    private var completed = 0
+    private var failure: CollectiveError?
+    private var stopping = false
+    private var finished = false
+
+    /// Starts the worker thread; it runs `prepare` first (e.g. to set the float environment the
+    /// rank's compute threads use).
+    public init(group: ProcessGroup, prepare: @escaping @Sendable () -> Void = {}) {
+        self.group = group
+        let thread = Thread { [self] in
+            prepare()
+            work()
+        }
+        thread.name = "forge-allreduce"
+        thread.start()
+    }
+
+    /// Queues an all-reduce of `buffer`.
+    public func submit(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp = .sum) {
+        condition.lock()
+        queue.append((buffer, op))
+        submitted += 1
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Waits for every submitted all-reduce; throws the first failure (after which the group
+    /// is broken and later calls fail at once).
+    public func wait() throws(CollectiveError) {
+        condition.lock()
+        defer { condition.unlock() }
+        while completed < submitted && failure == nil { condition.wait() }
+        if let failure { throw failure }
+    }
+
+    /// Stops the worker once the queue is empty and waits for it to exit.
+    public func stop() {
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        while !finished { condition.wait() }
+        condition.unlock()
+    }
+
+    private func work() {
+        condition.lock()
+        while true {
+            while queue.isEmpty && !stopping { condition.wait() }
+            if queue.isEmpty { break }
+            let (buffer, op) = queue.removeFirst()
+            let skip = failure != nil
+            condition.unlock()
+            var error: CollectiveError?
+            if !skip {
+                do {
+                    try group.allReduce(buffer, op: op)
+                } catch let thrown {
+                    error = thrown
+                }
+            }
+            condition.lock()
+            if let error, failure == nil { failure = error }
+            completed += 1
+            condition.broadcast()
+        }
+        finished = true
+        condition.broadcast()
+        condition.unlock()
+    }
+}
