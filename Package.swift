@@ -51,7 +51,7 @@ let package = Package(
         .target(
             name: "ForgeTraining",
             dependencies: [
-                "ForgeNN", "ForgeData", "ForgeArchive", "ForgeCollectives",
+                "ForgeNN", "ForgeData", "ForgeArchive", "ForgeCollectives", "ForgeRandom",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: forgeSettings

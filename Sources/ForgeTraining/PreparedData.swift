@@ -1,5 +1,6 @@
 // Training data checked against the task and scaled: labels suit the predictor type, widths
 // agree, features standardised with the training set's statistics.
+import ForgeCollectives
 import ForgeData
 
 /// The train and validation sets as the trainer consumes them.
@@ -9,10 +10,24 @@ public struct PreparedData: Sendable {
     public var numClasses: Int
     public var featureScaling: FeatureScaling?
     public var labelScaling: LabelScaling
+    /// Records of the train channel on all ranks together: `train.count` for one process or a
+    /// replicated channel; the sum of every rank's share when the channel is sharded.
+    public var totalTrainCount: Int
+    /// Whether each rank holds only its own part of the train channel (ShardedByS3Key).
+    public var trainIsSharded: Bool
 
     /// Checks labels and widths and applies the scalings `plan` asks for.
-    public init(plan: TrainingPlan, train: Dataset, validation: Dataset?) throws(TrainingError) {
+    /// With `shardedAcross`, `train` is this rank's share of the channel: class counts, scaling
+    /// statistics and the record count are reduced over the group, so every rank prepares its
+    /// share exactly as one process would prepare the whole.
+    public init(plan: TrainingPlan, train: Dataset, validation: Dataset?, shardedAcross group: ProcessGroup? = nil) throws(TrainingError) {
         guard train.count > 0 else { throw .emptyChannel("train") }
+        func sumAcrossRanks(_ values: inout [Double]) throws(TrainingError) {
+            guard let group else { return }
+            var floats = values.map { Float($0) }
+            try PreparedData.allReduce(&floats, op: .sum, group: group)
+            values = floats.map { Double($0) }
+        }
         if let validation {
             guard validation.count > 0 else { throw .emptyChannel("validation") }
             guard validation.width == train.width else {
@@ -30,7 +45,12 @@ public struct PreparedData: Sendable {
             let what = plan.numClasses.map { "a class index 0...\($0 - 1) (num_classes=\($0))" } ?? "a non-negative integer class index"
             try PreparedData.checkLabels(train, channel: "train", below: limit, what: what)
             if let validation { try PreparedData.checkLabels(validation, channel: "validation", below: limit, what: what) }
-            let seen = max(train.labels.max() ?? 0, validation?.labels.max() ?? 0)
+            var seen = max(train.labels.max() ?? 0, validation?.labels.max() ?? 0)
+            if let group {
+                var largest = [seen]
+                try PreparedData.allReduce(&largest, op: .max, group: group)
+                seen = largest[0]
+            }
             classes = plan.numClasses ?? max(2, Int(seen) + 1)
         case .regressor:
             for (name, data) in [("train", train), ("validation", validation)] {
@@ -43,7 +63,7 @@ public struct PreparedData: Sendable {
         var train = train
         var validation = validation
         if plan.normalizeData {
-            let scaling = FeatureScaling(fitting: train.features, width: train.width)
+            let scaling = try FeatureScaling(fitting: train.features, width: train.width, sumAcrossRanks: sumAcrossRanks)
             scaling.apply(to: &train.features)
             if var v = validation {
                 scaling.apply(to: &v.features)
@@ -53,7 +73,7 @@ public struct PreparedData: Sendable {
         } else {
             featureScaling = nil
         }
-        labelScaling = plan.normalizeLabel ? LabelScaling(fitting: train.labels) : .identity
+        labelScaling = plan.normalizeLabel ? try LabelScaling(fitting: train.labels, sumAcrossRanks: sumAcrossRanks) : .identity
         if plan.normalizeLabel {
             train.labels = train.labels.map(labelScaling.forward)
             if var v = validation {
@@ -63,6 +83,21 @@ public struct PreparedData: Sendable {
         }
         self.train = train
         self.validation = validation
+        trainIsSharded = group != nil
+        // Counts travel as two exact floats (below 2^24 each).
+        var count = [Double(train.count >> 20), Double(train.count & 0xFFFFF)]
+        try sumAcrossRanks(&count)
+        totalTrainCount = Int(count[0]) << 20 + Int(count[1])
+    }
+
+    private static func allReduce(_ values: inout [Float], op: ReduceOp, group: ProcessGroup) throws(TrainingError) {
+        do {
+            try values.withUnsafeMutableBufferPointer { try group.allReduce($0, op: op) }
+        } catch let error as CollectiveError {
+            throw .collective(error.description)
+        } catch {
+            throw .collective("\(error)")
+        }
     }
 
     private static func checkLabels(_ data: Dataset, channel: String, below limit: Int, what: String) throws(TrainingError) {

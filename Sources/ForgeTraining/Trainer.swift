@@ -6,6 +6,7 @@ import ForgeArchive
 import ForgeCollectives
 import ForgeData
 import ForgeNN
+import ForgeRandom
 import ForgeTensor
 
 /// The outcome of a run.
@@ -64,7 +65,7 @@ public final class Trainer {
         self.data = data
         self.device = device
         spec = ModelSpec(plan: plan, inputWidth: data.train.width, numClasses: data.numClasses)
-        batchSize = min(plan.miniBatchSize, data.train.count)
+        batchSize = min(plan.miniBatchSize, data.totalTrainCount)
         let evaluationRows = max(batchSize, min(1024, max(data.validation?.count ?? 0, data.train.count)))
         model = spec.build(maxBatch: evaluationRows, seed: plan.seed, device: device)
         loss = spec.loss
@@ -83,7 +84,7 @@ public final class Trainer {
         stagingLabels = [Float](repeating: 0, count: staged)
         state.seed = plan.seed
         state.hyperparameters = plan.resolved
-        state.trainRecords = data.train.count
+        state.trainRecords = data.totalTrainCount
         state.features = data.train.width
         // OpenBLAS's own threads scale poorly on the small GEMMs of one step (and spin while they
         // wait); splitting the batch across the device's threads, each running single-threaded
@@ -144,23 +145,23 @@ public final class Trainer {
             try restore(checkpoint, path: path)
             observer.resumed(fromStep: state.step, epoch: state.epoch + 1, path: path)
         }
-        let order = EpochOrder(count: data.train.count, seed: plan.seed)
-        let ranges = order.batchRanges(batchSize: batchSize)
-        observer.trainingStarted(RunSummary(trainRecords: data.train.count, validationRecords: data.validation?.count ?? 0,
+        let batches = BatchSchedule(data: data, batchSize: batchSize, seed: plan.seed,
+                                    rank: group?.rank ?? 0, worldSize: group?.worldSize ?? 1)
+        observer.trainingStarted(RunSummary(trainRecords: data.totalTrainCount, validationRecords: data.validation?.count ?? 0,
                                             features: data.train.width, classes: spec.numClasses,
-                                            parameterCount: model.parameters.count, stepsPerEpoch: ranges.count, epochs: plan.epochs))
+                                            parameterCount: model.parameters.count, stepsPerEpoch: batches.steps, epochs: plan.epochs))
         while !state.finished && state.epoch < plan.epochs {
-            let permutation = order.permutation(epoch: state.epoch)
-            observer.epochStarted(epoch: state.epoch + 1, batches: ranges.count)
-            while state.batchInEpoch < ranges.count {
-                let indices = permutation[ranges[state.batchInEpoch]]
-                let batchLoss = try trainStep(indices: indices)
+            let permutation = batches.permutation(epoch: state.epoch)
+            observer.epochStarted(epoch: state.epoch + 1, batches: batches.steps)
+            while state.batchInEpoch < batches.steps {
+                let batch = batches.batch(state.batchInEpoch, of: permutation)
+                let batchLoss = try trainStep(local: batch.local, globalRows: batch.globalRows, firstSample: batch.firstSample)
                 state.epochLossSum += batchLoss
-                state.epochSamples += indices.count
+                state.epochSamples += batch.globalRows
                 state.batchInEpoch += 1
                 state.step += 1
-                observer.stepCompleted(epoch: state.epoch + 1, batch: state.batchInEpoch, batches: ranges.count,
-                                       step: state.step, loss: batchLoss / Double(indices.count))
+                observer.stepCompleted(epoch: state.epoch + 1, batch: state.batchInEpoch, batches: batches.steps,
+                                       step: state.step, loss: batchLoss / Double(batch.globalRows))
                 if let checkpoints, writesCheckpoints, plan.checkpointSteps > 0, state.step % plan.checkpointSteps == 0 {
                     observer.checkpointSaved(path: try checkpoints.save(makeCheckpoint()), step: state.step)
                 }
@@ -180,11 +181,10 @@ public final class Trainer {
 
     // MARK: Steps
 
-    /// One optimizer step on the global batch `indices`; returns the batch's summed loss.
-    private func trainStep(indices: ArraySlice<Int>) throws(TrainingError) -> Double {
-        let globalRows = indices.count
-        let mine = group.flatMap { try? Shard(rank: $0.rank, worldSize: $0.worldSize).slice(ofBatch: 0..<globalRows) } ?? 0..<globalRows
-        let local = indices[(indices.startIndex + mine.lowerBound)..<(indices.startIndex + mine.upperBound)]
+    /// One optimizer step on a global batch of `globalRows` rows of which this rank holds the
+    /// records `local`, the first being row `firstSample` of the global batch; returns the
+    /// batch's summed loss.
+    private func trainStep(local: ArraySlice<Int>, globalRows: Int, firstSample: Int) throws(TrainingError) -> Double {
         var lossSum = 0.0
         // Every rank submits the same all-reduces in the same order: the loss, then the
         // gradient buckets from the last layer back.
@@ -205,7 +205,7 @@ public final class Trainer {
         } else {
             let x = load(data.train, indices: local)
             let job = StepJob(replicas: replicas, gradients: replicaGradients, inputs: x, targets: targets.rows(0..<local.count),
-                              loss: loss, rows: local.count, globalRows: globalRows, firstSample: mine.lowerBound,
+                              loss: loss, rows: local.count, globalRows: globalRows, firstSample: firstSample,
                               step: state.step, seed: plan.seed)
             if pool == nil, let buckets, reducer != nil {
                 // One compute thread: each bucket goes to the reducer the moment backward has
@@ -378,9 +378,9 @@ public final class Trainer {
                 .filter { saved.hyperparameters[$0] != plan.resolved[$0] }.sorted()
             throw .badCheckpoint(path: path, reason: "it was written with other hyperparameters (\(changed.joined(separator: ", ")))")
         }
-        guard saved.trainRecords == data.train.count, saved.features == data.train.width else {
+        guard saved.trainRecords == data.totalTrainCount, saved.features == data.train.width else {
             throw .badCheckpoint(path: path, reason: "it was written for \(saved.trainRecords) records × \(saved.features) features, "
-                + "this data has \(data.train.count) × \(data.train.width)")
+                + "this data has \(data.totalTrainCount) × \(data.train.width)")
         }
         var byName = [String: SafeTensor]()
         for tensor in checkpoint.tensors { byName[tensor.name] = tensor }
@@ -490,5 +490,55 @@ struct GradientBuckets {
     /// The buckets that layer `layer` completes.
     func completed(byLayer layer: Int) -> [Int] {
         firstLayers.indices.filter { firstLayers[$0] == layer }
+    }
+}
+
+/// Which records each step of an epoch trains on, on this rank.
+///
+/// A replicated channel (or one process): one seeded shuffle of all records per epoch, cut into
+/// global batches, each split into contiguous per-rank slices (CONVENTIONS.md), so any world
+/// size takes the steps one process takes. A sharded channel (ShardedByS3Key): each rank
+/// shuffles its own records (seeded by rank) and takes its slice's worth of them per step,
+/// wrapping around its shard; every rank takes ⌈total records / global batch⌉ steps per epoch,
+/// so the ranks stay in step however unevenly the files split.
+struct BatchSchedule {
+    let steps: Int
+    private let order: EpochOrder
+    private let ranges: [Range<Int>]
+    private let sharded: Bool
+    /// Nil for one process (the whole batch is this rank's).
+    private let shard: Shard?
+    private let batchSize: Int
+    private let localCount: Int
+
+    init(data: PreparedData, batchSize: Int, seed: UInt64, rank: Int, worldSize: Int) {
+        sharded = data.trainIsSharded && worldSize > 1
+        shard = try? Shard(rank: rank, worldSize: worldSize)
+        self.batchSize = batchSize
+        localCount = data.train.count
+        if sharded {
+            order = EpochOrder(count: data.train.count, seed: mix64(seed ^ 0x5348_4152_4400_0000 &+ UInt64(rank)))
+            ranges = []
+            steps = (data.totalTrainCount + batchSize - 1) / batchSize
+        } else {
+            order = EpochOrder(count: data.train.count, seed: seed)
+            ranges = order.batchRanges(batchSize: batchSize)
+            steps = ranges.count
+        }
+    }
+
+    func permutation(epoch: Int) -> [Int] { order.permutation(epoch: epoch) }
+
+    /// Step `step`'s records on this rank, the global batch's size, and the place of this
+    /// rank's first row in it (dropout is keyed by it).
+    func batch(_ step: Int, of permutation: [Int]) -> (local: ArraySlice<Int>, globalRows: Int, firstSample: Int) {
+        if sharded {
+            let mine = shard?.slice(ofBatch: 0..<batchSize) ?? 0..<batchSize
+            let records = (0..<mine.count).map { permutation[(step * mine.count + $0) % localCount] }
+            return (records[...], batchSize, mine.lowerBound)
+        }
+        let global = permutation[ranges[step]]
+        let mine = shard?.slice(ofBatch: 0..<global.count) ?? 0..<global.count
+        return (global[(global.startIndex + mine.lowerBound)..<(global.startIndex + mine.upperBound)], global.count, mine.lowerBound)
     }
 }

@@ -20,10 +20,16 @@ public struct TrainingJobRequest: Sendable {
     /// Where checkpoints go (default OUTPUT/checkpoints); the newest one is resumed.
     public var checkpointDirectory: String?
     public var resume: Bool
+    /// How the train channel is split across ranks (SageMaker's S3DataDistributionType):
+    /// `FullyReplicated` (every rank reads it all and trains on its slice of each global batch)
+    /// or `ShardedByS3Key` (each rank reads only its files).
+    public var trainDistribution: ShardingMode
 
     public init(algorithm: AlgorithmKind, trainPath: String, validationPath: String? = nil, hyperparameters: [String: String] = [:],
                 outputDirectory: String, contentType: String? = nil, csvHeader: Bool = false,
-                corruptRecords: CorruptRecordPolicy = .fail, checkpointDirectory: String? = nil, resume: Bool = true) {
+                corruptRecords: CorruptRecordPolicy = .fail, checkpointDirectory: String? = nil, resume: Bool = true,
+                trainDistribution: ShardingMode = .fullyReplicated) {
+        self.trainDistribution = trainDistribution
         self.algorithm = algorithm
         self.trainPath = trainPath
         self.validationPath = validationPath
@@ -56,11 +62,17 @@ public enum TrainingJob {
             format = nil
         }
         let csv = CSVOptions(hasHeader: request.csvHeader, corruptRecords: request.corruptRecords)
-        let train = try loadChannel("train", path: request.trainPath, format: format, csv: csv, width: nil, logger: logger)
+        let shardGroup = request.trainDistribution == .shardedByS3Key ? group.flatMap { $0.worldSize > 1 ? $0 : nil } : nil
+        let train: Dataset
+        if let shardGroup {
+            train = try loadShard(path: request.trainPath, format: format, csv: csv, group: shardGroup, logger: logger)
+        } else {
+            train = try loadChannel("train", path: request.trainPath, format: format, csv: csv, width: nil, logger: logger)
+        }
         let validation = try request.validationPath.map {
             try loadChannel("validation", path: $0, format: format, csv: csv, width: format == .libsvm ? train.width : nil, logger: logger)
         }
-        let data = try PreparedData(plan: plan, train: train, validation: validation)
+        let data = try PreparedData(plan: plan, train: train, validation: validation, shardedAcross: shardGroup)
         let output = request.outputDirectory
         do {
             try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
@@ -88,7 +100,37 @@ public enum TrainingJob {
     }
 
     static func loadChannel(_ name: String, path: String, format: DataFormat?, csv: CSVOptions, width: Int?, logger: Logger) throws -> Dataset {
-        let channel = try Channel.load(path: path, format: format, csv: csv, libsvmWidth: width)
+        try report(name, Channel.load(path: path, format: format, csv: csv, libsvmWidth: width), logger: logger)
+    }
+
+    /// This rank's files of a ShardedByS3Key train channel (file i of the sorted list goes to
+    /// rank i mod world size). The ranks agree on the feature width: LibSVM shards are padded to
+    /// the widest; CSV shards of different widths are an error.
+    static func loadShard(path: String, format: DataFormat?, csv: CSVOptions, group: ProcessGroup, logger: Logger) throws -> Dataset {
+        let all = try Channel.files(at: path)
+        let mine = try Shard(rank: group.rank, worldSize: group.worldSize).files(all)
+        logger.info("train channel ShardedByS3Key: rank \(group.rank) reads \(mine.count) of \(all.count) file(s)")
+        var dataset = try report("train", Channel.load(files: mine, channel: path, format: format, csv: csv), logger: logger)
+        var widths: [Float] = [Float(dataset.width), -Float(dataset.width)]
+        do {
+            try widths.withUnsafeMutableBufferPointer { try group.allReduce($0, op: .max) }
+        } catch let error as CollectiveError {
+            throw TrainingError.collective(error.description)
+        }
+        let widest = Int(widths[0]), narrowest = Int(-widths[1])
+        guard widest != dataset.width else { return dataset }
+        guard format == .libsvm || (format == nil && mine.allSatisfy { DataFormat(fileName: $0) == .libsvm }) else {
+            throw TrainingError.widthMismatch(channel: "train", expected: widest, found: narrowest)
+        }
+        var padded = [Float](repeating: 0, count: dataset.count * widest)
+        for row in 0..<dataset.count {
+            for column in 0..<dataset.width { padded[row * widest + column] = dataset.features[row * dataset.width + column] }
+        }
+        dataset = Dataset(features: padded, labels: dataset.labels, width: widest)
+        return dataset
+    }
+
+    private static func report(_ name: String, _ channel: ChannelData, logger: Logger) throws -> Dataset {
         for problem in channel.skipped.prefix(20) { logger.warning("skipped corrupt record: \(problem)") }
         if channel.skipped.count > 20 { logger.warning("… and \(channel.skipped.count - 20) more corrupt records skipped") }
         let dataset = try channel.combined()

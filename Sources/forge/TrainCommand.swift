@@ -48,6 +48,11 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "A cluster key file (forge keygen) for the ranks' ZeroMQ CURVE.")
     var clusterKey: String?
 
+    @Option(name: .long, help: """
+        How ranks split the train channel (SageMaker's S3DataDistributionType): FullyReplicated         (each reads it all and takes its slice of every global batch: matches one process) or         ShardedByS3Key (file i goes to rank i mod N; each rank reads only its files, shuffled by rank).
+        """)
+    var trainDistribution: TrainDistribution = .fullyReplicated
+
     @Option(name: .long, help: "Content type of the channels: text/csv, application/x-libsvm, application/x-idx (default: from file names).")
     var contentType: String?
 
@@ -97,7 +102,7 @@ struct TrainCommand: ParsableCommand {
                 algorithm: AlgorithmKind(rawValue: algorithm) ?? .mlp, trainPath: train, validationPath: validation,
                 hyperparameters: try collectHyperparameters(), outputDirectory: output, contentType: contentType,
                 csvHeader: csvHeader, corruptRecords: skipCorruptRecords ? .skip : .fail,
-                checkpointDirectory: checkpointDir, resume: !noResume)
+                checkpointDirectory: checkpointDir, resume: !noResume, trainDistribution: trainDistribution.mode)
             let device = CPUDevice(threadCount: threads)
             logger.info("device \(device.name): \(threads) thread(s), OpenBLAS core \(BLASRuntime.coreName), FTZ/DAZ \(FloatEnvironment.flushesToZero ? "on" : "off")")
             let observer: any TrainingObserver = (group?.rank ?? 0) == 0 ? display : SilentObserver()
@@ -176,4 +181,12 @@ enum HyperparameterFile {
         }
         return object.mapValues { if case .text(let text) = $0 { return text }; return "" }
     }
+}
+
+/// The values `--train-distribution` takes.
+enum TrainDistribution: String, ExpressibleByArgument, CaseIterable {
+    case fullyReplicated = "FullyReplicated"
+    case shardedByS3Key = "ShardedByS3Key"
+
+    var mode: ShardingMode { self == .fullyReplicated ? .fullyReplicated : .shardedByS3Key }
 }

@@ -67,3 +67,69 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: directory.file("out/model.tar.gz")))
     }
 }
+
+/// `--train-distribution ShardedByS3Key`: each rank reads only its files (file i of the sorted
+/// list to rank i mod N), the ranks still agree on classes, scaling and width, and train a
+/// working model together.
+@Suite struct ShardedByS3KeyTests {
+    /// Five CSV files of a separable 3-class problem; `corrupt` breaks one line of file 3.
+    private func writeChannel(_ directory: TemporaryDirectory, corrupt: Bool = false) throws -> String {
+        var random = SplitMix64(seed: 21)
+        for file in 0..<5 {
+            var csv = ""
+            for line in 0..<80 {
+                let features: [Float] = (0..<4).map { _ in random.signed() }
+                let label = features[0] > 0.3 ? 2 : (features[1] > 0 ? 1 : 0)
+                csv += corrupt && file == 3 && line == 6 ? "1,broken\n" : "\(label)," + features.map { String($0) }.joined(separator: ",") + "\n"
+            }
+            _ = try directory.write(csv, to: "train/part-\(file).csv")
+        }
+        return directory.file("train")
+    }
+
+    @Test func eachRankReadsOnlyItsFilesAndTheyTrainOneModel() throws {
+        let directory = try TemporaryDirectory()
+        let train = try writeChannel(directory)
+        let validation = try directory.write((0..<200).map { i -> String in
+            var random = SplitMix64(seed: UInt64(1000 + i))
+            let features: [Float] = (0..<4).map { _ in random.signed() }
+            let label = features[0] > 0.3 ? 2 : (features[1] > 0 ? 1 : 0)
+            return "\(label)," + features.map { String($0) }.joined(separator: ",")
+        }.joined(separator: "\n") + "\n", to: "validation.csv")
+        let output = directory.file("out")
+        let run = try ForgeProcess.run(["train", "--algorithm", "mlp", "--train", train, "--validation", validation, "--output", output,
+                                        "--instance-count", "2", "--train-distribution", "ShardedByS3Key", "--quiet",
+                                        "-H", "hidden_layer_sizes=16", "-H", "mini_batch_size=32", "-H", "epochs=25", "-H", "seed=4"],
+                                       timeout: .seconds(180))
+        #expect(run.status == 0, "\(run)")
+        let log = run.standardOutput + run.standardError
+        #expect(log.contains("rank 0 reads 3 of 5 file(s)"), "\(run)")
+        #expect(log.contains("rank 1 reads 2 of 5 file(s)"), "\(run)")
+        let metrics = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: output + "/metrics.json"))) as? [String: Double]
+        let accuracy = try #require(metrics?["validation:accuracy"])
+        #expect(accuracy > 0.85, "validation:accuracy \(accuracy)")
+    }
+
+    @Test func aCorruptFileFailsOnlyTheRankThatReadsIt() throws {
+        let directory = try TemporaryDirectory()
+        let train = try writeChannel(directory, corrupt: true)
+        // part-3.csv is file 3 of 5: rank 1's under ShardedByS3Key.
+        let run = try ForgeProcess.run(["train", "--algorithm", "mlp", "--train", train, "--output", directory.file("out"),
+                                        "--instance-count", "2", "--train-distribution", "ShardedByS3Key", "--quiet"],
+                                       timeout: .seconds(120))
+        #expect(run.status == 1, "\(run)")
+        #expect(run.standardError.contains("part-3.csv:7:"), "\(run)")
+        #expect(run.standardError.contains("rank 1"), "the launcher names rank 1: \(run)")
+    }
+
+    @Test func moreRanksThanFilesIsAClearError() throws {
+        let directory = try TemporaryDirectory()
+        let train = try directory.write("1,0.5\n0,0.1\n", to: "one/only.csv")
+        _ = train
+        let run = try ForgeProcess.run(["train", "--algorithm", "mlp", "--train", directory.file("one"), "--output", directory.file("out"),
+                                        "--instance-count", "2", "--train-distribution", "ShardedByS3Key", "--quiet"],
+                                       timeout: .seconds(120))
+        #expect(run.status != 0, "\(run)")
+        #expect(run.standardError.contains("ShardedByS3Key needs at least one file per rank"), "\(run)")
+    }
+}
