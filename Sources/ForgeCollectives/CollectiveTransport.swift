@@ -16,4 +16,20 @@ public protocol CollectiveTransport: AnyObject {
     /// and hands its bytes to `consume` without copying them (they are valid only during the
     /// call).
     func receive(from peer: Int, tag: UInt64, byteCount: Int, _ consume: (UnsafeRawBufferPointer) -> Void) throws(CollectiveError)
+    /// Like `send`, but the transport may go on reading `bytes` after it returns, until
+    /// `flush()` returns: the caller must leave them unchanged until then. (A stream transport
+    /// has copied them out once the receiver has them, so an algorithm may also rewrite bytes
+    /// once data that depends on them has come back.)
+    func sendWithoutCopy(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt64) throws(CollectiveError)
+    /// Returns once no earlier `sendWithoutCopy` reads the caller's memory any more.
+    func flush() throws(CollectiveError)
+}
+
+extension CollectiveTransport {
+    /// Transports that copy on every send: the same as `send`.
+    public func sendWithoutCopy(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt64) throws(CollectiveError) {
+        try send(bytes, to: peer, tag: tag)
+    }
+
+    public func flush() throws(CollectiveError) {}
 }

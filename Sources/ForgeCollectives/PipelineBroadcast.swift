@@ -35,8 +35,9 @@ public final class PipelineBroadcast {
                 }
             }
             if position < ranks - 1 {
-                try transport.send(UnsafeRawBufferPointer(start: base + start, count: count * 4), to: right, tag: tag)
+                try transport.sendWithoutCopy(UnsafeRawBufferPointer(start: base + start, count: count * 4), to: right, tag: tag)
             }
         }
+        try transport.flush()
     }
 }

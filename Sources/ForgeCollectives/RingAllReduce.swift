@@ -46,6 +46,7 @@ public final class RingAllReduce {
             try exchange(buffer, send: (rank - step - 1 + 2 * ranks) % ranks, receive: (rank - step - 2 + 2 * ranks) % ranks,
                          right: right, left: left, phase: 0, step: step, reduce: op == .max ? .max : .sum)
         }
+        try transport.flush()
         if op == .mean, let base = buffer.baseAddress {
             let own = RingAllReduce.segment(rank, of: buffer.count, ranks: ranks)
             let scale = 1 / Float(ranks)
@@ -60,6 +61,8 @@ public final class RingAllReduce {
             try exchange(buffer, send: (rank - step + ranks) % ranks, receive: (rank - step - 1 + 2 * ranks) % ranks,
                          right: right, left: left, phase: 1, step: step, reduce: nil)
         }
+        // The caller gets its buffer back only when the transport no longer reads it.
+        try transport.flush()
     }
 
     /// Numbers a new call and returns this rank, the world size and the ring neighbours; nil
@@ -87,7 +90,9 @@ public final class RingAllReduce {
             if chunk < outgoingChunks {
                 let start = outgoing.lowerBound + chunk * chunkElements
                 let count = min(chunkElements, outgoing.upperBound - start)
-                try transport.send(UnsafeRawBufferPointer(start: base + start, count: count * 4), to: right, tag: tag(phase, step, chunk))
+                // Without a copy: this chunk is not rewritten until data that depends on it has
+                // come back round the ring (and the caller's flush ends the call).
+                try transport.sendWithoutCopy(UnsafeRawBufferPointer(start: base + start, count: count * 4), to: right, tag: tag(phase, step, chunk))
             }
             guard chunk < incomingChunks else { continue }
             let start = incoming.lowerBound + chunk * chunkElements

@@ -23,6 +23,17 @@ public final class RoutedTransport: CollectiveTransport {
         try routes[peer].send(bytes, to: peer, tag: tag)
     }
 
+    public func sendWithoutCopy(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt64) throws(CollectiveError) {
+        guard peer >= 0, peer < worldSize else { throw .invalidArgument("cannot send to rank \(peer)") }
+        try routes[peer].sendWithoutCopy(bytes, to: peer, tag: tag)
+    }
+
+    public func flush() throws(CollectiveError) {
+        for (peer, route) in routes.enumerated() where peer != rank && !routes[..<peer].contains(where: { $0 === route }) {
+            try route.flush()
+        }
+    }
+
     public func receive(from peer: Int, tag: UInt64, byteCount: Int, _ consume: (UnsafeRawBufferPointer) -> Void) throws(CollectiveError) {
         guard peer >= 0, peer < worldSize else { throw .invalidArgument("cannot receive from rank \(peer)") }
         try routes[peer].receive(from: peer, tag: tag, byteCount: byteCount, consume)

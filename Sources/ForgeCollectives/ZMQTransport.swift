@@ -5,6 +5,7 @@
 import ForgeTransport
 import ForgeWire
 import Foundation
+import Synchronization
 
 /// A rank's ZeroMQ endpoint in a collective group.
 ///
@@ -22,6 +23,12 @@ public final class ZMQTransport: CollectiveTransport {
     private var dealers: [ZMQSocket?]
     /// Messages that arrived while another peer was awaited, per source rank.
     private var pending: [[Received]]
+    /// Zero-copy sends libzmq has not finished with.
+    private let inFlight = InFlightSends()
+    /// Payloads from this size on go without a copy when the caller allows it.
+    static let zeroCopyBytes = 8 << 10
+    /// How long a receive polls before it blocks.
+    static let pollNanoseconds: UInt64 = 100_000
 
     /// A received payload: a view of the ZeroMQ frame that `owner` keeps alive.
     private struct Received {
@@ -96,6 +103,38 @@ public final class ZMQTransport: CollectiveTransport {
         }
     }
 
+    /// Sends the payload straight from the caller's memory (libzmq's I/O thread reads it); the
+    /// header is copied. `flush` waits until libzmq has let go of every such payload.
+    public func sendWithoutCopy(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt64) throws(CollectiveError) {
+        guard bytes.count >= ZMQTransport.zeroCopyBytes, let base = bytes.baseAddress else {
+            try send(bytes, to: peer, tag: tag)
+            return
+        }
+        guard peer >= 0, peer < worldSize, peer != rank, let dealer = dealers[peer] else {
+            throw .invalidArgument("cannot send to rank \(peer) (connected?)")
+        }
+        guard bytes.count <= Int(UInt32.max) else { throw .invalidArgument("a message of \(bytes.count) bytes is too large") }
+        let header = FrameHeader(kind: .pointToPoint, elementType: .uint8, collectiveID: tag, step: 0, chunkIndex: 0, chunkCount: 1,
+                                 sourceRank: UInt32(rank), payloadByteCount: UInt32(bytes.count))
+        do throws(TransportError) {
+            try dealer.send(header.encoded(), more: true)
+            try dealer.sendWithoutCopy(base, count: bytes.count, owner: inFlight.token(), more: false)
+        } catch {
+            if case .timedOut = error { throw .timedOut(peer: peer, milliseconds: timeoutMilliseconds) }
+            throw .transport(peer: peer, reason: error.description)
+        }
+    }
+
+    public func flush() throws(CollectiveError) {
+        let start = DispatchTime.now().uptimeNanoseconds
+        while inFlight.count > 0 {
+            if DispatchTime.now().uptimeNanoseconds - start > UInt64(timeoutMilliseconds) * 1_000_000 {
+                throw .transport(peer: rank, reason: "libzmq still holds \(inFlight.count) sent buffer(s) after \(timeoutMilliseconds) ms")
+            }
+            sched_yield()
+        }
+    }
+
     public func receive(from peer: Int, tag: UInt64, byteCount: Int, _ consume: (UnsafeRawBufferPointer) -> Void) throws(CollectiveError) {
         guard peer >= 0, peer < worldSize, peer != rank else { throw .invalidArgument("cannot receive from rank \(peer)") }
         let message = try nextMessage(from: peer)
@@ -113,14 +152,26 @@ public final class ZMQTransport: CollectiveTransport {
     /// arrives or the timeout passes.
     private func nextMessage(from peer: Int) throws(CollectiveError) -> Received {
         if !pending[peer].isEmpty { return pending[peer].removeFirst() }
+        let start = DispatchTime.now().uptimeNanoseconds
         let deadline = Date().addingTimeInterval(Double(timeoutMilliseconds) / 1000)
         while true {
-            let remaining = Int(deadline.timeIntervalSinceNow * 1000)
-            guard remaining > 0 else { throw .timedOut(peer: peer, milliseconds: timeoutMilliseconds) }
-            router.receiveTimeoutMilliseconds = remaining
             let frames: [ZMQMessage]
-            do {
-                frames = try router.receiveMessage()
+            do throws(TransportError) {
+                // Poll without blocking for a short while first: a blocked thread takes tens of
+                // microseconds to wake (far more in a VM), longer than a chunk takes to arrive
+                // when the peer is keeping up; yielding leaves the core to whoever needs it.
+                if DispatchTime.now().uptimeNanoseconds - start < ZMQTransport.pollNanoseconds {
+                    guard let ready = try router.receiveMessageIfReady() else {
+                        sched_yield()
+                        continue
+                    }
+                    frames = ready
+                } else {
+                    let remaining = Int(deadline.timeIntervalSinceNow * 1000)
+                    guard remaining > 0 else { throw TransportError.timedOut(operation: "receive", milliseconds: timeoutMilliseconds) }
+                    router.receiveTimeoutMilliseconds = remaining
+                    frames = try router.receiveMessage()
+                }
             } catch {
                 if case .timedOut = error { throw .timedOut(peer: peer, milliseconds: timeoutMilliseconds) }
                 throw .transport(peer: peer, reason: error.description)
@@ -152,5 +203,29 @@ public final class ZMQTransport: CollectiveTransport {
     static func rank(ofIdentity bytes: [UInt8]) -> Int? {
         guard bytes.count == 4 else { return nil }
         return Int(bytes.enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * $1.offset) })
+    }
+}
+
+/// Counts zero-copy sends that libzmq still reads: each holds a token, released on a libzmq I/O
+/// thread once the payload is no longer needed.
+///
+/// Concurrency: Sendable; the count is atomic.
+final class InFlightSends: Sendable {
+    private let outstanding = Atomic<Int>(0)
+
+    var count: Int { outstanding.load(ordering: .acquiring) }
+
+    /// A token to hand libzmq as a payload's owner.
+    func token() -> AnyObject {
+        outstanding.add(1, ordering: .relaxed)
+        return Token(self)
+    }
+
+    fileprivate func release() { outstanding.subtract(1, ordering: .releasing) }
+
+    private final class Token: Sendable {
+        let sends: InFlightSends
+        init(_ sends: InFlightSends) { self.sends = sends }
+        deinit { sends.release() }
     }
 }

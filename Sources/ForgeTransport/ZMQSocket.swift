@@ -182,6 +182,29 @@ public final class ZMQSocket {
         return frames
     }
 
+    /// Receives one whole multipart message if one is waiting; nil at once otherwise.
+    public func receiveMessageIfReady() throws(TransportError) -> [ZMQMessage]? {
+        let first = ZMQMessage()
+        while zmq_msg_recv(first.raw, raw, ZMQ_DONTWAIT) < 0 {
+            let error = zmq_errno()
+            if error == EINTR { continue }
+            if error == EAGAIN { return nil }
+            throw .callFailed(call: "zmq_msg_recv", errno: error)
+        }
+        // The rest of a multipart message arrives with its first frame.
+        var frames = [first]
+        while frames.last?.hasMore == true {
+            let frame = ZMQMessage()
+            while zmq_msg_recv(frame.raw, raw, 0) < 0 {
+                let error = zmq_errno()
+                if error == EINTR { continue }
+                throw .callFailed(call: "zmq_msg_recv", errno: error)
+            }
+            frames.append(frame)
+        }
+        return frames
+    }
+
     /// Receives one whole multipart message as byte arrays.
     public func receive() throws(TransportError) -> [[UInt8]] {
         try receiveMessage().map(\.array)

@@ -205,6 +205,36 @@ final class ResultBox<T: Sendable>: @unchecked Sendable {
         }
     }
 
+    @Test(arguments: [TransportKind.tcp, .ipc, .mixed], [2, 3])
+    func largeChunksSentWithoutACopyArriveIntactCallAfterCall(transport kind: TransportKind, worldSize: Int) throws {
+        // 256 KiB chunks go zero-copy over ZeroMQ; each call rewrites the buffer the moment the
+        // previous one returns, so a payload still read after the call would show up as wrong sums.
+        let directory = try TemporaryDirectory()
+        let transports = Handed(value: try kind.make(worldSize, directory: directory))
+        let count = 300_007
+        let outcomes = onRanks(worldSize) { rank -> Result<Bool, CollectiveError> in
+            let group = ProcessGroup(transport: transports.value[rank])
+            var values = [Float](repeating: 0, count: count)
+            do {
+                for round in 0..<4 {
+                    for i in 0..<count { values[i] = Float(rank + 1) * Float((i + round) % 7 + 1) }
+                    try values.withUnsafeMutableBufferPointer { try group.allReduce($0, op: .sum) }
+                    let rankSum = Float(worldSize * (worldSize + 1) / 2)
+                    guard (0..<count).allSatisfy({ values[$0] == rankSum * Float(($0 + round) % 7 + 1) }) else { return .success(false) }
+                    for i in 0..<count { values[i] = Float(rank * 10 + round) }
+                    try values.withUnsafeMutableBufferPointer { try group.broadcast($0, root: round % worldSize) }
+                    guard values.allSatisfy({ $0 == Float((round % worldSize) * 10 + round) }) else { return .success(false) }
+                }
+                return .success(true)
+            } catch let error as CollectiveError {
+                return .failure(error)
+            } catch {
+                return .failure(.invalidArgument("\(error)"))
+            }
+        }
+        for (rank, outcome) in outcomes.enumerated() { #expect(try outcome.get(), "\(kind), \(worldSize) ranks: rank \(rank) saw a wrong result") }
+    }
+
     @Test func aRankWithoutTheClusterKeyCannotJoin() throws {
         let key = try ClusterKey.generate()
         let intruder = try ClusterKey.generate()
