@@ -12,17 +12,22 @@ public final class ProcessGroup {
     /// All-reduces of at most this many bytes use recursive doubling (fewest messages); larger
     /// ones the ring (least data per rank). See docs/collectives.md for how it was measured.
     public let smallAllReduceBytes: Int
-    /// The default threshold: 64 KiB.
-    public static let defaultSmallAllReduceBytes = 64 << 10
+
+    /// The measured crossover (docs/collectives.md): 64 KiB when every peer is in shared memory,
+    /// where a message costs little and the ring's smaller combines win early; 256 KiB when any
+    /// peer is behind a socket, where each message costs tens of microseconds.
+    public static func defaultSmallAllReduceBytes(for transport: any CollectiveTransport) -> Int {
+        transport is SharedMemoryTransport || transport is InProcessTransport ? 64 << 10 : 256 << 10
+    }
     private let broadcaster: PipelineBroadcast
     public private(set) var broken: CollectiveError?
 
     public init(transport: any CollectiveTransport, chunkElements: Int = 1 << 16,
-                smallAllReduceBytes: Int = ProcessGroup.defaultSmallAllReduceBytes) {
+                smallAllReduceBytes: Int? = nil) {
         self.transport = transport
-        self.smallAllReduceBytes = smallAllReduceBytes
+        self.smallAllReduceBytes = smallAllReduceBytes ?? ProcessGroup.defaultSmallAllReduceBytes(for: transport)
         ring = RingAllReduce(transport: transport, chunkElements: chunkElements)
-        doubling = RecursiveDoublingAllReduce(transport: transport)
+        doubling = RecursiveDoublingAllReduce(transport: transport, chunkElements: chunkElements)
         broadcaster = PipelineBroadcast(transport: transport, chunkElements: chunkElements)
     }
 
@@ -36,7 +41,7 @@ public final class ProcessGroup {
     public static func join(_ configuration: RendezvousConfiguration, bind: String, advertisedHost: String? = nil,
                             key: ClusterKey?, timeoutMilliseconds: Int = 30_000,
                             sharedMemory: Bool = true, chunkElements: Int = 1 << 16,
-                            smallAllReduceBytes: Int = ProcessGroup.defaultSmallAllReduceBytes) throws(CollectiveError) -> ProcessGroup {
+                            smallAllReduceBytes: Int? = nil) throws(CollectiveError) -> ProcessGroup {
         let context: ZMQContext
         do {
             context = try ZMQContext()

@@ -17,10 +17,15 @@
 /// Concurrency: not Sendable; it belongs to the thread that runs this rank.
 public final class RecursiveDoublingAllReduce {
     public let transport: any CollectiveTransport
+    /// Elements per message: a larger buffer goes as several, all sent before the first is
+    /// combined, so combining overlaps the arrival of the rest.
+    public let chunkElements: Int
     private var sequence: UInt64 = 0
 
-    public init(transport: any CollectiveTransport) {
+    public init(transport: any CollectiveTransport, chunkElements: Int = 1 << 16) {
+        precondition(chunkElements > 0, "chunks need at least one element")
         self.transport = transport
+        self.chunkElements = chunkElements
     }
 
     /// Reduces `buffer` across all ranks in place. Every rank must call it with the same count.
@@ -35,10 +40,10 @@ public final class RecursiveDoublingAllReduce {
         let virtualRank: Int?
         if rank < 2 * extra {
             if rank % 2 == 0 {
-                try transport.send(UnsafeRawBufferPointer(buffer), to: rank + 1, tag: tag(0, 0))
+                try send(buffer, to: rank + 1, phase: 0, step: 0)
                 virtualRank = nil
             } else {
-                try receive(buffer, from: rank - 1, tag: tag(0, 0), combine: combine)
+                try receive(buffer, from: rank - 1, phase: 0, step: 0, combine: combine)
                 virtualRank = rank / 2
             }
         } else {
@@ -49,16 +54,18 @@ public final class RecursiveDoublingAllReduce {
             while mask < power {
                 let partnerVirtual = virtualRank ^ mask
                 let partner = partnerVirtual < extra ? 2 * partnerVirtual + 1 : partnerVirtual + extra
-                try transport.send(UnsafeRawBufferPointer(buffer), to: partner, tag: tag(1, step))
-                try receive(buffer, from: partner, tag: tag(1, step), combine: combine)
+                // A copying send: the partner's data can arrive (and be combined into this
+                // buffer) before a zero-copy send of ours would have left it.
+                try send(buffer, to: partner, phase: 1, step: step)
+                try receive(buffer, from: partner, phase: 1, step: step, combine: combine)
                 mask <<= 1
                 step += 1
             }
             if rank < 2 * extra {
-                try transport.send(UnsafeRawBufferPointer(buffer), to: rank - 1, tag: tag(2, 0))
+                try send(buffer, to: rank - 1, phase: 2, step: 0)
             }
         } else {
-            try receive(buffer, from: rank + 1, tag: tag(2, 0), combine: nil)
+            try receive(buffer, from: rank + 1, phase: 2, step: 0, combine: nil)
         }
         if op == .mean {
             let scale = 1 / Float(ranks)
@@ -66,22 +73,44 @@ public final class RecursiveDoublingAllReduce {
         }
     }
 
-    /// Receives a whole buffer from `peer` and combines it into `buffer` (or copies it).
-    private func receive(_ buffer: UnsafeMutableBufferPointer<Float>, from peer: Int, tag: UInt64,
+    /// Sends the whole buffer to `peer`, chunk by chunk (copied: see the call sites).
+    private func send(_ buffer: UnsafeMutableBufferPointer<Float>, to peer: Int, phase: UInt64, step: Int) throws(CollectiveError) {
+        var chunk = 0
+        repeat {
+            let range = chunkRange(chunk, of: buffer.count)
+            try transport.send(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buffer)[(range.lowerBound * 4)..<(range.upperBound * 4)]),
+                               to: peer, tag: tag(phase, step, chunk))
+            chunk += 1
+        } while chunk * chunkElements < buffer.count
+    }
+
+    /// Receives the whole buffer from `peer` chunk by chunk and combines it into `buffer` (or
+    /// copies it).
+    private func receive(_ buffer: UnsafeMutableBufferPointer<Float>, from peer: Int, phase: UInt64, step: Int,
                          combine: RingAllReduce.Combine?) throws(CollectiveError) {
-        try transport.receive(from: peer, tag: tag, byteCount: buffer.count * 4) { bytes in
-            guard let source = bytes.baseAddress, let target = buffer.baseAddress else { return }
-            guard let combine else {
-                UnsafeMutableRawPointer(target).copyMemory(from: source, byteCount: buffer.count * 4)
-                return
+        var chunk = 0
+        repeat {
+            let range = chunkRange(chunk, of: buffer.count)
+            try transport.receive(from: peer, tag: tag(phase, step, chunk), byteCount: range.count * 4) { bytes in
+                guard let source = bytes.baseAddress, let base = buffer.baseAddress, !range.isEmpty else { return }
+                let target = base + range.lowerBound
+                guard let combine else {
+                    UnsafeMutableRawPointer(target).copyMemory(from: source, byteCount: range.count * 4)
+                    return
+                }
+                RingAllReduce.combine(target, source, count: range.count, combine)
             }
-            RingAllReduce.combine(target, source, count: buffer.count, combine)
-        }
+            chunk += 1
+        } while chunk * chunkElements < buffer.count
+    }
+
+    private func chunkRange(_ chunk: Int, of count: Int) -> Range<Int> {
+        (chunk * chunkElements)..<min(count, (chunk + 1) * chunkElements)
     }
 
     /// The tag of one message: the algorithm's kind (4), the call's sequence number, the phase
-    /// (fold, double, unfold) and the step.
-    private func tag(_ phase: UInt64, _ step: Int) -> UInt64 {
-        (4 << 60) | ((sequence & 0xFFFF) << 44) | (phase << 40) | UInt64(step)
+    /// (fold, double, unfold), the step and the chunk.
+    private func tag(_ phase: UInt64, _ step: Int, _ chunk: Int) -> UInt64 {
+        (4 << 60) | ((sequence & 0xFFFF) << 44) | (phase << 40) | (UInt64(step) << 32) | UInt64(chunk)
     }
 }

@@ -15,8 +15,8 @@ struct AllReduceBench: ParsableCommand {
     @Option(help: "Timed iterations per size (median reported).") var iterations = 5
     @Option(help: "Data plane: tcp or ipc (ZeroMQ sockets only), or shm (shared-memory rings between ranks on one host, tcp to the others).") var transport = "tcp"
     @Option(help: "Bytes per chunk on the wire (the ring's pipelining unit).") var chunkBytes = 1 << 18
-    @Option(help: "All-reduces of at most this many bytes use recursive doubling, larger ones the ring.")
-    var smallBytes = ProcessGroup.defaultSmallAllReduceBytes
+    @Option(help: "All-reduces of at most this many bytes use recursive doubling, larger ones the ring (default: 64 KiB in shared memory, 256 KiB over sockets).")
+    var smallBytes: Int?
     @Option(help: "Seconds a rank waits for a peer before failing.") var timeout = 30
     @Option(help: "For tests: this rank exits with status 3 after its first all-reduce.") var failRank: Int?
 

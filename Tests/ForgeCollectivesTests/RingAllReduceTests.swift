@@ -148,7 +148,7 @@ final class ResultBox<T: Sendable>: @unchecked Sendable {
                 let outcomes = onRanks(worldSize) { rank -> Result<[Float], CollectiveError> in
                     // Values that round differently in different orders: ranks must still agree bit for bit.
                     var values = (0..<count).map { RingAllReduceTests.unevenInput(rank: rank, index: $0) }
-                    let doubling = RecursiveDoublingAllReduce(transport: transports.value[rank])
+                    let doubling = RecursiveDoublingAllReduce(transport: transports.value[rank], chunkElements: 64)
                     do {
                         try values.withUnsafeMutableBufferPointer { try doubling.run($0, op: op) }
                         return .success(values)
