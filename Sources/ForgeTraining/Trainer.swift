@@ -48,17 +48,18 @@ public final class Trainer {
     /// as one process (up to float summation order).
     public let group: ProcessGroup?
     private let lossBuffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: 1)
-    /// With a group: the thread that all-reduces gradient buckets while backward goes on, and
-    /// the buckets.
-    private let reducer: BackgroundReducer?
+    /// With a group: what all-reduces the gradient buckets (on its own thread while backward
+    /// goes on, or inline), and the buckets.
+    private let reducer: BucketReducer?
     private let buckets: GradientBuckets?
     /// By default a bucket closes once it holds at least this many bytes of gradients.
     public static let defaultBucketBytes = 256 << 10
 
     /// With a `group`, gradients are all-reduced in buckets of at least `bucketBytes` (a layer is
-    /// never split), each as soon as backward has produced it.
+    /// never split), each as soon as backward has produced it: on a thread of its own with
+    /// `overlapReduction` (worth it when a core is free for it), else inline.
     public init(plan: TrainingPlan, data: PreparedData, device: any Device, group: ProcessGroup? = nil,
-                bucketBytes: Int = Trainer.defaultBucketBytes) {
+                bucketBytes: Int = Trainer.defaultBucketBytes, overlapReduction: Bool = true) {
         precondition(group == nil || device.capabilities.hostVisibleMemory, "data parallelism needs host-visible device memory")
         self.group = group
         self.plan = plan
@@ -109,7 +110,7 @@ public final class Trainer {
             replicaGradients = [outputGradient]
         }
         if let group {
-            reducer = BackgroundReducer(group: group, prepare: { FloatEnvironment.enableFlushToZero() })
+            reducer = BucketReducer(group: group, threaded: overlapReduction, prepare: { FloatEnvironment.enableFlushToZero() })
             buckets = GradientBuckets(model: model, bucketBytes: bucketBytes)
         } else {
             reducer = nil
@@ -209,7 +210,8 @@ public final class Trainer {
                               step: state.step, seed: plan.seed)
             if pool == nil, let buckets, reducer != nil {
                 // One compute thread: each bucket goes to the reducer the moment backward has
-                // finished its first layer, while the layers below it are still computing.
+                // finished its first layer, while the layers below it are still computing
+                // (inline, it is reduced right there, between two layers' backward passes).
                 lossSum = job.run(part: 0, lossComputed: submitLoss) { layer in
                     for bucket in buckets.completed(byLayer: layer) { submitBucket(bucket) }
                 }

@@ -50,7 +50,8 @@ public enum TrainingJob {
     /// With a `group`, this process is one rank of a data-parallel job: every rank trains, and
     /// rank 0 alone writes checkpoints, `model.tar.gz` and `metrics.json`.
     public static func run(_ request: TrainingJobRequest, device: any Device, logger: Logger,
-                           observer: any TrainingObserver, group: ProcessGroup? = nil) throws -> TrainingResult {
+                           observer: any TrainingObserver, group: ProcessGroup? = nil,
+                           overlapReduction: Bool = true) throws -> TrainingResult {
         let plan = try TrainingPlan.make(algorithm: request.algorithm, hyperparameters: request.hyperparameters)
         let format: DataFormat?
         if let type = request.contentType {
@@ -79,7 +80,7 @@ public enum TrainingJob {
         } catch {
             throw TrainingError.io(path: output, reason: "cannot create the output folder: \(error.localizedDescription)")
         }
-        let trainer = Trainer(plan: plan, data: data, device: device, group: group)
+        let trainer = Trainer(plan: plan, data: data, device: device, group: group, overlapReduction: overlapReduction)
         let checkpointDirectory = request.checkpointDirectory ?? (output as NSString).appendingPathComponent("checkpoints")
         let store = CheckpointStore(directory: checkpointDirectory)
         let writer = (group?.rank ?? 0) == 0

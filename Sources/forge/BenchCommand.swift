@@ -133,7 +133,8 @@ struct MLPBench: ParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         let group = RankEnvironment.isRank(environment)
             ? try RankEnvironment.joinGroup(environment, clusterKey: nil, logger: Log.logger()) : nil
-        let result = try Trainer(plan: plan, data: data, device: device, group: group).run(observer: timer)
+        let overlap = RankEnvironment.overlapReduction(environment, threads: threads)
+        let result = try Trainer(plan: plan, data: data, device: device, group: group, overlapReduction: overlap).run(observer: timer)
         guard (group?.rank ?? 0) == 0 else { return }
         let rates = zip(timer.seconds, timer.samples).map { Double($1) / $0 }
         let steady = Array(rates.dropFirst()).sorted()

@@ -89,6 +89,7 @@ struct LaunchCommand: ParsableCommand {
             environment["FORGE_NODE_ADDR"] = nodeAddress
             if environment["OPENBLAS_NUM_THREADS"] == nil { environment["OPENBLAS_NUM_THREADS"] = "1" }
             if let clusterKey { environment["FORGE_CLUSTER_KEY"] = clusterKey }
+            if cpuBind == .cores { environment["FORGE_CPU_BIND"] = "cores" }
             process.environment = environment
             if cpuBind == .cores, !cpus.isEmpty {
                 // The child inherits the spawning thread's CPU set.

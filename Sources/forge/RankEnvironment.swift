@@ -6,6 +6,16 @@ import Foundation
 import Logging
 
 enum RankEnvironment {
+    /// Whether a rank computing on `threads` threads should all-reduce gradients on a thread
+    /// of its own, overlapped with backward: only when a CPU is left over for it (this
+    /// process's CPUs, shared with the other local ranks unless forge launch bound each rank to
+    /// its own). FORGE_OVERLAP_REDUCTION=0 or 1 decides instead.
+    static func overlapReduction(_ environment: [String: String], threads: Int) -> Bool {
+        if let forced = environment["FORGE_OVERLAP_REDUCTION"] { return forced != "0" }
+        let sharing = environment["FORGE_CPU_BIND"] == "cores" ? 1 : Int(environment["LOCAL_WORLD_SIZE"] ?? "1") ?? 1
+        return CPUBinding.allowedCPUs().count > threads * max(1, sharing)
+    }
+
     /// True when the torchrun variables are all set.
     static func isRank(_ environment: [String: String]) -> Bool {
         ["RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"].allSatisfy { environment[$0] != nil }

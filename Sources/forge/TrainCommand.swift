@@ -106,7 +106,12 @@ struct TrainCommand: ParsableCommand {
             let device = CPUDevice(threadCount: threads)
             logger.info("device \(device.name): \(threads) thread(s), OpenBLAS core \(BLASRuntime.coreName), FTZ/DAZ \(FloatEnvironment.flushesToZero ? "on" : "off")")
             let observer: any TrainingObserver = (group?.rank ?? 0) == 0 ? display : SilentObserver()
-            let result = try TrainingJob.run(request, device: device, logger: logger, observer: observer, group: group)
+            let overlap = RankEnvironment.overlapReduction(environment, threads: threads)
+            if let group, group.rank == 0 {
+                logger.info("gradient buckets reduced \(overlap ? "on their own thread, overlapping backward" : "inline (no CPU left to overlap on)")")
+            }
+            let result = try TrainingJob.run(request, device: device, logger: logger, observer: observer, group: group,
+                                             overlapReduction: overlap)
             display.finish()
             let summary = result.metrics.map { "\($0.name)=\(MetricLine.fixed($0.value))" }.joined(separator: " ")
             logger.info("final: \(summary)")
@@ -129,7 +134,10 @@ struct TrainCommand: ParsableCommand {
         }
         let launcher = Process()
         launcher.executableURL = URL(fileURLWithPath: "/proc/self/exe")
-        launcher.arguments = ["launch", "--nproc", String(instanceCount)] + (clusterKey.map { ["--cluster-key", $0] } ?? [])
+        // Ranks get a core each when there are enough (as mpirun binds them): a rank's collective
+        // and compute then never wait for the scheduler to move a neighbour off its core.
+        let bind = instanceCount <= CPUBinding.allowedCPUs().count ? ["--cpu-bind", "cores"] : []
+        launcher.arguments = ["launch", "--nproc", String(instanceCount)] + bind + (clusterKey.map { ["--cluster-key", $0] } ?? [])
             + ["--", "forge"] + arguments
         try launcher.run()
         launcher.waitUntilExit()

@@ -33,7 +33,8 @@ import Testing
     }
 
     /// Trains on `worldSize` rank threads; returns every rank's parameters and train loss.
-    private static func train(worldSize: Int, threads: Int, bucketBytes: Int) throws -> [(parameters: [Float], loss: Double)] {
+    private static func train(worldSize: Int, threads: Int, bucketBytes: Int,
+                              overlap: Bool = true) throws -> [(parameters: [Float], loss: Double)] {
         let plan = try plan()
         let prepared = try PreparedData(plan: plan, train: data(seed: 1), validation: data(seed: 2))
         let hub = InProcessHub(worldSize: worldSize, timeoutMilliseconds: 30_000)
@@ -46,7 +47,7 @@ import Testing
                 defer { done.leave() }
                 let group = ProcessGroup(transport: transport.value)
                 let trainer = Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: threads), group: group,
-                                      bucketBytes: bucketBytes)
+                                      bucketBytes: bucketBytes, overlapReduction: overlap)
                 results.set(rank, Result { () throws(TrainingError) in
                     let result = try trainer.run()
                     return (result.model.parameters.flatMap(\.values), result.metrics.first { $0.name == "train:loss" }?.value ?? .nan)
@@ -75,6 +76,17 @@ import Testing
         #expect(difference / scale <= 1e-5, "\(worldSize) ranks × \(threads) threads, buckets of \(bucketBytes) B: max|Δ|/max|ref| = \(difference / scale)")
         let singleLoss = single.metrics.first { $0.name == "train:loss" }?.value ?? .nan
         #expect(abs(ranks[0].loss - singleLoss) <= 1e-4 * max(1, abs(singleLoss)), "train:loss \(ranks[0].loss) vs \(singleLoss)")
+    }
+}
+
+extension TrainerDataParallelTests {
+    @Test(arguments: [2, 3])
+    func reducingInlineOrOnAThreadGivesTheSameBits(worldSize: Int) throws {
+        // The same buckets in the same order: where the reduction runs cannot change a bit.
+        let threaded = try Self.train(worldSize: worldSize, threads: 1, bucketBytes: 64, overlap: true)
+        let inline = try Self.train(worldSize: worldSize, threads: 1, bucketBytes: 64, overlap: false)
+        #expect(threaded[0].parameters.map(\.bitPattern) == inline[0].parameters.map(\.bitPattern))
+        #expect(threaded[0].loss == inline[0].loss)
     }
 }
 

@@ -1,17 +1,22 @@
-// All-reduces on a thread of their own, so a trainer can hand over gradient buckets as the
-// backward pass finishes them and keep computing: the reduction of the last layers overlaps the
-// backward pass of the first ones. Buckets are reduced in the order they were submitted, which
-// every rank must share.
+// All-reduces of gradient buckets, in the order they are submitted (which every rank must
+// share). Threaded, they run on a thread of their own, so a trainer can hand over buckets as
+// the backward pass finishes them and keep computing: the reduction of the last layers
+// overlaps the backward pass of the first ones. That pays when the reduction has a core (or a
+// device) to itself; when every core already computes, the extra thread only takes turns with
+// the compute threads, and inline reduction on the caller's thread is faster (measured in
+// docs/collectives.md).
 import Foundation
 
-/// A background thread that runs a group's all-reduces in submission order.
+/// Runs a group's all-reduces in submission order, on a worker thread or inline.
 ///
 /// Concurrency: `@unchecked Sendable`; `submit` and `wait` are called from the one thread that
 /// owns the rank, and everything they share with the worker thread is guarded by `condition`.
 /// While buckets are outstanding the group belongs to the worker thread: the owner must not use
 /// it until `wait` returns. A submitted buffer must stay valid and untouched until then.
-public final class BackgroundReducer: @unchecked Sendable {
+public final class BucketReducer: @unchecked Sendable {
     public let group: ProcessGroup
+    /// Whether all-reduces run on the worker thread (else inline, in `submit`).
+    public let threaded: Bool
     private let condition = NSCondition()
     private var queue: [(buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp)] = []
     private var submitted = 0
@@ -20,10 +25,15 @@ public final class BackgroundReducer: @unchecked Sendable {
     private var stopping = false
     private var finished = false
 
-    /// Starts the worker thread; it runs `prepare` first (e.g. to set the float environment the
-    /// rank's compute threads use).
-    public init(group: ProcessGroup, prepare: @escaping @Sendable () -> Void = {}) {
+    /// With `threaded`, starts the worker thread; it runs `prepare` first (e.g. to set the float
+    /// environment the rank's compute threads use).
+    public init(group: ProcessGroup, threaded: Bool, prepare: @escaping @Sendable () -> Void = {}) {
         self.group = group
+        self.threaded = threaded
+        guard threaded else {
+            finished = true
+            return
+        }
         let thread = Thread { [self] in
             prepare()
             work()
@@ -32,8 +42,17 @@ public final class BackgroundReducer: @unchecked Sendable {
         thread.start()
     }
 
-    /// Queues an all-reduce of `buffer`.
+    /// Queues an all-reduce of `buffer` (inline: runs it now, unless an earlier one failed).
     public func submit(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp = .sum) {
+        guard threaded else {
+            guard failure == nil else { return }
+            do {
+                try group.allReduce(buffer, op: op)
+            } catch {
+                failure = error
+            }
+            return
+        }
         condition.lock()
         queue.append((buffer, op))
         submitted += 1
@@ -44,6 +63,10 @@ public final class BackgroundReducer: @unchecked Sendable {
     /// Waits for every submitted all-reduce; throws the first failure (after which the group
     /// is broken and later calls fail at once).
     public func wait() throws(CollectiveError) {
+        guard threaded else {
+            if let failure { throw failure }
+            return
+        }
         condition.lock()
         defer { condition.unlock() }
         while completed < submitted && failure == nil { condition.wait() }
