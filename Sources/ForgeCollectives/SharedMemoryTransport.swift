@@ -160,7 +160,10 @@ public final class SharedMemoryTransport: CollectiveTransport {
             let toEnd = capacity - position
             let needed = record <= toEnd ? record : toEnd + record
             try waitUntil(peer: peer, producer: true, ring: ring, signal: ring.spaceSignal, waiting: ring.producerWaiting) {
-                Int(head - forge_load_acquire_u64(ring.tail)) + needed <= capacity
+                // The tail is the peer's to write: a garbled one (ahead of the head, or too far
+                // behind) never makes room, and the send times out.
+                let used = head &- forge_load_acquire_u64(ring.tail)
+                return used <= UInt64(capacity) && Int(used) + needed <= capacity
             }
             var at = position
             if record > toEnd {
@@ -228,21 +231,27 @@ public final class SharedMemoryTransport: CollectiveTransport {
     }
 
     private func nextRecord(from peer: Int, ring: Ring) throws(CollectiveError) -> Record? {
+        // Everything in the ring is the other process's to write: check before trusting it.
         let head = forge_load_acquire_u64(ring.head)
         var tail = consumed[peer]
         guard head != tail else { return nil }
+        guard head &- tail <= UInt64(capacity) else {
+            throw .protocolViolation(peer: peer, reason: "its ring's head \(head) is not within \(capacity) bytes after the tail \(tail)")
+        }
         var position = Int(tail % UInt64(capacity))
         if ring.data.load(fromByteOffset: position + 20, as: UInt32.self) & SharedMemoryTransport.wrapFlag != 0 {
             tail += UInt64(capacity - position)
             consumed[peer] = tail
             position = 0
-            guard head != tail else { throw .protocolViolation(peer: peer, reason: "a wrap marker without a record after it") }
+            guard head != tail, head &- tail <= UInt64(capacity) else {
+                throw .protocolViolation(peer: peer, reason: "a wrap marker without a record after it")
+            }
         }
         let total = ring.data.load(fromByteOffset: position + 8, as: UInt64.self)
         let length = Int(ring.data.load(fromByteOffset: position + 16, as: UInt32.self))
         let flags = ring.data.load(fromByteOffset: position + 20, as: UInt32.self)
         let size = SharedMemoryTransport.recordSize(length)
-        guard size <= capacity - position, UInt64(size) <= head - tail, UInt64(length) <= total else {
+        guard size <= capacity - position, UInt64(size) <= head &- tail, UInt64(length) <= total, total <= UInt64(UInt32.max) << 8 else {
             throw .protocolViolation(peer: peer, reason: "a ring record of \(length) bytes at offset \(position) that does not fit")
         }
         return Record(tag: ring.data.load(fromByteOffset: position, as: UInt64.self), total: Int(total), length: length,
@@ -262,7 +271,7 @@ public final class SharedMemoryTransport: CollectiveTransport {
     private func assemble(_ record: Record, from peer: Int, ring: Ring) throws(CollectiveError) -> (tag: UInt64, bytes: [UInt8])? {
         defer { release(record, from: peer, ring: ring) }
         var message = assembling[peer] ?? (record.tag, [])
-        if message.bytes.isEmpty { message.bytes.reserveCapacity(record.total) }
+        if message.bytes.isEmpty { message.bytes.reserveCapacity(min(record.total, 64 << 20)) }
         guard message.tag == record.tag, message.bytes.count + record.length <= record.total else {
             throw .protocolViolation(peer: peer, reason: "a fragment that does not continue the message before it")
         }

@@ -153,3 +153,55 @@ import Testing
         }
     }
 }
+
+/// A shared-memory ring is written by another process: whatever it holds, the receiver must
+/// answer with data or an error, never a crash, a hang or an out-of-bounds read.
+@Suite struct SharedMemoryRingFuzzTests {
+    @Test func garbledRingsAreErrorsNotCrashes() throws {
+        var random = SplitMix64(seed: 77)
+        let capacity = 8192
+        var outcomes = [String: Int]()
+        for round in 0..<2000 {
+            let transports = try (0..<2).map {
+                try SharedMemoryTransport(rank: $0, worldSize: 2, capacity: capacity, timeoutMilliseconds: 50)
+            }
+            try transports[0].attach(peer: 1, mailbox: transports[1].mailbox)
+            try transports[1].attach(peer: 0, mailbox: transports[0].mailbox)
+            // A few valid messages from rank 0 to rank 1 …
+            let sizes = (0..<3).map { _ in Int(random.next() % 2000) }  // all three fit in the ring
+            for (index, size) in sizes.enumerated() {
+                let payload = [UInt8](repeating: UInt8(truncatingIfNeeded: index + round), count: size)
+                try payload.withUnsafeBytes { try transports[0].send($0, to: 1, tag: UInt64(index)) }
+            }
+            // … then some bytes of rank 1's ring from rank 0 (control block and data) overwritten.
+            let ring = UInt64(4096 + 0 * (4096 + capacity))
+            let handle = try #require(FileHandle(forUpdatingAtPath: transports[1].mailbox.path))
+            for _ in 0..<Int(1 + random.next() % 6) {
+                let inControl = random.next() % 4 == 0
+                let offset = inControl ? ring + (random.next() % 512) : ring + 4096 + random.next() % UInt64(capacity)
+                try handle.seek(toOffset: offset)
+                let width = Int(1 + random.next() % 8)
+                try handle.write(contentsOf: (0..<width).map { _ in UInt8(truncatingIfNeeded: random.next()) })
+            }
+            try handle.close()
+            for (index, size) in sizes.enumerated() {
+                do {
+                    try transports[1].receive(from: 0, tag: UInt64(index), byteCount: size) { bytes in
+                        _ = bytes.reduce(0 as UInt8, &+)  // every byte handed over must be readable
+                    }
+                    outcomes["delivered", default: 0] += 1
+                } catch let error {
+                    switch error {
+                    case .protocolViolation: outcomes["protocol violation", default: 0] += 1
+                    case .timedOut: outcomes["timed out", default: 0] += 1
+                    default: Issue.record("unexpected error \(error)")
+                    }
+                    break
+                }
+            }
+            for transport in transports { transport.unlinkMailbox() }
+        }
+        // Both kinds of outcome occur, so the mutations reach the decoder's checks.
+        #expect((outcomes["protocol violation"] ?? 0) > 0 && (outcomes["delivered"] ?? 0) > 0, "\(outcomes)")
+    }
+}
