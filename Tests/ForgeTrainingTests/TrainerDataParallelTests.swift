@@ -5,6 +5,7 @@
 import ForgeCollectives
 import ForgeData
 import ForgeTensor
+import ForgeTestSupport
 import ForgeTraining
 import Foundation
 import Testing
@@ -29,12 +30,13 @@ import Testing
     private static func plan() throws -> TrainingPlan {
         try TrainingPlan.make(algorithm: .mlp, hyperparameters: [
             "hidden_layer_sizes": "24,12", "mini_batch_size": "30", "epochs": "8", "dropout": "0.2", "seed": "11",
+            "forge_checkpoint_steps": "6",
         ])
     }
 
     /// Trains on `worldSize` rank threads; returns every rank's parameters and train loss.
-    private static func train(worldSize: Int, threads: Int, bucketBytes: Int,
-                              overlap: Bool = true) throws -> [(parameters: [Float], loss: Double)] {
+    private static func train(worldSize: Int, threads: Int, bucketBytes: Int, overlap: Bool = true,
+                              checkpoints: String? = nil) throws -> [(parameters: [Float], loss: Double)] {
         let plan = try plan()
         let prepared = try PreparedData(plan: plan, train: data(seed: 1), validation: data(seed: 2))
         let hub = InProcessHub(worldSize: worldSize, timeoutMilliseconds: 30_000)
@@ -49,7 +51,7 @@ import Testing
                 let trainer = Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: threads), group: group,
                                       bucketBytes: bucketBytes, overlapReduction: overlap)
                 results.set(rank, Result { () throws(TrainingError) in
-                    let result = try trainer.run()
+                    let result = try trainer.run(checkpoints: checkpoints.map { CheckpointStore(directory: $0, keep: 1000) })
                     return (result.model.parameters.flatMap(\.values), result.metrics.first { $0.name == "train:loss" }?.value ?? .nan)
                 })
             }.start()
@@ -80,6 +82,36 @@ import Testing
 }
 
 extension TrainerDataParallelTests {
+    @Test func checkpointsResumeUnderAnotherWorldSize() throws {
+        // 2 ranks write checkpoints; a copy of one from mid-epoch 4 (step 24) is resumed by 1 process and
+        // by 3 ranks: each ends where the uninterrupted runs do (the state in a checkpoint does
+        // not depend on the world size that wrote it).
+        let scratch = try TemporaryDirectory()
+        let plan = try Self.plan()
+        let prepared = try PreparedData(plan: plan, train: Self.data(seed: 1), validation: Self.data(seed: 2))
+        let reference = try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: 1)).run().model.parameters.flatMap(\.values)
+        _ = try Self.train(worldSize: 2, threads: 1, bucketBytes: 64, checkpoints: scratch.file("two"))
+        let store = CheckpointStore(directory: scratch.file("two"), keep: 1000)
+        let steps = try #require(store.checkpointFolders().first { $0.hasSuffix("-000000024") }, "\(store.checkpointFolders())")
+        let scale = reference.map(abs).max() ?? 1
+        for worldSize in [1, 3] {
+            let target = scratch.file("resume-\(worldSize)")
+            try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: store.directory + "/" + steps, toPath: target + "/" + steps)
+            let resumed: [Float]
+            if worldSize == 1 {
+                resumed = try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: 1))
+                    .run(checkpoints: CheckpointStore(directory: target)).model.parameters.flatMap(\.values)
+            } else {
+                resumed = try Self.train(worldSize: worldSize, threads: 1, bucketBytes: 64, checkpoints: target)[0].parameters
+            }
+            let difference = zip(reference, resumed).map { abs($0 - $1) }.max() ?? .infinity
+            #expect(difference / scale <= 1e-5, "resumed by \(worldSize): max|Δ|/max|ref| = \(difference / scale)")
+            #expect(CheckpointStore(directory: target).checkpointFolders().last?.hasSuffix("-000000056") == true,
+                    "the resumed run went on to the end and checkpointed it")
+        }
+    }
+
     @Test(arguments: [2, 3])
     func reducingInlineOrOnAThreadGivesTheSameBits(worldSize: Int) throws {
         // The same buckets in the same order: where the reduction runs cannot change a bit.
