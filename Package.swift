@@ -20,6 +20,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // 1. C shims: headers and link lines, no logic (CFloatEnv holds the MXCSR lines Swift cannot express).
@@ -56,6 +58,16 @@ let package = Package(
             ],
             swiftSettings: forgeSettings
         ),
+        // 11. Coordinator: job specs, the job state machine, the durable job store.
+        .target(
+            name: "ForgeCoordinator",
+            dependencies: [
+                "ForgeData",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: forgeSettings
+        ),
         // 15. The one executable.
         .executableTarget(
             name: "forge",
@@ -86,6 +98,7 @@ let package = Package(
             dependencies: ["ForgeTraining", "ForgeData", "ForgeArchive", "ForgeNN", "ForgeTensor", "ForgeCollectives", "ForgeTestSupport"],
             swiftSettings: forgeSettings
         ),
+        .testTarget(name: "ForgeCoordinatorTests", dependencies: ["ForgeCoordinator", "ForgeTestSupport"], swiftSettings: forgeSettings),
         .testTarget(
             name: "ForgeIntegrationTests",
             dependencies: ["ForgeArchive", "ForgeTransport", "ForgeTestSupport"],

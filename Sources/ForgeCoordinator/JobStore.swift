@@ -1,0 +1,225 @@
+// The coordinator's durable state: jobs and their event log in SQLite (GRDB), under the state
+// folder. Every change is one transaction: a job and its first event appear together, a
+// transition and the event that caused it are written together, and a refused change leaves
+// the store as it was.
+import Foundation
+import GRDB
+
+/// A job as stored: its spec, its state, when it was created and last changed.
+public struct JobRecord: Sendable, Equatable {
+    public var spec: TrainingJobSpec
+    public var arn: String
+    public var state: JobState
+    public var priority: Int
+    public var createdAt: Date
+    public var modifiedAt: Date
+
+    public var name: String { spec.name }
+}
+
+/// One line of a job's event log.
+public struct JobLogEvent: Sendable, Equatable {
+    public var time: Date
+    public var kind: String
+    public var message: String
+}
+
+/// Why the store refused a request.
+public enum JobStoreError: Error, Equatable, CustomStringConvertible {
+    /// A job of that name exists (SageMaker's `ResourceInUse`).
+    case duplicate(String)
+    /// No job of that name (SageMaker's `ResourceNotFound`).
+    case notFound(String)
+    /// The event does not apply to the job's state.
+    case transition(JobTransitionError)
+    /// SQLite failed (the path and what it said).
+    case database(String)
+
+    public var description: String {
+        switch self {
+        case .duplicate(let name): return "Training job \(name) already exists"
+        case .notFound(let name): return "Requested resource not found: training job \(name)"
+        case .transition(let error): return error.description
+        case .database(let reason): return "job store: \(reason)"
+        }
+    }
+}
+
+/// Jobs and events in one SQLite file.
+///
+/// Concurrency: Sendable; GRDB's `DatabaseQueue` serialises every access.
+public final class JobStore: Sendable {
+    public let path: String
+    private let database: DatabaseQueue
+    private let arnPrefix: String
+
+    /// Opens (creating if needed) the store at `path`, migrating it to the current schema.
+    public init(path: String, region: String = "us-east-1", account: String = "000000000000") throws(JobStoreError) {
+        self.path = path
+        arnPrefix = "arn:aws:sagemaker:\(region):\(account):training-job/"
+        do {
+            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            var configuration = Configuration()
+            configuration.busyMode = .timeout(5)
+            database = try DatabaseQueue(path: path, configuration: configuration)
+            var migrator = DatabaseMigrator()
+            migrator.registerMigration("v1") { db in
+                try db.create(table: "job") { table in
+                    table.primaryKey("name", .text)
+                    table.column("arn", .text).notNull()
+                    table.column("spec", .text).notNull()
+                    table.column("state", .text).notNull()
+                    table.column("status", .text).notNull().indexed()
+                    table.column("priority", .integer).notNull()
+                    table.column("createdAt", .double).notNull()
+                    table.column("modifiedAt", .double).notNull()
+                }
+                try db.create(table: "event") { table in
+                    table.autoIncrementedPrimaryKey("id")
+                    table.column("job", .text).notNull().indexed().references("job", onDelete: .cascade)
+                    table.column("time", .double).notNull()
+                    table.column("kind", .text).notNull()
+                    table.column("message", .text).notNull()
+                }
+            }
+            try migrator.migrate(database)
+        } catch {
+            throw .database("\(path): \(error)")
+        }
+    }
+
+    /// Stores a new job (`InProgress`, `Starting`) and its creation event, together.
+    @discardableResult
+    public func create(_ spec: TrainingJobSpec, at time: Date, priority: Int = 0) throws(JobStoreError) -> JobRecord {
+        let record = JobRecord(spec: spec, arn: arnPrefix + spec.name, state: JobState(createdAt: time, maxRetries: spec.maxRetryAttempts),
+                               priority: priority, createdAt: time, modifiedAt: time)
+        try write { db in
+            if try Row.fetchOne(db, sql: "SELECT 1 FROM job WHERE name = ?", arguments: [spec.name]) != nil {
+                throw JobStoreError.duplicate(spec.name)
+            }
+            try db.execute(sql: "INSERT INTO job (name, arn, spec, state, status, priority, createdAt, modifiedAt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           arguments: [spec.name, record.arn, try JobStore.json(spec), try JobStore.json(record.state),
+                                       record.state.status.rawValue, priority, time.timeIntervalSince1970, time.timeIntervalSince1970])
+            try JobStore.log(db, job: spec.name, time: time, kind: "Created",
+                             message: "\(spec.instanceCount) × \(spec.instanceType), \(spec.builtInAlgorithm.map { "built-in \($0)" } ?? "script mode")")
+        }
+        return record
+    }
+
+    /// The job called `name`.
+    public func job(named name: String) throws(JobStoreError) -> JobRecord {
+        try read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE name = ?", arguments: [name]) else {
+                throw JobStoreError.notFound(name)
+            }
+            return try JobStore.record(row)
+        }
+    }
+
+    /// Jobs, newest first, optionally only those with `status`.
+    public func jobs(status: TrainingJobStatus? = nil) throws(JobStoreError) -> [JobRecord] {
+        try read { db in
+            let rows = status == nil
+                ? try Row.fetchAll(db, sql: "SELECT * FROM job ORDER BY createdAt DESC, name")
+                : try Row.fetchAll(db, sql: "SELECT * FROM job WHERE status = ? ORDER BY createdAt DESC, name", arguments: [status?.rawValue])
+            return try rows.map(JobStore.record)
+        }
+    }
+
+    /// Applies `event` to the job through the state machine and logs it, in one transaction;
+    /// a refused event changes nothing.
+    @discardableResult
+    public func apply(_ event: JobEvent, to name: String, at time: Date) throws(JobStoreError) -> JobRecord {
+        try write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE name = ?", arguments: [name]) else {
+                throw JobStoreError.notFound(name)
+            }
+            var record = try JobStore.record(row)
+            switch JobStateMachine.apply(event, to: record.state, at: time) {
+            case .failure(let error):
+                throw JobStoreError.transition(error)
+            case .success(let state):
+                record.state = state
+                record.modifiedAt = time
+            }
+            try db.execute(sql: "UPDATE job SET state = ?, status = ?, modifiedAt = ? WHERE name = ?",
+                           arguments: [try JobStore.json(record.state), record.state.status.rawValue, time.timeIntervalSince1970, name])
+            let message = record.state.transitions.last.map { "\($0.status.rawValue): \($0.message)" } ?? ""
+            try JobStore.log(db, job: name, time: time, kind: JobStore.kind(of: event), message: message)
+            return record
+        }
+    }
+
+    /// The job's event log, oldest first.
+    public func events(of name: String) throws(JobStoreError) -> [JobLogEvent] {
+        try read { db in
+            guard try Row.fetchOne(db, sql: "SELECT 1 FROM job WHERE name = ?", arguments: [name]) != nil else {
+                throw JobStoreError.notFound(name)
+            }
+            return try Row.fetchAll(db, sql: "SELECT time, kind, message FROM event WHERE job = ? ORDER BY id", arguments: [name]).map { row in
+                JobLogEvent(time: Date(timeIntervalSince1970: row["time"]), kind: row["kind"], message: row["message"])
+            }
+        }
+    }
+
+    // MARK: Plumbing
+
+    private func read<T>(_ body: (Database) throws -> T) throws(JobStoreError) -> T {
+        do {
+            return try database.read(body)
+        } catch let error as JobStoreError {
+            throw error
+        } catch {
+            throw .database("\(path): \(error)")
+        }
+    }
+
+    private func write<T>(_ body: (Database) throws -> T) throws(JobStoreError) -> T {
+        do {
+            return try database.write(body)
+        } catch let error as JobStoreError {
+            throw error
+        } catch {
+            throw .database("\(path): \(error)")
+        }
+    }
+
+    private static func log(_ db: Database, job: String, time: Date, kind: String, message: String) throws {
+        try db.execute(sql: "INSERT INTO event (job, time, kind, message) VALUES (?, ?, ?, ?)",
+                       arguments: [job, time.timeIntervalSince1970, kind, message])
+    }
+
+    private static func kind(of event: JobEvent) -> String {
+        switch event {
+        case .queued: return "Queued"
+        case .assigned: return "Assigned"
+        case .trainingStarted: return "TrainingStarted"
+        case .uploadStarted: return "UploadStarted"
+        case .succeeded: return "Succeeded"
+        case .attemptFailed: return "AttemptFailed"
+        case .stopRequested: return "StopRequested"
+        case .ranksStopped: return "RanksStopped"
+        case .maxRuntimeExceeded: return "MaxRuntimeExceeded"
+        }
+    }
+
+    private static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        encoder.dateEncodingStrategy = .secondsSince1970
+        return encoder
+    }()
+
+    private static func json(_ value: some Encodable) throws -> String {
+        String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    private static func record(_ row: Row) throws -> JobRecord {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .secondsSince1970
+        let specText: String = row["spec"], stateText: String = row["state"]
+        return JobRecord(spec: try decoder.decode(TrainingJobSpec.self, from: Data(specText.utf8)), arn: row["arn"],
+                         state: try decoder.decode(JobState.self, from: Data(stateText.utf8)), priority: row["priority"],
+                         createdAt: Date(timeIntervalSince1970: row["createdAt"]), modifiedAt: Date(timeIntervalSince1970: row["modifiedAt"]))
+    }
+}
