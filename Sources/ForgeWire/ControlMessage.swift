@@ -1,0 +1,207 @@
+// The control plane between the coordinator and its workers: small JSON messages, one per
+// ZeroMQ frame, each carrying the protocol version and its type. Decoding is total: any bytes
+// either decode into a message or throw a `ControlDecodingError` that says what was wrong.
+import Foundation
+
+/// What a worker tells the coordinator about itself when it registers.
+public struct WorkerResources: Codable, Sendable, Equatable {
+    public var host: String
+    public var cores: Int
+    public var memoryBytes: Int64
+    /// An instance type label (e.g. ml.m5.xlarge); nil accepts any instance type.
+    public var instanceType: String?
+    public var instanceGroup: String?
+    public var pid: Int32
+
+    public init(host: String, cores: Int, memoryBytes: Int64, instanceType: String?, instanceGroup: String?, pid: Int32) {
+        self.host = host
+        self.cores = cores
+        self.memoryBytes = memoryBytes
+        self.instanceType = instanceType
+        self.instanceGroup = instanceGroup
+        self.pid = pid
+    }
+}
+
+/// One rank of one attempt of a job, as a worker runs it.
+public struct RankAssignment: Codable, Sendable, Equatable {
+    /// Unique per rank and attempt: `JOB/ATTEMPT/RANK`.
+    public var id: String
+    public var job: String
+    public var attempt: Int
+    public var rank: Int
+    public var worldSize: Int
+    /// The program and its arguments; `forge` means the worker's own executable.
+    public var arguments: [String]
+    /// Added to the worker's environment (RANK, WORLD_SIZE, MASTER_ADDR, … among them).
+    public var environment: [String: String]
+    /// The folder the rank runs in (created by the worker).
+    public var workDirectory: String
+
+    public init(id: String, job: String, attempt: Int, rank: Int, worldSize: Int, arguments: [String],
+                environment: [String: String], workDirectory: String) {
+        self.id = id
+        self.job = job
+        self.attempt = attempt
+        self.rank = rank
+        self.worldSize = worldSize
+        self.arguments = arguments
+        self.environment = environment
+        self.workDirectory = workDirectory
+    }
+}
+
+/// How a rank process ended.
+public struct RankExit: Codable, Sendable, Equatable {
+    public var assignment: String
+    /// The exit status, or the signal number when `signaled`.
+    public var status: Int32
+    public var signaled: Bool
+    /// The last lines it wrote to standard error (the likely reason).
+    public var lastError: String
+
+    public init(assignment: String, status: Int32, signaled: Bool, lastError: String) {
+        self.assignment = assignment
+        self.status = status
+        self.signaled = signaled
+        self.lastError = lastError
+    }
+
+    public var succeeded: Bool { !signaled && status == 0 }
+
+    /// "exited with status 1" / "was killed by signal 9".
+    public var summary: String { signaled ? "was killed by signal \(status)" : "exited with status \(status)" }
+}
+
+/// A control-plane message.
+public enum ControlMessage: Sendable, Equatable {
+    // Worker → coordinator.
+    case register(worker: String, resources: WorkerResources)
+    case heartbeat(worker: String, running: [String])
+    case rankStarted(assignment: String, pid: Int32)
+    case rankOutput(assignment: String, lines: [String])
+    case rankExited(RankExit)
+    // Coordinator → worker.
+    case registered(worker: String, heartbeatMilliseconds: Int)
+    case assign(RankAssignment)
+    case stop(assignment: String, graceSeconds: Int)
+    /// The coordinator does not know this worker (it restarted, or declared the worker dead):
+    /// register again.
+    case unknownWorker(worker: String)
+
+    public static let version = 1
+
+    private var type: String {
+        switch self {
+        case .register: return "register"
+        case .heartbeat: return "heartbeat"
+        case .rankStarted: return "rankStarted"
+        case .rankOutput: return "rankOutput"
+        case .rankExited: return "rankExited"
+        case .registered: return "registered"
+        case .assign: return "assign"
+        case .stop: return "stop"
+        case .unknownWorker: return "unknownWorker"
+        }
+    }
+
+    private struct Envelope: Codable {
+        var v: Int
+        var type: String
+        var worker: String?
+        var resources: WorkerResources?
+        var running: [String]?
+        var assignment: String?
+        var pid: Int32?
+        var lines: [String]?
+        var exit: RankExit?
+        var heartbeatMilliseconds: Int?
+        var rank: RankAssignment?
+        var graceSeconds: Int?
+    }
+
+    /// The message as one JSON frame.
+    public func encoded() -> [UInt8] {
+        var envelope = Envelope(v: ControlMessage.version, type: type)
+        switch self {
+        case .register(let worker, let resources):
+            envelope.worker = worker
+            envelope.resources = resources
+        case .heartbeat(let worker, let running):
+            envelope.worker = worker
+            envelope.running = running
+        case .rankStarted(let assignment, let pid):
+            envelope.assignment = assignment
+            envelope.pid = pid
+        case .rankOutput(let assignment, let lines):
+            envelope.assignment = assignment
+            envelope.lines = lines
+        case .rankExited(let exit):
+            envelope.exit = exit
+        case .registered(let worker, let heartbeat):
+            envelope.worker = worker
+            envelope.heartbeatMilliseconds = heartbeat
+        case .assign(let rank):
+            envelope.rank = rank
+        case .stop(let assignment, let grace):
+            envelope.assignment = assignment
+            envelope.graceSeconds = grace
+        case .unknownWorker(let worker):
+            envelope.worker = worker
+        }
+        // Encoding plain strings, numbers and arrays cannot fail.
+        return (try? [UInt8](JSONEncoder().encode(envelope))) ?? []
+    }
+
+    /// Decodes one frame. Anything but a well-formed message of this version throws.
+    public init(decoding bytes: [UInt8]) throws(ControlDecodingError) {
+        guard bytes.count <= ControlMessage.maximumBytes else { throw .tooLarge(bytes.count) }
+        let envelope: Envelope
+        do {
+            envelope = try JSONDecoder().decode(Envelope.self, from: Data(bytes))
+        } catch {
+            throw .malformed(String(describing: error).prefix(200).description)
+        }
+        guard envelope.v == ControlMessage.version else { throw .unsupportedVersion(envelope.v) }
+        func need<T>(_ value: T?, _ field: String) throws(ControlDecodingError) -> T {
+            guard let value else { throw .missingField(type: envelope.type, field: field) }
+            return value
+        }
+        switch envelope.type {
+        case "register": self = .register(worker: try need(envelope.worker, "worker"), resources: try need(envelope.resources, "resources"))
+        case "heartbeat": self = .heartbeat(worker: try need(envelope.worker, "worker"), running: try need(envelope.running, "running"))
+        case "rankStarted": self = .rankStarted(assignment: try need(envelope.assignment, "assignment"), pid: try need(envelope.pid, "pid"))
+        case "rankOutput": self = .rankOutput(assignment: try need(envelope.assignment, "assignment"), lines: try need(envelope.lines, "lines"))
+        case "rankExited": self = .rankExited(try need(envelope.exit, "exit"))
+        case "registered":
+            self = .registered(worker: try need(envelope.worker, "worker"),
+                               heartbeatMilliseconds: try need(envelope.heartbeatMilliseconds, "heartbeatMilliseconds"))
+        case "assign": self = .assign(try need(envelope.rank, "rank"))
+        case "stop": self = .stop(assignment: try need(envelope.assignment, "assignment"), graceSeconds: try need(envelope.graceSeconds, "graceSeconds"))
+        case "unknownWorker": self = .unknownWorker(worker: try need(envelope.worker, "worker"))
+        default: throw .unknownType(envelope.type)
+        }
+    }
+
+    /// The largest frame accepted (log batches stay far below).
+    public static let maximumBytes = 4 << 20
+}
+
+/// Why a control frame did not decode.
+public enum ControlDecodingError: Error, Equatable, CustomStringConvertible {
+    case tooLarge(Int)
+    case malformed(String)
+    case unsupportedVersion(Int)
+    case unknownType(String)
+    case missingField(type: String, field: String)
+
+    public var description: String {
+        switch self {
+        case .tooLarge(let count): return "a control message of \(count) bytes (the limit is \(ControlMessage.maximumBytes))"
+        case .malformed(let reason): return "a control message that is not valid JSON of the protocol: \(reason)"
+        case .unsupportedVersion(let version): return "control protocol version \(version); this build speaks \(ControlMessage.version)"
+        case .unknownType(let type): return "an unknown control message type '\(type)'"
+        case .missingField(let type, let field): return "a '\(type)' message without '\(field)'"
+        }
+    }
+}

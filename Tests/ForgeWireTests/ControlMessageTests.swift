@@ -1,0 +1,59 @@
+// Control-plane messages: every kind survives encoding and decoding; anything else is an error
+// that names the problem, never a crash (fuzzed).
+import ForgeTestSupport
+import ForgeWire
+import Foundation
+import Testing
+
+@Suite struct ControlMessageTests {
+    static let samples: [ControlMessage] = [
+        .register(worker: "w-1", resources: WorkerResources(host: "node-a", cores: 2, memoryBytes: 24 << 30,
+                                                            instanceType: "ml.m5.xlarge", instanceGroup: nil, pid: 4242)),
+        .heartbeat(worker: "w-1", running: ["job/1/0", "job/1/1"]),
+        .rankStarted(assignment: "job/1/0", pid: 777),
+        .rankOutput(assignment: "job/1/0", lines: ["epoch=1 step=8 train:loss=0.5", "ünïcödé"]),
+        .rankExited(RankExit(assignment: "job/1/1", status: 9, signaled: true, lastError: "")),
+        .registered(worker: "w-1", heartbeatMilliseconds: 1000),
+        .assign(RankAssignment(id: "job/1/0", job: "job", attempt: 1, rank: 0, worldSize: 2, arguments: ["forge", "train"],
+                               environment: ["RANK": "0"], workDirectory: "/tmp/w/job/1/0")),
+        .stop(assignment: "job/1/0", graceSeconds: 120),
+        .unknownWorker(worker: "w-9"),
+    ]
+
+    @Test func everyKindRoundTrips() throws {
+        for message in Self.samples {
+            #expect(try ControlMessage(decoding: message.encoded()) == message)
+        }
+    }
+
+    @Test func badFramesSayWhatIsWrong() {
+        let cases: [(String, ControlDecodingError)] = [
+            (#"{"v":2,"type":"heartbeat","worker":"w","running":[]}"#, .unsupportedVersion(2)),
+            (#"{"v":1,"type":"explode"}"#, .unknownType("explode")),
+            (#"{"v":1,"type":"heartbeat","worker":"w"}"#, .missingField(type: "heartbeat", field: "running")),
+        ]
+        for (text, expected) in cases {
+            #expect(throws: expected) { try ControlMessage(decoding: Array(text.utf8)) }
+        }
+        #expect(throws: ControlDecodingError.self) { try ControlMessage(decoding: Array("not json".utf8)) }
+        #expect(throws: ControlDecodingError.tooLarge(ControlMessage.maximumBytes + 1)) {
+            try ControlMessage(decoding: [UInt8](repeating: 32, count: ControlMessage.maximumBytes + 1))
+        }
+    }
+
+    @Test func fuzzedFramesDecodeOrThrowNeverCrash() {
+        var total = (decoded: 0, rejected: 0)
+        for (index, message) in Self.samples.enumerated() {
+            let outcome = ByteMutator(interesting: ByteMutator.containerSyntax).fuzz(
+                "control message \(index)", valid: message.encoded(), iterations: 12_000
+            ) { seed, bytes throws(ControlDecodingError) in
+                let decoded = try ControlMessage(decoding: bytes)
+                // Whatever decodes re-encodes to a frame that decodes to the same message.
+                #expect(try ControlMessage(decoding: decoded.encoded()) == decoded, "seed \(seed)")
+            }
+            total.decoded += outcome.decoded
+            total.rejected += outcome.rejected
+        }
+        #expect(total.decoded > 0 && total.rejected > 0, "\(total)")
+    }
+}
