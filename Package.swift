@@ -62,17 +62,24 @@ let package = Package(
         .target(
             name: "ForgeCoordinator",
             dependencies: [
-                "ForgeData",
+                "ForgeData", "ForgeTransport", "ForgeWire",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Yams", package: "Yams"),
             ],
+            swiftSettings: forgeSettings
+        ),
+        // 12. Worker: the node agent that runs assigned ranks.
+        .target(
+            name: "ForgeWorker",
+            dependencies: ["ForgeTransport", "ForgeWire", .product(name: "Logging", package: "swift-log")],
             swiftSettings: forgeSettings
         ),
         // 15. The one executable.
         .executableTarget(
             name: "forge",
             dependencies: [
-                "ForgeTraining", "ForgeTensor", "ForgeTransport", "ForgeCollectives", "CSystem",
+                "ForgeTraining", "ForgeTensor", "ForgeTransport", "ForgeCollectives", "CSystem", "ForgeCoordinator", "ForgeWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -101,7 +108,7 @@ let package = Package(
         .testTarget(name: "ForgeCoordinatorTests", dependencies: ["ForgeCoordinator", "ForgeTestSupport"], swiftSettings: forgeSettings),
         .testTarget(
             name: "ForgeIntegrationTests",
-            dependencies: ["ForgeArchive", "ForgeTransport", "ForgeTestSupport"],
+            dependencies: ["ForgeArchive", "ForgeTransport", "ForgeCoordinator", "ForgeTestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: forgeSettings
         ),
     ]

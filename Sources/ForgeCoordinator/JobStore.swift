@@ -82,6 +82,16 @@ public final class JobStore: Sendable {
                     table.column("message", .text).notNull()
                 }
             }
+            migrator.registerMigration("v2-logs") { db in
+                try db.create(table: "log") { table in
+                    table.autoIncrementedPrimaryKey("id")
+                    table.column("job", .text).notNull().references("job", onDelete: .cascade)
+                    table.column("stream", .text).notNull()
+                    table.column("time", .double).notNull()
+                    table.column("line", .text).notNull()
+                }
+                try db.create(index: "log_by_stream", on: "log", columns: ["job", "stream", "id"])
+            }
             try migrator.migrate(database)
         } catch {
             throw .database("\(path): \(error)")
@@ -160,6 +170,35 @@ public final class JobStore: Sendable {
                 JobLogEvent(time: Date(timeIntervalSince1970: row["time"]), kind: row["kind"], message: row["message"])
             }
         }
+    }
+
+    /// Appends lines to one of the job's log streams (a rank of an attempt).
+    public func appendLog(job: String, stream: String, lines: [String], at time: Date) throws(JobStoreError) {
+        try write { db in
+            for line in lines {
+                try db.execute(sql: "INSERT INTO log (job, stream, time, line) VALUES (?, ?, ?, ?)",
+                               arguments: [job, stream, time.timeIntervalSince1970, line])
+            }
+        }
+    }
+
+    /// The job's log streams, in the order they first wrote.
+    public func logStreams(of job: String) throws(JobStoreError) -> [String] {
+        try read { db in
+            try String.fetchAll(db, sql: "SELECT stream FROM log WHERE job = ? GROUP BY stream ORDER BY MIN(id)", arguments: [job])
+        }
+    }
+
+    /// Lines of one stream, oldest first.
+    public func logLines(of job: String, stream: String) throws(JobStoreError) -> [String] {
+        try read { db in
+            try String.fetchAll(db, sql: "SELECT line FROM log WHERE job = ? AND stream = ? ORDER BY id", arguments: [job, stream])
+        }
+    }
+
+    /// Records a note in the job's event log (what the scheduler or a worker reported).
+    public func note(job: String, kind: String, message: String, at time: Date) throws(JobStoreError) {
+        try write { db in try JobStore.log(db, job: job, time: time, kind: kind, message: message) }
     }
 
     // MARK: Plumbing
