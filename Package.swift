@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         // 1. C shims: headers and link lines, no logic (CFloatEnv holds the MXCSR lines Swift cannot express).
@@ -31,7 +32,7 @@ let package = Package(
         .target(name: "CFloatEnv"),
         // Linux calls Swift cannot reach: atomics and futexes on shared mappings (the
         // shared-memory collective transport), CPU affinity (forge launch --cpu-bind).
-        .target(name: "CSystem"),
+        .target(name: "CForgeSystem"),
 
         // 3. Wire: framed, versioned messages and their total decoders.
         .target(name: "ForgeWire", swiftSettings: forgeSettings),
@@ -48,7 +49,7 @@ let package = Package(
         // 6. Data: readers, shuffling, batching, shards.
         .target(name: "ForgeData", dependencies: ["ForgeArchive", "ForgeRandom"], swiftSettings: forgeSettings),
         // 7. Collectives: algorithms over a small transport protocol.
-        .target(name: "ForgeCollectives", dependencies: ["ForgeTransport", "ForgeWire", "CSystem"], swiftSettings: forgeSettings),
+        .target(name: "ForgeCollectives", dependencies: ["ForgeTransport", "ForgeWire", "CForgeSystem"], swiftSettings: forgeSettings),
         // 9. Training: hyperparameters, built-in algorithms, trainer, checkpoints, metrics.
         .target(
             name: "ForgeTraining",
@@ -75,11 +76,17 @@ let package = Package(
             dependencies: ["ForgeTransport", "ForgeWire", .product(name: "Logging", package: "swift-log")],
             swiftSettings: forgeSettings
         ),
+        // 13. API: the coordinator's HTTP port (SageMaker JSON 1.1 so far).
+        .target(
+            name: "ForgeAPI",
+            dependencies: ["ForgeCoordinator", .product(name: "Hummingbird", package: "hummingbird")],
+            swiftSettings: forgeSettings
+        ),
         // 15. The one executable.
         .executableTarget(
             name: "forge",
             dependencies: [
-                "ForgeTraining", "ForgeTensor", "ForgeTransport", "ForgeCollectives", "CSystem", "ForgeCoordinator", "ForgeWorker",
+                "ForgeTraining", "ForgeTensor", "ForgeTransport", "ForgeCollectives", "CForgeSystem", "ForgeCoordinator", "ForgeWorker", "ForgeAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -11,7 +11,7 @@
 // lines. Records are a 32-byte header (tag, message length, fragment length, flags) and the
 // payload, padded to 64 bytes; a record that would straddle the end of the ring is preceded by
 // a wrap marker. Messages larger than a quarter of the ring travel as several fragments.
-import CSystem
+import CForgeSystem
 import Foundation
 
 #if canImport(Glibc)
@@ -33,7 +33,7 @@ public struct SharedMemoryMailbox: Codable, Sendable, Hashable {
 ///
 /// Concurrency: not Sendable; it belongs to the thread that runs this rank. The rings it shares
 /// with other processes are synchronised through acquire/release atomics and futexes on the
-/// mapping (CSystem): each ring has exactly one producer and one consumer.
+/// mapping (CForgeSystem): each ring has exactly one producer and one consumer.
 public final class SharedMemoryTransport: CollectiveTransport {
     public let rank: Int
     public let worldSize: Int

@@ -24,9 +24,13 @@ public struct CoordinatorConfiguration: Sendable {
 
     public init(listen: String, stateDirectory: String, objectRoot: String? = nil, heartbeatMilliseconds: Int = 1000,
                 heartbeatTimeoutMilliseconds: Int = 5000, stopGraceSeconds: Int = 120, clusterKeyPath: String? = nil) {
+        // Absolute, so ranks running in their own folders find them.
+        func absolute(_ path: String) -> String {
+            path.hasPrefix("/") ? path : (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(path)
+        }
         self.listen = listen
-        self.stateDirectory = stateDirectory
-        self.objectRoot = objectRoot ?? (stateDirectory as NSString).appendingPathComponent("objects")
+        self.stateDirectory = (absolute(stateDirectory) as NSString).standardizingPath
+        self.objectRoot = (absolute(objectRoot ?? (stateDirectory as NSString).appendingPathComponent("objects")) as NSString).standardizingPath
         self.heartbeatMilliseconds = heartbeatMilliseconds
         self.heartbeatTimeoutMilliseconds = heartbeatTimeoutMilliseconds
         self.stopGraceSeconds = stopGraceSeconds
@@ -96,18 +100,28 @@ public final class Coordinator {
         try store.create(spec, at: Date(), priority: priority)
     }
 
-    /// Asks a job to stop: its ranks get SIGTERM and the grace period.
+    /// Asks a job to stop: its ranks get SIGTERM and the grace period. (The API does the same
+    /// through the store; the loop notices either way.)
     public func stop(job name: String) throws(JobStoreError) {
-        let record = try store.apply(.stopRequested, to: name, at: Date())
-        guard record.state.status == .stopping else { return }
-        if var attempt = attempts[name] {
+        try store.apply(.stopRequested, to: name, at: Date())
+        stopRequested(Date())
+    }
+
+    /// Carries out stops recorded in the store: SIGTERM to the ranks of a stopping job, and
+    /// `Stopped` at once for one that runs nowhere.
+    private func stopRequested(_ now: Date) {
+        guard let stopping = try? store.jobs(status: .stopping) else { return }
+        for job in stopping {
+            guard var attempt = attempts[job.name] else {
+                apply(.ranksStopped, to: job.name, at: now)
+                continue
+            }
+            guard !attempt.stopping else { continue }
             attempt.stopping = true
-            attempts[name] = attempt
+            attempts[job.name] = attempt
             for (index, rank) in attempt.ranks.enumerated() where attempt.exited[index] == nil {
                 send(.stop(assignment: rank.assignment, graceSeconds: configuration.stopGraceSeconds), to: rank.worker)
             }
-        } else {
-            try store.apply(.ranksStopped, to: name, at: Date())
         }
     }
 
@@ -137,6 +151,7 @@ public final class Coordinator {
         if now.timeIntervalSince(lastSweep) >= 0.2 {
             lastSweep = now
             sweep(now)
+            stopRequested(now)
             schedule(now)
         }
     }

@@ -296,3 +296,20 @@ private struct Checker {
         return value
     }
 }
+
+/// Job files: YAML (or JSON) with CreateTrainingJob's members.
+public enum JobFile {
+    /// The file's members as JSON-ready values (for sending as a CreateTrainingJob request).
+    public static func object(yaml: String) throws(SpecError) -> [String: Any] {
+        let loaded: Any?
+        do {
+            loaded = try Yams.load(yaml: yaml)
+        } catch {
+            throw SpecError(["the job file is not YAML: \(error)"])
+        }
+        guard let object = loaded as? [String: Any], JSONSerialization.isValidJSONObject(object) else {
+            throw SpecError(["the job file must be a mapping of CreateTrainingJob's members"])
+        }
+        return object
+    }
+}

@@ -2,7 +2,7 @@
 // cores, the scheduler otherwise sometimes stacks two on one core for a while, and collective
 // timings turn bimodal. mpirun binds ranks to cores by default for the same reason.
 import ArgumentParser
-import CSystem
+import CForgeSystem
 
 enum CPUBinding: String, ExpressibleByArgument, CaseIterable {
     case none, cores

@@ -1,7 +1,7 @@
-// The system calls behind CSystem.h: futexes (syscall(2) is variadic, out of Swift's reach) and
+// The system calls behind CForgeSystem.h: futexes (syscall(2) is variadic, out of Swift's reach) and
 // CPU affinity (its cpu_set_t macros are too).
 #define _GNU_SOURCE
-#include "CSystem.h"
+#include "CForgeSystem.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -1,0 +1,137 @@
+// The coordinator's command-line clients: forge submit, jobs, describe, stop. Each is an AWS
+// JSON 1.1 client of the HTTP API (the same calls boto3 makes), at --endpoint or FORGE_ENDPOINT.
+import ArgumentParser
+import ForgeCoordinator
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// Where the API is, and a way to call it.
+struct EndpointOptions: ParsableArguments {
+    @Option(name: .long, help: "The coordinator's HTTP API (default: FORGE_ENDPOINT, else http://127.0.0.1:8080).")
+    var endpoint: String?
+
+    var url: String { endpoint ?? ProcessInfo.processInfo.environment["FORGE_ENDPOINT"] ?? "http://127.0.0.1:8080" }
+
+    /// Calls `SageMaker.<operation>`; returns the decoded answer or exits with the API's error.
+    func call(_ operation: String, _ input: [String: Any]) throws -> [String: Any] {
+        guard let address = URL(string: url) else { throw ValidationError("--endpoint \(url) is not a URL") }
+        var request = URLRequest(url: address)
+        request.httpMethod = "POST"
+        request.setValue("application/x-amz-json-1.1", forHTTPHeaderField: "Content-Type")
+        request.setValue("SageMaker.\(operation)", forHTTPHeaderField: "X-Amz-Target")
+        request.httpBody = try JSONSerialization.data(withJSONObject: input)
+        request.timeoutInterval = 30
+        let box = ResponseBox()
+        let done = DispatchSemaphore(value: 0)
+        URLSession.shared.dataTask(with: request) { data, response, error in
+            box.set(data, (response as? HTTPURLResponse)?.statusCode, error)
+            done.signal()
+        }.resume()
+        done.wait()
+        let (data, status, error) = box.get()
+        if let error {
+            FileHandle.standardError.write(Data("error: cannot reach the coordinator at \(url): \(error.localizedDescription) (is forge coordinator running? set --endpoint or FORGE_ENDPOINT)\n".utf8))
+            throw ExitCode.failure
+        }
+        let object = (data.flatMap { try? JSONSerialization.jsonObject(with: $0) } as? [String: Any]) ?? [:]
+        guard status == 200 else {
+            let type = (object["__type"] as? String) ?? "HTTP \(status ?? 0)"
+            let message = (object["message"] as? String) ?? (object["Message"] as? String) ?? ""
+            FileHandle.standardError.write(Data("error: \(type): \(message)\n".utf8))
+            throw ExitCode.failure
+        }
+        return object
+    }
+}
+
+/// The answer of one request, handed from URLSession's thread.
+///
+/// Concurrency: Sendable; guarded by a lock.
+private final class ResponseBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data: Data?
+    private var status: Int?
+    private var error: (any Error)?
+    func set(_ data: Data?, _ status: Int?, _ error: (any Error)?) {
+        lock.lock()
+        (self.data, self.status, self.error) = (data, status, error)
+        lock.unlock()
+    }
+    func get() -> (Data?, Int?, (any Error)?) {
+        lock.lock()
+        defer { lock.unlock() }
+        return (data, status, error)
+    }
+}
+
+struct SubmitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "submit",
+        abstract: "Submit a training job from a YAML or JSON file with CreateTrainingJob's members.",
+        discussion: "The file is checked here first and every problem listed; the coordinator checks it again."
+    )
+    @OptionGroup var endpoint: EndpointOptions
+    @Argument(help: "The job file.") var spec: String
+
+    func run() throws {
+        guard let text = try? String(contentsOfFile: spec, encoding: .utf8) else {
+            throw ValidationError("cannot read \(spec)")
+        }
+        let object: [String: Any]
+        do {
+            _ = try TrainingJobSpec.decode(yaml: text)
+            object = try JobFile.object(yaml: text)
+        } catch {
+            FileHandle.standardError.write(Data("error: \(spec): \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+        let answer = try endpoint.call("CreateTrainingJob", object)
+        print(answer["TrainingJobArn"] as? String ?? "")
+    }
+}
+
+struct JobsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "jobs", abstract: "List training jobs, newest first.")
+    @OptionGroup var endpoint: EndpointOptions
+    @Option(name: .long, help: "Only jobs with this status (InProgress, Completed, Failed, Stopping, Stopped).") var status: String?
+
+    func run() throws {
+        var input: [String: Any] = ["MaxResults": 100]
+        if let status { input["StatusEquals"] = status }
+        let answer = try endpoint.call("ListTrainingJobs", input)
+        let jobs = answer["TrainingJobSummaries"] as? [[String: Any]] ?? []
+        print("NAME".padding(toLength: 32, withPad: " ", startingAt: 0) + " STATUS       SECONDARY     CREATED")
+        for job in jobs {
+            let name = (job["TrainingJobName"] as? String ?? "").padding(toLength: 32, withPad: " ", startingAt: 0)
+            let status = (job["TrainingJobStatus"] as? String ?? "").padding(toLength: 12, withPad: " ", startingAt: 0)
+            let secondary = (job["SecondaryStatus"] as? String ?? "").padding(toLength: 13, withPad: " ", startingAt: 0)
+            let created = (job["CreationTime"] as? Double).map { ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: $0)) } ?? ""
+            print("\(name) \(status) \(secondary) \(created)")
+        }
+    }
+}
+
+struct DescribeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "describe", abstract: "Show a training job (DescribeTrainingJob, as JSON).")
+    @OptionGroup var endpoint: EndpointOptions
+    @Argument(help: "The job's name.") var job: String
+
+    func run() throws {
+        let answer = try endpoint.call("DescribeTrainingJob", ["TrainingJobName": job])
+        let data = try JSONSerialization.data(withJSONObject: answer, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        print(String(decoding: data, as: UTF8.self))
+    }
+}
+
+struct StopCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "stop", abstract: "Stop a training job (its ranks get SIGTERM and a grace period).")
+    @OptionGroup var endpoint: EndpointOptions
+    @Argument(help: "The job's name.") var job: String
+
+    func run() throws {
+        _ = try endpoint.call("StopTrainingJob", ["TrainingJobName": job])
+        print("stopping \(job)")
+    }
+}
