@@ -204,7 +204,10 @@ final class SignalLatch: @unchecked Sendable {
 
     init(signals: [Int32]) {
         for number in signals {
-            Foundation.signal(number, SIG_IGN)
+            // A handler that does nothing, not SIG_IGN: ignored signals stay ignored across
+            // exec, so ranks and workers' children would never die of SIGTERM; a handler is reset
+            // to the default in every child. The dispatch source sees the signal either way.
+            Foundation.signal(number, ignoreSignal)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler { [weak self] in self?.record(number) }
             source.resume()
@@ -224,3 +227,6 @@ final class SignalLatch: @unchecked Sendable {
         lock.unlock()
     }
 }
+
+/// The do-nothing handler SignalLatch installs.
+private let ignoreSignal: @convention(c) (Int32) -> Void = { _ in }

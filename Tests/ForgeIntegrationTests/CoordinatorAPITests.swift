@@ -1,0 +1,168 @@
+// `forge coordinator` and `forge worker` as real processes, driven the way users drive them:
+// boto3 (create, describe, list, the completion waiter, stop, the errors botocore models) and
+// the forge CLI (submit a YAML job file, jobs, describe, stop).
+import ForgeTestSupport
+import Foundation
+import Testing
+
+/// A coordinator and its workers, stopped when the test ends.
+final class LocalCluster {
+    let directory: TemporaryDirectory
+    let endpoint: String
+    private var processes: [Process] = []
+
+    init(workers: Int) throws {
+        directory = try TemporaryDirectory()
+        let control = MultiNodeLaunchTests.freePort(), api = MultiNodeLaunchTests.freePort()
+        endpoint = "http://127.0.0.1:\(api)"
+        _ = try directory.write(SyntheticCSV(count: 600, seed: 1).labelled, to: "state/objects/data/train/part-0.csv")
+        _ = try directory.write(SyntheticCSV(count: 200, seed: 2).labelled, to: "state/objects/data/validation/part-0.csv")
+        try launch(["coordinator", "--state", directory.file("state"), "--listen", "tcp://127.0.0.1:\(control)",
+                    "--api", "127.0.0.1:\(api)", "--heartbeat-timeout", "3000"], log: "coordinator.log")
+        for index in 0..<workers {
+            try launch(["worker", "--coordinator", "tcp://127.0.0.1:\(control)", "--work-dir", directory.file("w\(index)"),
+                        "--node-addr", "127.0.0.1"], log: "worker\(index).log")
+        }
+        // Ready once the API answers.
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            if (try? forge(["jobs"]))?.status == 0 { return }
+            usleep(200_000)
+        }
+        throw ForgeProcess.Failure(description: "the coordinator's API did not come up: \(log("coordinator.log"))")
+    }
+
+    private func launch(_ arguments: [String], log: String) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try ForgeProcess.binary())
+        process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment
+        for name in ForgeProcess.blasVariables { environment[name] = nil }
+        process.environment = environment
+        _ = FileManager.default.createFile(atPath: directory.file(log), contents: nil)
+        let handle = FileHandle(forWritingAtPath: directory.file(log))
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        processes.append(process)
+    }
+
+    func log(_ name: String) -> String { (try? String(contentsOfFile: directory.file(name), encoding: .utf8)) ?? "" }
+
+    func forge(_ arguments: [String]) throws -> ForgeRun {
+        try ForgeProcess.run(arguments, environment: ["FORGE_ENDPOINT": endpoint], timeout: .seconds(60))
+    }
+
+    deinit {
+        for process in processes.reversed() where process.isRunning { process.terminate() }
+        for process in processes { process.waitUntilExit() }
+    }
+}
+
+@Suite(.serialized) struct CoordinatorAPITests {
+    @Test func boto3DrivesJobsThroughTheSageMakerAPI() throws {
+        let cluster = try LocalCluster(workers: 2)
+        let script = """
+        import boto3, sys, json, time
+        sm = boto3.client("sagemaker", endpoint_url=sys.argv[1], region_name="us-east-1",
+                          aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret")
+        def create(name, count, epochs):
+            return sm.create_training_job(TrainingJobName=name, RoleArn="arn:aws:iam::123456789012:role/forge",
+                AlgorithmSpecification={"TrainingImage": "forge/mlp:latest", "TrainingInputMode": "File"},
+                HyperParameters={"epochs": str(epochs), "hidden_layer_sizes": "16", "mini_batch_size": "32"},
+                InputDataConfig=[{"ChannelName": c, "ContentType": "text/csv",
+                                  "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://data/" + c}}}
+                                 for c in ("train", "validation")],
+                OutputDataConfig={"S3OutputPath": "s3://data/models"},
+                ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": count, "VolumeSizeInGB": 1},
+                StoppingCondition={"MaxRuntimeInSeconds": 600})
+        out = {"arn": create("boto-pair", 2, 10)["TrainingJobArn"]}
+        sm.get_waiter("training_job_completed_or_stopped").wait(TrainingJobName="boto-pair", WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+        d = sm.describe_training_job(TrainingJobName="boto-pair")
+        out["status"] = d["TrainingJobStatus"]
+        out["secondary"] = [t["Status"] for t in d["SecondaryStatusTransitions"]]
+        out["model"] = d["ModelArtifacts"]["S3ModelArtifacts"]
+        out["metrics"] = {m["MetricName"]: m["Value"] for m in d.get("FinalMetricDataList", [])}
+        create("boto-long", 1, 100000)
+        for _ in range(100):
+            if sm.describe_training_job(TrainingJobName="boto-long")["SecondaryStatus"] == "Training": break
+            time.sleep(0.2)
+        sm.stop_training_job(TrainingJobName="boto-long")
+        sm.get_waiter("training_job_completed_or_stopped").wait(TrainingJobName="boto-long", WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+        out["stopped"] = sm.describe_training_job(TrainingJobName="boto-long")["TrainingJobStatus"]
+        out["listed"] = [j["TrainingJobName"] for j in sm.list_training_jobs(SortBy="Name", SortOrder="Ascending")["TrainingJobSummaries"]]
+        out["completed"] = [j["TrainingJobName"] for j in sm.list_training_jobs(StatusEquals="Completed")["TrainingJobSummaries"]]
+        errors = {}
+        try: create("boto-pair", 1, 1)
+        except Exception as e: errors["duplicate"] = e.response["Error"]["Code"]
+        try: sm.describe_training_job(TrainingJobName="missing")
+        except Exception as e: errors["describe"] = e.response["Error"]["Code"] + ": " + e.response["Error"]["Message"]
+        try: sm.stop_training_job(TrainingJobName="missing")
+        except Exception as e: errors["stop"] = e.response["Error"]["Code"]
+        try: create("bad name!", 0, 1)
+        except Exception as e: errors["invalid"] = e.response["Error"]["Code"] + ": " + e.response["Error"]["Message"]
+        out["errors"] = errors
+        print(json.dumps(out))
+        """
+        let result: Any
+        do {
+            result = try ExternalTool.pythonJSON(script, [cluster.endpoint])
+        } catch {
+            Issue.record("\(error)\ncoordinator: \(cluster.log("coordinator.log").suffix(3000))\nworker 0: \(cluster.log("worker0.log").suffix(1500))\nworker 1: \(cluster.log("worker1.log").suffix(1500))")
+            return
+        }
+        let answer = try #require(result as? [String: Any])
+        #expect(answer["arn"] as? String == "arn:aws:sagemaker:us-east-1:000000000000:training-job/boto-pair")
+        #expect(answer["status"] as? String == "Completed", "\(answer) \(cluster.log("coordinator.log").suffix(2000))")
+        #expect(answer["secondary"] as? [String] == ["Starting", "Downloading", "Training", "Uploading", "Completed"])
+        #expect(answer["model"] as? String == "s3://data/models/boto-pair/output/model.tar.gz")
+        #expect(FileManager.default.fileExists(atPath: cluster.directory.file("state/objects/data/models/boto-pair/output/model.tar.gz")))
+        #expect(((answer["metrics"] as? [String: Double])?["validation:accuracy"] ?? 0) > 0.9, "\(answer)")
+        #expect(answer["stopped"] as? String == "Stopped")
+        #expect(answer["listed"] as? [String] == ["boto-long", "boto-pair"])
+        #expect(answer["completed"] as? [String] == ["boto-pair"])
+        let errors = answer["errors"] as? [String: String] ?? [:]
+        #expect(errors["duplicate"] == "ResourceInUse")
+        #expect(errors["describe"] == "ValidationException: Requested resource not found.")
+        #expect(errors["stop"] == "ResourceNotFound")
+        #expect(errors["invalid"]?.hasPrefix("ValidationException: ") == true && errors["invalid"]?.contains("trainingJobName") == true, "\(errors)")
+    }
+
+    @Test func theForgeCLISubmitsListsDescribesAndStops() throws {
+        let cluster = try LocalCluster(workers: 1)
+        let spec = try cluster.directory.write("""
+        TrainingJobName: cli-job
+        RoleArn: arn:aws:iam::123456789012:role/forge
+        AlgorithmSpecification: {TrainingImage: "forge/linear-learner", TrainingInputMode: File}
+        HyperParameters: {predictor_type: multiclass_classifier, num_classes: "3", epochs: "5"}
+        InputDataConfig:
+          - ChannelName: train
+            ContentType: text/csv
+            DataSource: {S3DataSource: {S3DataType: S3Prefix, S3Uri: "s3://data/train"}}
+        OutputDataConfig: {S3OutputPath: "s3://data/models"}
+        ResourceConfig: {InstanceType: ml.m5.large, InstanceCount: 1}
+        """, to: "cli-job.yaml")
+        let submitted = try cluster.forge(["submit", spec])
+        #expect(submitted.status == 0, "\(submitted)")
+        #expect(submitted.standardOutput.contains("training-job/cli-job"))
+        var described = ""
+        for _ in 0..<200 {
+            described = try cluster.forge(["describe", "cli-job"]).standardOutput
+            if described.contains("\"TrainingJobStatus\" : \"Completed\"") || described.contains("\"Failed\"") { break }
+            usleep(200_000)
+        }
+        #expect(described.contains("\"TrainingJobStatus\" : \"Completed\""), "\(described)")
+        let jobs = try cluster.forge(["jobs"])
+        #expect(jobs.standardOutput.contains("cli-job") && jobs.standardOutput.contains("Completed"), "\(jobs)")
+        // A bad file is refused before it is sent, with every problem listed.
+        let bad = try cluster.directory.write("TrainingJobName: x\nResourceConfig: {InstanceCount: 0}\n", to: "bad.yaml")
+        let refused = try cluster.forge(["submit", bad])
+        #expect(refused.status == 1)
+        #expect(refused.standardError.contains("validation errors detected") && refused.standardError.contains("roleArn"), "\(refused)")
+        let missing = try cluster.forge(["stop", "no-such-job"])
+        #expect(missing.status == 1 && missing.standardError.contains("ResourceNotFound"), "\(missing)")
+        // Nothing listens here: a clear error that says what to do.
+        let nowhere = try ForgeProcess.run(["jobs", "--endpoint", "http://127.0.0.1:1"], timeout: .seconds(60))
+        #expect(nowhere.status == 1 && nowhere.standardError.contains("is forge coordinator running?"), "\(nowhere)")
+    }
+}
