@@ -47,7 +47,12 @@ public final class Trainer {
     /// all-reduced before an identical optimizer step, so any world size takes the same steps
     /// as one process (up to float summation order).
     public let group: ProcessGroup?
-    private let lossBuffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: 1)
+    /// The step's loss and whether any rank was asked to stop, all-reduced together.
+    private let lossBuffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: 2)
+    /// Set when the ranks agreed, in the last step's reduction, to stop after it.
+    private var stopAgreed = false
+    /// Asked before each step whether a stop was requested.
+    private var shouldStop: @Sendable () -> Bool = { false }
     /// With a group: what all-reduces the gradient buckets (on its own thread while backward
     /// goes on, or inline), and the buckets.
     private let reducer: BucketReducer?
@@ -133,7 +138,13 @@ public final class Trainer {
     private var writesCheckpoints: Bool { (group?.rank ?? 0) == 0 }
 
     /// Trains to the end (or to an early stop), resuming from `checkpoints` when it holds one.
-    public func run(checkpoints: CheckpointStore? = nil, observer: any TrainingObserver = SilentObserver()) throws(TrainingError) -> TrainingResult {
+    ///
+    /// `shouldStop` is asked before each step; once it says yes on any rank, every rank stops
+    /// after the same step (the answer travels with the step's loss), rank 0 writes a
+    /// checkpoint, and `run` throws `TrainingError.stopped`.
+    public func run(checkpoints: CheckpointStore? = nil, observer: any TrainingObserver = SilentObserver(),
+                    shouldStop: @escaping @Sendable () -> Bool = { false }) throws(TrainingError) -> TrainingResult {
+        self.shouldStop = shouldStop
         if let group {
             // All ranks resume from the same checkpoint: none may read while rank 0 writes.
             do {
@@ -163,8 +174,17 @@ public final class Trainer {
                 state.step += 1
                 observer.stepCompleted(epoch: state.epoch + 1, batch: state.batchInEpoch, batches: batches.steps,
                                        step: state.step, loss: batchLoss / Double(batch.globalRows))
+                var saved: String?
                 if let checkpoints, writesCheckpoints, plan.checkpointSteps > 0, state.step % plan.checkpointSteps == 0 {
-                    observer.checkpointSaved(path: try checkpoints.save(makeCheckpoint()), step: state.step)
+                    saved = try checkpoints.save(makeCheckpoint())
+                    observer.checkpointSaved(path: saved ?? "", step: state.step)
+                }
+                if stopAgreed {
+                    if saved == nil, let checkpoints, writesCheckpoints {
+                        saved = try checkpoints.save(makeCheckpoint())
+                        observer.checkpointSaved(path: saved ?? "", step: state.step)
+                    }
+                    throw .stopped(step: state.step, checkpoint: saved)
                 }
             }
             let report = finishEpoch()
@@ -190,8 +210,11 @@ public final class Trainer {
         // Every rank submits the same all-reduces in the same order: the loss, then the
         // gradient buckets from the last layer back.
         let gradients = model.parameters.gradients
+        let wantsStop: Float = shouldStop() ? 1 : 0
+        stopAgreed = wantsStop > 0
         let submitLoss = { [lossBuffer, reducer] (sum: Double) in
             lossBuffer[0] = Float(sum)
+            lossBuffer[1] = wantsStop
             reducer?.submit(lossBuffer)
         }
         let submitBucket = { [reducer, buckets] (bucket: Int) in
@@ -244,6 +267,7 @@ public final class Trainer {
                 throw .collective(error.description)
             }
             lossSum = Double(lossBuffer[0])
+            stopAgreed = lossBuffer[1] > 0
         }
         optimizer.step()
         return lossSum

@@ -17,6 +17,9 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
     case io(path: String, reason: String)
     /// The data-parallel group failed (a dead or silent rank, a broken connection).
     case collective(String)
+    /// A stop was asked for (SIGTERM, SIGINT): training ended after `step`, every rank at the
+    /// same step, and `checkpoint` (if any) holds it for a resume.
+    case stopped(step: Int, checkpoint: String?)
 
     public var description: String {
         switch self {
@@ -34,6 +37,8 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
             return "\(path): \(reason)"
         case .collective(let reason):
             return "data-parallel group failed: \(reason)"
+        case .stopped(let step, let checkpoint):
+            return "stopped on request after step \(step)" + (checkpoint.map { "; checkpoint \($0) holds it (run again to resume)" } ?? "")
         }
     }
 }

@@ -51,7 +51,7 @@ public enum TrainingJob {
     /// rank 0 alone writes checkpoints, `model.tar.gz` and `metrics.json`.
     public static func run(_ request: TrainingJobRequest, device: any Device, logger: Logger,
                            observer: any TrainingObserver, group: ProcessGroup? = nil,
-                           overlapReduction: Bool = true) throws -> TrainingResult {
+                           overlapReduction: Bool = true, shouldStop: @escaping @Sendable () -> Bool = { false }) throws -> TrainingResult {
         let plan = try TrainingPlan.make(algorithm: request.algorithm, hyperparameters: request.hyperparameters)
         let format: DataFormat?
         if let type = request.contentType {
@@ -90,7 +90,7 @@ public enum TrainingJob {
             }
             logger.info("removed earlier checkpoints in \(checkpointDirectory) (--no-resume)")
         }
-        let result = try trainer.run(checkpoints: store, observer: observer)
+        let result = try trainer.run(checkpoints: store, observer: observer, shouldStop: shouldStop)
         guard writer else { return result }
         let modelPath = (output as NSString).appendingPathComponent("model.tar.gz")
         let metricsPath = (output as NSString).appendingPathComponent("metrics.json")

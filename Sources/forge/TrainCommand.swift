@@ -110,11 +110,26 @@ struct TrainCommand: ParsableCommand {
             if let group, group.rank == 0 {
                 logger.info("gradient buckets reduced \(overlap ? "on their own thread, overlapping backward" : "inline (no CPU left to overlap on)")")
             }
-            let result = try TrainingJob.run(request, device: device, logger: logger, observer: observer, group: group,
-                                             overlapReduction: overlap)
+            // SIGTERM (a stopped job, SageMaker's grace period) or SIGINT: finish the step, write a
+            // checkpoint, exit. Every rank stops after the same step.
+            let signals = SignalLatch(signals: [SIGTERM, SIGINT])
+            let result: TrainingResult
+            do {
+                result = try TrainingJob.run(request, device: device, logger: logger, observer: observer, group: group,
+                                             overlapReduction: overlap, shouldStop: { signals.received != nil })
+            } catch TrainingError.stopped(let step, let checkpoint) {
+                display.finish()
+                let signal = signals.received ?? SIGTERM
+                if (group?.rank ?? 0) == 0 {
+                    logger.info("stopped on signal \(signal) after step \(step)\(checkpoint.map { "; checkpoint \($0)" } ?? "")")
+                }
+                throw ExitCode(128 + signal)
+            }
             display.finish()
             let summary = result.metrics.map { "\($0.name)=\(MetricLine.fixed($0.value))" }.joined(separator: " ")
             logger.info("final: \(summary)")
+        } catch let exit as ExitCode {
+            throw exit
         } catch {
             display.finish()
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
@@ -139,8 +154,19 @@ struct TrainCommand: ParsableCommand {
         let bind = instanceCount <= CPUBinding.allowedCPUs().count ? ["--cpu-bind", "cores"] : []
         launcher.arguments = ["launch", "--nproc", String(instanceCount)] + bind + (clusterKey.map { ["--cluster-key", $0] } ?? [])
             + ["--", "forge"] + arguments
+        // A SIGTERM or SIGINT for this process goes on to the launcher (and so to the ranks,
+        // which stop after a step with a checkpoint); its exit status becomes ours.
+        let signals = SignalLatch(signals: [SIGTERM, SIGINT])
         try launcher.run()
-        launcher.waitUntilExit()
+        var forwarded = false
+        while launcher.isRunning {
+            if !forwarded, let signal = signals.received {
+                kill(launcher.processIdentifier, signal)
+                forwarded = true
+            }
+            usleep(20_000)
+        }
+        guard launcher.terminationReason == .exit else { throw ExitCode(128 + launcher.terminationStatus) }
         guard launcher.terminationStatus == 0 else { throw ExitCode(launcher.terminationStatus) }
     }
 

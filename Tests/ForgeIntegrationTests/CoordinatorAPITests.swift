@@ -119,6 +119,9 @@ final class LocalCluster {
         #expect(FileManager.default.fileExists(atPath: cluster.directory.file("state/objects/data/models/boto-pair/output/model.tar.gz")))
         #expect(((answer["metrics"] as? [String: Double])?["validation:accuracy"] ?? 0) > 0.9, "\(answer)")
         #expect(answer["stopped"] as? String == "Stopped")
+        // The stopped rank used its grace period to write a checkpoint (the job keeps it).
+        let kept = (try? FileManager.default.contentsOfDirectory(atPath: cluster.directory.file("state/checkpoints/boto-long"))) ?? []
+        #expect(kept.contains { $0.hasPrefix("step-") }, "no checkpoint after the stop: \(kept)")
         #expect(answer["listed"] as? [String] == ["boto-long", "boto-pair"])
         #expect(answer["completed"] as? [String] == ["boto-pair"])
         let errors = answer["errors"] as? [String: String] ?? [:]

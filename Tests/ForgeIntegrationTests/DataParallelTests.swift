@@ -133,3 +133,55 @@ import Testing
         #expect(run.standardError.contains("ShardedByS3Key needs at least one file per rank"), "\(run)")
     }
 }
+
+/// SIGTERM (how a stopped job's ranks are told, with SageMaker's grace period) or SIGINT ends
+/// training after the current step with a checkpoint; every rank stops at the same step, and
+/// running the command again resumes there.
+@Suite struct GracefulStopTests {
+    @Test(arguments: [1, 2])
+    func aSignalStopsTrainingWithACheckpointToResumeFrom(instances: Int) throws {
+        let directory = try TemporaryDirectory()
+        let train = try directory.write(SyntheticCSV(count: 400, seed: 3).labelled, to: "train.csv")
+        let output = directory.file("out")
+        let arguments = ["train", "--algorithm", "mlp", "--train", train, "--output", output, "--instance-count", String(instances),
+                         "--quiet", "-H", "epochs=100000", "-H", "mini_batch_size=16", "-H", "hidden_layer_sizes=32"]
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try ForgeProcess.binary())
+        process.arguments = arguments
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        // Let it train a while (its first epoch-end checkpoint appears), then ask it to stop.
+        let checkpoints = output + "/checkpoints"
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, ((try? FileManager.default.contentsOfDirectory(atPath: checkpoints)) ?? []).isEmpty { usleep(50_000) }
+        usleep(300_000)
+        process.terminate()
+        process.waitUntilExit()
+        let log = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationReason == .exit && process.terminationStatus == 143, "\(process.terminationStatus) \(log)")
+        #expect(log.contains("stopped on signal 15 after step"), "\(log)")
+        let stoppedAt = try #require(log.firstMatch(of: /after step (\d+); checkpoint/).flatMap { Int($0.1) }, "\(log)")
+        let folders = try FileManager.default.contentsOfDirectory(atPath: checkpoints)
+        #expect(folders.contains(String(format: "step-%09d", stoppedAt)), "\(folders) lacks step \(stoppedAt)")
+        // The same command resumes at that step; stop it again once it says so.
+        let resumed = Process()
+        resumed.executableURL = URL(fileURLWithPath: try ForgeProcess.binary())
+        resumed.arguments = arguments
+        let resumedErrors = Pipe()
+        resumed.standardError = resumedErrors
+        resumed.standardOutput = FileHandle.nullDevice
+        try resumed.run()
+        var seen = ""
+        let until = Date().addingTimeInterval(30)
+        while Date() < until, !seen.contains("resuming from checkpoint") {
+            let chunk = resumedErrors.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            seen += String(decoding: chunk, as: UTF8.self)
+        }
+        resumed.terminate()
+        resumed.waitUntilExit()
+        #expect(seen.contains("at step \(stoppedAt) "), "\(seen)")
+    }
+}
