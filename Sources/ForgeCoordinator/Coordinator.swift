@@ -91,6 +91,25 @@ public final class Coordinator {
         socket.sendTimeoutMilliseconds = 1000
         endpoint = try socket.bind(configuration.listen)
         logger.info("coordinator listening for workers at \(endpoint); state in \(configuration.stateDirectory)")
+        recover(Date())
+    }
+
+    /// After a restart: jobs that were running have lost their ranks' bookkeeping (the ranks
+    /// themselves are stopped when their workers next heartbeat), so each restarts from its
+    /// latest checkpoint, without using up a retry; stopping ones are stopped; queued ones wait.
+    private func recover(_ now: Date) {
+        guard let running = try? store.jobs() else { return }
+        for job in running {
+            switch (job.state.status, job.state.secondaryStatus) {
+            case (.inProgress, .downloading), (.inProgress, .training), (.inProgress, .uploading):
+                logger.warning("job \(job.name) was running when the coordinator stopped: restarting it from its latest checkpoint")
+                apply(.attemptInterrupted(reason: "the coordinator restarted while it ran"), to: job.name, at: now)
+            case (.stopping, _):
+                apply(.ranksStopped, to: job.name, at: now)
+            default:
+                break
+            }
+        }
     }
 
     /// Validates nothing more (the spec is already valid) and stores the job; the scheduler
@@ -170,7 +189,12 @@ public final class Coordinator {
         let now = Date()
         switch message {
         case .register(_, let resources):
-            workers[worker] = WorkerStatus(id: worker, resources: resources, lastHeartbeat: now, assignment: nil)
+            // Ranks it still runs that this coordinator does not know (it restarted) are stopped,
+            // and the worker counts as busy until they have exited.
+            let stale = (resources.running ?? []).filter { !isCurrent($0) }
+            let current = (resources.running ?? []).first { isCurrent($0) }
+            workers[worker] = WorkerStatus(id: worker, resources: resources, lastHeartbeat: now, assignment: current ?? stale.first)
+            for assignment in stale { send(.stop(assignment: assignment, graceSeconds: configuration.stopGraceSeconds), to: worker) }
             logger.info("worker \(worker) registered: \(resources.host), \(resources.cores) cores\(resources.instanceType.map { ", \($0)" } ?? "")")
             send(.registered(worker: worker, heartbeatMilliseconds: configuration.heartbeatMilliseconds), to: worker)
         case .heartbeat(_, let running):
@@ -179,11 +203,14 @@ public final class Coordinator {
                 return
             }
             status.lastHeartbeat = now
-            workers[worker] = status
-            // A rank this coordinator does not know of (say, after a restart) is stopped.
+            // A rank this coordinator does not know of (say, after a restart) is stopped, and
+            // keeps its worker busy until it has exited.
             for assignment in running where !isCurrent(assignment) {
                 send(.stop(assignment: assignment, graceSeconds: configuration.stopGraceSeconds), to: worker)
+                if status.assignment == nil { status.assignment = assignment }
             }
+            if let busy = status.assignment, !running.contains(busy), !isCurrent(busy) { status.assignment = nil }
+            workers[worker] = status
         case .rankStarted(let assignment, _):
             guard let (job, rank) = locate(assignment) else { return }
             attempts[job]?.started.insert(rank)

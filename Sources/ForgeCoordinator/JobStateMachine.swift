@@ -60,6 +60,9 @@ public enum JobEvent: Sendable, Equatable {
     /// An attempt failed (`reason` names the rank, host and cause). With retries left the job
     /// restarts from its latest checkpoint; otherwise it fails.
     case attemptFailed(reason: String)
+    /// The attempt was cut short by Forge itself (the coordinator restarted under it): it
+    /// restarts from the latest checkpoint without using up one of the job's retries.
+    case attemptInterrupted(reason: String)
     /// A user asked to stop it.
     case stopRequested
     /// Every rank has exited after a stop (or the runtime limit).
@@ -152,6 +155,11 @@ public enum JobStateMachine {
                 next.trainingEndTime = time
                 move(.failed, "Training job failed", status: .failed)
             }
+        case (.inProgress, .attemptInterrupted(let reason)):
+            guard [.downloading, .training, .uploading].contains(state.secondaryStatus) else { return refuse() }
+            next.attempt += 1
+            next.maxRetries += 1
+            move(.restarting, "Attempt \(state.attempt) was interrupted: \(reason). Restarting from the latest checkpoint")
         case (.inProgress, .stopRequested):
             move(.stopping, "Stopping the training job", status: .stopping)
         case (.inProgress, .maxRuntimeExceeded):
@@ -159,7 +167,7 @@ public enum JobStateMachine {
             move(.stopping, "Stopping the training job: MaxRuntimeInSeconds exceeded", status: .stopping)
         case (.stopping, .stopRequested), (.stopping, .maxRuntimeExceeded):
             return .success(state)
-        case (.stopping, .ranksStopped), (.stopping, .attemptFailed), (.stopping, .succeeded):
+        case (.stopping, .ranksStopped), (.stopping, .attemptFailed), (.stopping, .succeeded), (.stopping, .attemptInterrupted):
             // Whatever the ranks did while stopping, the job ends as stopped.
             next.trainingEndTime = time
             if state.stoppedByRuntimeLimit {

@@ -236,6 +236,7 @@ public final class JobStore: Sendable {
         case .uploadStarted: return "UploadStarted"
         case .succeeded: return "Succeeded"
         case .attemptFailed: return "AttemptFailed"
+        case .attemptInterrupted: return "AttemptInterrupted"
         case .stopRequested: return "StopRequested"
         case .ranksStopped: return "RanksStopped"
         case .maxRuntimeExceeded: return "MaxRuntimeExceeded"

@@ -12,8 +12,12 @@ public struct WorkerResources: Codable, Sendable, Equatable {
     public var instanceType: String?
     public var instanceGroup: String?
     public var pid: Int32
+    /// Ranks it still runs when it registers (again, after a coordinator restart).
+    public var running: [String]?
 
-    public init(host: String, cores: Int, memoryBytes: Int64, instanceType: String?, instanceGroup: String?, pid: Int32) {
+    public init(host: String, cores: Int, memoryBytes: Int64, instanceType: String?, instanceGroup: String?, pid: Int32,
+                running: [String]? = nil) {
+        self.running = running
         self.host = host
         self.cores = cores
         self.memoryBytes = memoryBytes

@@ -92,7 +92,8 @@ public final class WorkerAgent {
     private func register() throws(TransportError) {
         let memory = Int64(ProcessInfo.processInfo.physicalMemory)
         let resources = WorkerResources(host: configuration.host, cores: ProcessInfo.processInfo.activeProcessorCount, memoryBytes: memory,
-                                        instanceType: configuration.instanceType, instanceGroup: configuration.instanceGroup, pid: getpid())
+                                        instanceType: configuration.instanceType, instanceGroup: configuration.instanceGroup, pid: getpid(),
+                                        running: ranks.keys.sorted())
         try send(.register(worker: id, resources: resources))
         logger.info("worker \(id): registering with \(configuration.coordinator)")
     }

@@ -44,6 +44,20 @@ import Testing
         #expect(once.status == .failed && once.failureReason == "exit status 1")
     }
 
+    @Test func anInterruptionRestartsWithoutUsingARetry() throws {
+        // No retries allowed, yet a coordinator restart under the job restarts it; a real
+        // failure after that is still final.
+        let interrupted = try run([.assigned(workers: 1), .trainingStarted, .attemptInterrupted(reason: "the coordinator restarted while it ran"),
+                                   .assigned(workers: 1), .trainingStarted])
+        #expect(interrupted.status == .inProgress && interrupted.attempt == 2)
+        #expect(interrupted.transitions.contains { $0.status == .restarting && $0.message.contains("was interrupted") })
+        let failed = try JobStateMachine.apply(.attemptFailed(reason: "exit status 1"), to: interrupted, at: start.addingTimeInterval(9)).get()
+        #expect(failed.status == .failed)
+        #expect(throws: JobTransitionError.self) {
+            try JobStateMachine.apply(.attemptInterrupted(reason: "x"), to: JobState(createdAt: start, maxRetries: 0), at: start).get()
+        }
+    }
+
     @Test func stopsAndTheRuntimeLimitEndStopped() throws {
         let stopped = try run([.queued(reason: "no free worker"), .stopRequested, .stopRequested, .ranksStopped])
         #expect(stopped.status == .stopped && stopped.secondaryStatus == .stopped)

@@ -9,21 +9,29 @@ import Testing
 final class LocalCluster {
     let directory: TemporaryDirectory
     let endpoint: String
+    private let control: Int
+    private let api: Int
     private var processes: [Process] = []
+    private var coordinator: Process?
 
     init(workers: Int) throws {
         directory = try TemporaryDirectory()
-        let control = MultiNodeLaunchTests.freePort(), api = MultiNodeLaunchTests.freePort()
+        control = MultiNodeLaunchTests.freePort()
+        api = MultiNodeLaunchTests.freePort()
         endpoint = "http://127.0.0.1:\(api)"
         _ = try directory.write(SyntheticCSV(count: 600, seed: 1).labelled, to: "state/objects/data/train/part-0.csv")
         _ = try directory.write(SyntheticCSV(count: 200, seed: 2).labelled, to: "state/objects/data/validation/part-0.csv")
-        try launch(["coordinator", "--state", directory.file("state"), "--listen", "tcp://127.0.0.1:\(control)",
-                    "--api", "127.0.0.1:\(api)", "--heartbeat-timeout", "3000"], log: "coordinator.log")
+        try startCoordinator()
         for index in 0..<workers {
             try launch(["worker", "--coordinator", "tcp://127.0.0.1:\(control)", "--work-dir", directory.file("w\(index)"),
                         "--node-addr", "127.0.0.1"], log: "worker\(index).log")
         }
-        // Ready once the API answers.
+    }
+
+    /// Starts the coordinator (again: same state, same ports) and waits for its API.
+    func startCoordinator() throws {
+        coordinator = try launch(["coordinator", "--state", directory.file("state"), "--listen", "tcp://127.0.0.1:\(control)",
+                                  "--api", "127.0.0.1:\(api)", "--heartbeat-timeout", "3000"], log: "coordinator.log")
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
             if (try? forge(["jobs"]))?.status == 0 { return }
@@ -32,7 +40,15 @@ final class LocalCluster {
         throw ForgeProcess.Failure(description: "the coordinator's API did not come up: \(log("coordinator.log"))")
     }
 
-    private func launch(_ arguments: [String], log: String) throws {
+    /// kill -9 the coordinator.
+    func killCoordinator() {
+        guard let coordinator else { return }
+        kill(coordinator.processIdentifier, SIGKILL)
+        coordinator.waitUntilExit()
+    }
+
+    @discardableResult
+    private func launch(_ arguments: [String], log: String) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try ForgeProcess.binary())
         process.arguments = arguments
@@ -41,10 +57,12 @@ final class LocalCluster {
         process.environment = environment
         _ = FileManager.default.createFile(atPath: directory.file(log), contents: nil)
         let handle = FileHandle(forWritingAtPath: directory.file(log))
+        handle?.seekToEndOfFile()
         process.standardOutput = handle
         process.standardError = handle
         try process.run()
         processes.append(process)
+        return process
     }
 
     func log(_ name: String) -> String { (try? String(contentsOfFile: directory.file(name), encoding: .utf8)) ?? "" }
@@ -129,6 +147,39 @@ final class LocalCluster {
         #expect(errors["describe"] == "ValidationException: Requested resource not found.")
         #expect(errors["stop"] == "ResourceNotFound")
         #expect(errors["invalid"]?.hasPrefix("ValidationException: ") == true && errors["invalid"]?.contains("trainingJobName") == true, "\(errors)")
+    }
+
+    @Test func aCoordinatorKilledMidJobRestartsAndTheJobStillCompletes() throws {
+        let cluster = try LocalCluster(workers: 2)
+        let spec = try cluster.directory.write("""
+        TrainingJobName: survivor
+        RoleArn: arn:aws:iam::123456789012:role/forge
+        AlgorithmSpecification: {TrainingImage: "forge/mlp", TrainingInputMode: File}
+        HyperParameters: {epochs: "60", hidden_layer_sizes: "16", mini_batch_size: "32", forge_checkpoint_steps: "20"}
+        InputDataConfig:
+          - ChannelName: train
+            DataSource: {S3DataSource: {S3DataType: S3Prefix, S3Uri: "s3://data/train"}}
+          - ChannelName: validation
+            DataSource: {S3DataSource: {S3DataType: S3Prefix, S3Uri: "s3://data/validation"}}
+        OutputDataConfig: {S3OutputPath: "s3://data/models"}
+        ResourceConfig: {InstanceType: ml.m5.large, InstanceCount: 2}
+        """, to: "survivor.yaml")
+        #expect(try cluster.forge(["submit", spec]).status == 0)
+        let checkpoints = cluster.directory.file("state/checkpoints/survivor")
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline, ((try? FileManager.default.contentsOfDirectory(atPath: checkpoints)) ?? []).isEmpty { usleep(100_000) }
+        cluster.killCoordinator()
+        try cluster.startCoordinator()
+        var described = ""
+        for _ in 0..<600 {
+            described = try cluster.forge(["describe", "survivor"]).standardOutput
+            if ["Completed", "Failed", "Stopped"].contains(where: { described.contains("\"TrainingJobStatus\" : \"\($0)\"") }) { break }
+            usleep(200_000)
+        }
+        #expect(described.contains("\"TrainingJobStatus\" : \"Completed\""), "\(described)\n\(cluster.log("coordinator.log").suffix(3000))")
+        #expect(described.contains("was interrupted: the coordinator restarted while it ran"), "\(described)")
+        let resumed = try String(contentsOfFile: cluster.directory.file("state/objects/data/models/survivor/output/metrics.json"), encoding: .utf8)
+        #expect(resumed.contains("validation:accuracy"))
     }
 
     @Test func theForgeCLISubmitsListsDescribesAndStops() throws {
