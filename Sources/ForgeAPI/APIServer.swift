@@ -11,7 +11,7 @@ import NIOCore
 public enum APIServer {
     /// Serves `api` on `host:port` until the task is cancelled or SIGTERM/SIGINT arrives;
     /// `started` gets the bound port.
-    public static func run(api: SageMakerAPI, host: String, port: Int, logger: Logger,
+    public static func run(api: SageMakerAPI, logs: LogsAPI, host: String, port: Int, logger: Logger,
                            started: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         let router = Router()
         router.post("/") { request, _ -> Response in
@@ -22,6 +22,9 @@ public enum APIServer {
             if target.hasPrefix("SageMaker.") {
                 let operation = String(target.dropFirst("SageMaker.".count))
                 result = Result { () throws(APIError) in try api.handle(operation: operation, body: bytes) }
+            } else if target.hasPrefix("Logs_20140328.") {
+                let operation = String(target.dropFirst("Logs_20140328.".count))
+                result = Result { () throws(APIError) in try logs.handle(operation: operation, body: bytes) }
             } else {
                 result = .failure(APIError("UnknownOperationException", "no operation named by X-Amz-Target '\(target)'"))
             }

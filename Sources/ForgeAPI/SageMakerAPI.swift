@@ -55,6 +55,7 @@ public struct SageMakerAPI: Sendable {
         case "DescribeTrainingJob": output = try describe(input)
         case "ListTrainingJobs": output = try list(input)
         case "StopTrainingJob": output = try stop(input)
+        case "ListClusterNodes": output = try listNodes(input)
         default: throw APIError("UnknownOperationException", "SageMaker.\(operation) is not an operation this server knows")
         }
         do {
@@ -155,6 +156,26 @@ public struct SageMakerAPI: Sendable {
         } catch {
             throw APIError(status: 500, "InternalFailure", "\(error)")
         }
+    }
+
+    /// The workers of the implicit cluster `default`, as ListClusterNodes summaries.
+    private func listNodes(_ input: [String: Any]) throws(APIError) -> [String: Any] {
+        let cluster = input["ClusterName"] as? String ?? ""
+        guard cluster == "default" || cluster.hasSuffix(":cluster/default") else {
+            throw APIError("ResourceNotFound", "Cluster \(cluster) does not exist (this coordinator's workers form the cluster 'default')")
+        }
+        let nodes: [JobStore.NodeRecord]
+        do {
+            nodes = try store.nodes()
+        } catch {
+            throw SageMakerAPI.translate(error)
+        }
+        let group = input["InstanceGroupNameContains"] as? String
+        return ["ClusterNodeSummaries": nodes.filter { group == nil || ($0.instanceGroup ?? "default").contains(group ?? "") }.map { node in
+            ["InstanceGroupName": node.instanceGroup ?? "default", "InstanceId": node.id, "InstanceType": node.instanceType ?? "any",
+             "LaunchTime": node.registeredAt.timeIntervalSince1970, "PrivateDnsHostname": node.host,
+             "InstanceStatus": ["Status": node.status, "Message": node.message]] as [String: Any]
+        }]
     }
 
     /// The final metrics rank 0 left in the job's output folder, if the job completed.

@@ -45,6 +45,14 @@ public struct WorkerStatus: Sendable, Equatable {
     public var lastHeartbeat: Date
     /// The rank it runs (one per worker), if any.
     public var assignment: String?
+    public var registeredAt: Date
+
+    var record: JobStore.NodeRecord {
+        JobStore.NodeRecord(id: id, host: resources.host, cores: resources.cores, memoryBytes: resources.memoryBytes,
+                            instanceType: resources.instanceType, instanceGroup: resources.instanceGroup, registeredAt: registeredAt,
+                            lastHeartbeat: lastHeartbeat, status: "Running", message: assignment.map { "running \($0)" } ?? "idle",
+                            assignment: assignment)
+    }
 }
 
 /// The coordinator.
@@ -63,6 +71,7 @@ public final class Coordinator {
     /// Running attempts: job → its ranks.
     private var attempts: [String: Attempt] = [:]
     private var lastSweep = Date.distantPast
+    private var lastNodeFlush = Date.distantPast
 
     private struct Attempt {
         var number: Int
@@ -170,6 +179,11 @@ public final class Coordinator {
         if now.timeIntervalSince(lastSweep) >= 0.2 {
             lastSweep = now
             sweep(now)
+            if now.timeIntervalSince(lastNodeFlush) >= 2 {
+                // Heartbeats reach the store in batches: one write for all nodes every 2 s.
+                lastNodeFlush = now
+                try? store.saveNodes(workers.values.map(\.record))
+            }
             stopRequested(now)
             schedule(now)
         }
@@ -193,7 +207,9 @@ public final class Coordinator {
             // and the worker counts as busy until they have exited.
             let stale = (resources.running ?? []).filter { !isCurrent($0) }
             let current = (resources.running ?? []).first { isCurrent($0) }
-            workers[worker] = WorkerStatus(id: worker, resources: resources, lastHeartbeat: now, assignment: current ?? stale.first)
+            workers[worker] = WorkerStatus(id: worker, resources: resources, lastHeartbeat: now, assignment: current ?? stale.first,
+                                           registeredAt: now)
+            if let status = workers[worker] { try? store.saveNodes([status.record]) }
             for assignment in stale { send(.stop(assignment: assignment, graceSeconds: configuration.stopGraceSeconds), to: worker) }
             logger.info("worker \(worker) registered: \(resources.host), \(resources.cores) cores\(resources.instanceType.map { ", \($0)" } ?? "")")
             send(.registered(worker: worker, heartbeatMilliseconds: configuration.heartbeatMilliseconds), to: worker)
@@ -285,6 +301,10 @@ public final class Coordinator {
         let limit = Double(configuration.heartbeatTimeoutMilliseconds) / 1000
         for (id, worker) in workers where now.timeIntervalSince(worker.lastHeartbeat) > limit {
             workers[id] = nil
+            var record = worker.record
+            record.status = "Failure"
+            record.message = "no heartbeat for more than \(Int(limit)) s"
+            try? store.saveNodes([record])
             logger.warning("worker \(id) on \(worker.resources.host) missed heartbeats for \(Int(limit * 1000)) ms: declared dead")
             for (job, attempt) in attempts {
                 guard let rank = attempt.ranks.firstIndex(where: { $0.worker == id }), attempt.exited[rank] == nil else { continue }

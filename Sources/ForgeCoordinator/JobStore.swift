@@ -91,6 +91,22 @@ public final class JobStore: Sendable {
                     table.column("line", .text).notNull()
                 }
                 try db.create(index: "log_by_stream", on: "log", columns: ["job", "stream", "id"])
+                try db.create(index: "log_by_name", on: "log", columns: ["stream", "id"])
+            }
+            migrator.registerMigration("v3-nodes") { db in
+                try db.create(table: "node") { table in
+                    table.primaryKey("id", .text)
+                    table.column("host", .text).notNull()
+                    table.column("cores", .integer).notNull()
+                    table.column("memoryBytes", .integer).notNull()
+                    table.column("instanceType", .text)
+                    table.column("instanceGroup", .text)
+                    table.column("registeredAt", .double).notNull()
+                    table.column("lastHeartbeat", .double).notNull()
+                    table.column("status", .text).notNull()
+                    table.column("message", .text).notNull()
+                    table.column("assignment", .text)
+                }
             }
             try migrator.migrate(database)
         } catch {
@@ -193,6 +209,104 @@ public final class JobStore: Sendable {
     public func logLines(of job: String, stream: String) throws(JobStoreError) -> [String] {
         try read { db in
             try String.fetchAll(db, sql: "SELECT line FROM log WHERE job = ? AND stream = ? ORDER BY id", arguments: [job, stream])
+        }
+    }
+
+    /// One line of a log stream with its place in the store.
+    public struct LogLine: Sendable, Equatable {
+        public var id: Int64
+        public var time: Date
+        public var line: String
+    }
+
+    /// A log stream's name, first and last times and size.
+    public struct LogStreamSummary: Sendable, Equatable {
+        public var name: String
+        public var first: Date
+        public var last: Date
+        public var bytes: Int
+    }
+
+    /// The log streams whose names start with `prefix`, by name.
+    public func logStreams(prefix: String) throws(JobStoreError) -> [LogStreamSummary] {
+        try read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT stream, MIN(time) AS first, MAX(time) AS last, SUM(LENGTH(line)) AS bytes FROM log
+                WHERE substr(stream, 1, length(?)) = ? GROUP BY stream ORDER BY stream
+                """, arguments: [prefix, prefix]).map { row in
+                LogStreamSummary(name: row["stream"], first: Date(timeIntervalSince1970: row["first"]),
+                                 last: Date(timeIntervalSince1970: row["last"]), bytes: row["bytes"])
+            }
+        }
+    }
+
+    /// Lines of `stream` after the line `afterID` (0: from the start), at or after `since`,
+    /// oldest first, at most `limit`.
+    public func logLines(stream: String, afterID: Int64, since: Date?, limit: Int) throws(JobStoreError) -> [LogLine] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT id, time, line FROM log WHERE stream = ? AND id > ? AND time >= ? ORDER BY id LIMIT ?",
+                             arguments: [stream, afterID, since?.timeIntervalSince1970 ?? 0, limit]).map { row in
+                LogLine(id: row["id"], time: Date(timeIntervalSince1970: row["time"]), line: row["line"])
+            }
+        }
+    }
+
+    /// A worker as the registry last saw it.
+    public struct NodeRecord: Sendable, Equatable {
+        public var id: String
+        public var host: String
+        public var cores: Int
+        public var memoryBytes: Int64
+        public var instanceType: String?
+        public var instanceGroup: String?
+        public var registeredAt: Date
+        public var lastHeartbeat: Date
+        /// `Running`, or `Failure` once it stopped heartbeating.
+        public var status: String
+        public var message: String
+        public var assignment: String?
+
+        public init(id: String, host: String, cores: Int, memoryBytes: Int64, instanceType: String?, instanceGroup: String?,
+                    registeredAt: Date, lastHeartbeat: Date, status: String, message: String, assignment: String?) {
+            self.id = id
+            self.host = host
+            self.cores = cores
+            self.memoryBytes = memoryBytes
+            self.instanceType = instanceType
+            self.instanceGroup = instanceGroup
+            self.registeredAt = registeredAt
+            self.lastHeartbeat = lastHeartbeat
+            self.status = status
+            self.message = message
+            self.assignment = assignment
+        }
+    }
+
+    /// Writes (inserts or replaces) nodes.
+    public func saveNodes(_ nodes: [NodeRecord]) throws(JobStoreError) {
+        guard !nodes.isEmpty else { return }
+        try write { db in
+            for node in nodes {
+                try db.execute(sql: """
+                    INSERT OR REPLACE INTO node (id, host, cores, memoryBytes, instanceType, instanceGroup, registeredAt, lastHeartbeat,
+                    status, message, assignment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [node.id, node.host, node.cores, node.memoryBytes, node.instanceType, node.instanceGroup,
+                                     node.registeredAt.timeIntervalSince1970, node.lastHeartbeat.timeIntervalSince1970,
+                                     node.status, node.message, node.assignment])
+            }
+        }
+    }
+
+    /// Every node the registry has seen, oldest registration first.
+    public func nodes() throws(JobStoreError) -> [NodeRecord] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM node ORDER BY registeredAt, id").map { row in
+                NodeRecord(id: row["id"], host: row["host"], cores: row["cores"], memoryBytes: row["memoryBytes"],
+                           instanceType: row["instanceType"], instanceGroup: row["instanceGroup"],
+                           registeredAt: Date(timeIntervalSince1970: row["registeredAt"]),
+                           lastHeartbeat: Date(timeIntervalSince1970: row["lastHeartbeat"]),
+                           status: row["status"], message: row["message"], assignment: row["assignment"])
+            }
         }
     }
 

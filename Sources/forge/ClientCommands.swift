@@ -16,11 +16,16 @@ struct EndpointOptions: ParsableArguments {
 
     /// Calls `SageMaker.<operation>`; returns the decoded answer or exits with the API's error.
     func call(_ operation: String, _ input: [String: Any]) throws -> [String: Any] {
+        try call(target: "SageMaker.\(operation)", input)
+    }
+
+    /// Calls `X-Amz-Target: target` (`SageMaker.…`, `Logs_20140328.…`).
+    func call(target: String, _ input: [String: Any]) throws -> [String: Any] {
         guard let address = URL(string: url) else { throw ValidationError("--endpoint \(url) is not a URL") }
         var request = URLRequest(url: address)
         request.httpMethod = "POST"
         request.setValue("application/x-amz-json-1.1", forHTTPHeaderField: "Content-Type")
-        request.setValue("SageMaker.\(operation)", forHTTPHeaderField: "X-Amz-Target")
+        request.setValue(target, forHTTPHeaderField: "X-Amz-Target")
         request.httpBody = try JSONSerialization.data(withJSONObject: input)
         request.timeoutInterval = 30
         let box = ResponseBox()
@@ -133,5 +138,57 @@ struct StopCommand: ParsableCommand {
     func run() throws {
         _ = try endpoint.call("StopTrainingJob", ["TrainingJobName": job])
         print("stopping \(job)")
+    }
+}
+
+struct LogsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "logs",
+        abstract: "Print a training job's logs (every rank's output, stream by stream).",
+        discussion: "Reads the CloudWatch Logs face (DescribeLogStreams, GetLogEvents), as the SageMaker SDK does. With -f it follows the job until it ends."
+    )
+    @OptionGroup var endpoint: EndpointOptions
+    @Argument(help: "The job's name.") var job: String
+    @Flag(name: .shortAndLong, help: "Follow: keep printing new lines until the job ends.") var follow = false
+
+    func run() throws {
+        var tokens: [String: String] = [:]
+        while true {
+            // Read the status first: lines written before it said "ended" are then all in.
+            let status = try endpoint.call("DescribeTrainingJob", ["TrainingJobName": job])["TrainingJobStatus"] as? String ?? ""
+            let streams = try endpoint.call(target: "Logs_20140328.DescribeLogStreams",
+                                            ["logGroupName": "/aws/sagemaker/TrainingJobs", "logStreamNamePrefix": "\(job)/"])
+            for stream in (streams["logStreams"] as? [[String: Any]] ?? []).compactMap({ $0["logStreamName"] as? String }) {
+                while true {
+                    var input: [String: Any] = ["logGroupName": "/aws/sagemaker/TrainingJobs", "logStreamName": stream, "startFromHead": true]
+                    if let token = tokens[stream] { input["nextToken"] = token }
+                    let page = try endpoint.call(target: "Logs_20140328.GetLogEvents", input)
+                    let events = page["events"] as? [[String: Any]] ?? []
+                    if let next = page["nextForwardToken"] as? String { tokens[stream] = next }
+                    if events.isEmpty { break }
+                    let label = stream.dropFirst(job.count + 1)
+                    for event in events { print("[\(label)] \(event["message"] as? String ?? "")") }
+                }
+            }
+            guard follow, status == "InProgress" || status == "Stopping" else { return }
+            sleep(1)
+        }
+    }
+}
+
+struct NodesCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "nodes", abstract: "List the coordinator's workers (ListClusterNodes on the cluster 'default').")
+    @OptionGroup var endpoint: EndpointOptions
+
+    func run() throws {
+        let answer = try endpoint.call("ListClusterNodes", ["ClusterName": "default"])
+        print("NODE".padding(toLength: 34, withPad: " ", startingAt: 0) + " STATUS   TYPE           GROUP      DETAIL")
+        for node in answer["ClusterNodeSummaries"] as? [[String: Any]] ?? [] {
+            let status = node["InstanceStatus"] as? [String: Any] ?? [:]
+            let columns = [(node["InstanceId"] as? String ?? "", 34), (status["Status"] as? String ?? "", 8),
+                           (node["InstanceType"] as? String ?? "", 14), (node["InstanceGroupName"] as? String ?? "", 10)]
+            print(columns.map { $0.0.padding(toLength: $0.1, withPad: " ", startingAt: 0) }.joined(separator: " ")
+                  + " \(status["Message"] as? String ?? "")")
+        }
     }
 }

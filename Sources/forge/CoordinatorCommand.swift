@@ -58,7 +58,7 @@ struct CoordinatorCommand: ParsableCommand {
             let done = DispatchSemaphore(value: 0)
             Task {
                 do {
-                    try await APIServer.run(api: api, host: host, port: port, logger: logger) { bound in
+                    try await APIServer.run(api: api, logs: LogsAPI(store: api.store), host: host, port: port, logger: logger) { bound in
                         logger.info("HTTP API at http://\(host):\(bound)")
                     }
                 } catch {

@@ -60,7 +60,7 @@ final class WorkerProcesses {
     /// A coordinator with its data in the object store (bucket `data`).
     static func coordinator(_ directory: TemporaryDirectory) throws -> Coordinator {
         let configuration = CoordinatorConfiguration(listen: "tcp://127.0.0.1:*", stateDirectory: directory.file("state"),
-                                                     heartbeatMilliseconds: 200, heartbeatTimeoutMilliseconds: 2000, stopGraceSeconds: 5)
+                                                     heartbeatMilliseconds: 200, heartbeatTimeoutMilliseconds: 5000, stopGraceSeconds: 5)
         var logger = Logger(label: "coordinator")
         logger.logLevel = .warning
         let coordinator = try Coordinator(configuration: configuration, logger: logger)

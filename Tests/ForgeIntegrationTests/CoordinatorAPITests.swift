@@ -31,7 +31,7 @@ final class LocalCluster {
     /// Starts the coordinator (again: same state, same ports) and waits for its API.
     func startCoordinator() throws {
         coordinator = try launch(["coordinator", "--state", directory.file("state"), "--listen", "tcp://127.0.0.1:\(control)",
-                                  "--api", "127.0.0.1:\(api)", "--heartbeat-timeout", "3000"], log: "coordinator.log")
+                                  "--api", "127.0.0.1:\(api)", "--heartbeat-timeout", "10000"], log: "coordinator.log")
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
             if (try? forge(["jobs"]))?.status == 0 { return }
@@ -101,6 +101,15 @@ final class LocalCluster {
         out["secondary"] = [t["Status"] for t in d["SecondaryStatusTransitions"]]
         out["model"] = d["ModelArtifacts"]["S3ModelArtifacts"]
         out["metrics"] = {m["MetricName"]: m["Value"] for m in d.get("FinalMetricDataList", [])}
+        logs = boto3.client("logs", endpoint_url=sys.argv[1], region_name="us-east-1",
+                            aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret")
+        streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix="boto-pair/")
+        out["streams"] = [s["logStreamName"] for s in streams["logStreams"]]
+        out["streamsPaged"] = "nextToken" in streams
+        page = logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName="boto-pair/attempt-1/rank-0", startFromHead=True)
+        out["lastLine"] = page["events"][-1]["message"] if page["events"] else ""
+        out["afterLast"] = len(logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName="boto-pair/attempt-1/rank-0",
+                                                   nextToken=page["nextForwardToken"])["events"])
         create("boto-long", 1, 100000)
         for _ in range(100):
             if sm.describe_training_job(TrainingJobName="boto-long")["SecondaryStatus"] == "Training": break
@@ -120,6 +129,8 @@ final class LocalCluster {
         try: create("bad name!", 0, 1)
         except Exception as e: errors["invalid"] = e.response["Error"]["Code"] + ": " + e.response["Error"]["Message"]
         out["errors"] = errors
+        nodes = sm.list_cluster_nodes(ClusterName="default")["ClusterNodeSummaries"]
+        out["nodes"] = sorted(n["InstanceStatus"]["Status"] for n in nodes)
         print(json.dumps(out))
         """
         let result: Any
@@ -136,12 +147,17 @@ final class LocalCluster {
         #expect(answer["model"] as? String == "s3://data/models/boto-pair/output/model.tar.gz")
         #expect(FileManager.default.fileExists(atPath: cluster.directory.file("state/objects/data/models/boto-pair/output/model.tar.gz")))
         #expect(((answer["metrics"] as? [String: Double])?["validation:accuracy"] ?? 0) > 0.9, "\(answer)")
+        #expect(answer["streams"] as? [String] == ["boto-pair/attempt-1/rank-0", "boto-pair/attempt-1/rank-1"], "\(answer)")
+        #expect(answer["streamsPaged"] as? Bool == false)
+        #expect((answer["lastLine"] as? String)?.contains("final:") == true || (answer["lastLine"] as? String)?.contains("wrote") == true, "\(answer)")
+        #expect(answer["afterLast"] as? Int == 0, "the forward token after the last event gives an empty page")
         #expect(answer["stopped"] as? String == "Stopped")
         // The stopped rank used its grace period to write a checkpoint (the job keeps it).
         let kept = (try? FileManager.default.contentsOfDirectory(atPath: cluster.directory.file("state/checkpoints/boto-long"))) ?? []
         #expect(kept.contains { $0.hasPrefix("step-") }, "no checkpoint after the stop: \(kept)")
         #expect(answer["listed"] as? [String] == ["boto-long", "boto-pair"])
         #expect(answer["completed"] as? [String] == ["boto-pair"])
+        #expect(answer["nodes"] as? [String] == ["Running", "Running"], "\(answer)")
         let errors = answer["errors"] as? [String: String] ?? [:]
         #expect(errors["duplicate"] == "ResourceInUse")
         #expect(errors["describe"] == "ValidationException: Requested resource not found.")
@@ -206,6 +222,12 @@ final class LocalCluster {
             usleep(200_000)
         }
         #expect(described.contains("\"TrainingJobStatus\" : \"Completed\""), "\(described)")
+        let logs = try cluster.forge(["logs", "cli-job"])
+        #expect(logs.status == 0 && logs.standardOutput.contains("[attempt-1/rank-0] epoch=5 "), "\(logs)")
+        let followed = try cluster.forge(["logs", "-f", "cli-job"])
+        #expect(followed.standardOutput == logs.standardOutput, "following an ended job prints the same and returns")
+        let nodes = try cluster.forge(["nodes"])
+        #expect(nodes.status == 0 && nodes.standardOutput.contains("Running"), "\(nodes)")
         let jobs = try cluster.forge(["jobs"])
         #expect(jobs.standardOutput.contains("cli-job") && jobs.standardOutput.contains("Completed"), "\(jobs)")
         // A bad file is refused before it is sent, with every problem listed.
