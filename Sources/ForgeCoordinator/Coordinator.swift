@@ -72,6 +72,8 @@ public final class Coordinator {
     private var attempts: [String: Attempt] = [:]
     private var lastSweep = Date.distantPast
     private var lastNodeFlush = Date.distantPast
+    /// How long the loop lets control messages gather after the first arrives.
+    static let batchMicroseconds = 10_000
 
     private struct Attempt {
         var number: Int
@@ -163,6 +165,9 @@ public final class Coordinator {
     public func step(timeoutMilliseconds: Int) {
         do {
             if !(try ZMQSocket.pollReadable([socket], milliseconds: timeoutMilliseconds)).isEmpty {
+                // Let a few milliseconds of messages gather: with a thousand workers
+                // heartbeating, waking for each one costs more than handling it.
+                usleep(UInt32(Coordinator.batchMicroseconds))
                 while let frames = try socket.receiveMessageIfReady() {
                     guard frames.count == 2, let worker = String(validating: frames[0].array, as: UTF8.self) else { continue }
                     do {
@@ -179,8 +184,8 @@ public final class Coordinator {
         if now.timeIntervalSince(lastSweep) >= 0.2 {
             lastSweep = now
             sweep(now)
-            if now.timeIntervalSince(lastNodeFlush) >= 2 {
-                // Heartbeats reach the store in batches: one write for all nodes every 2 s.
+            if now.timeIntervalSince(lastNodeFlush) >= 5 {
+                // Heartbeats reach the store in batches: one write for all nodes every 5 s.
                 lastNodeFlush = now
                 try? store.saveNodes(workers.values.map(\.record))
             }

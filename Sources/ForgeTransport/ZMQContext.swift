@@ -10,12 +10,18 @@ public final class ZMQContext: @unchecked Sendable {
     let raw: UnsafeMutableRawPointer
 
     /// A context with `ioThreads` I/O threads.
-    public init(ioThreads: Int = 1) throws(TransportError) {
+    /// A context with `ioThreads` I/O threads and room for `maxSockets` sockets (libzmq's
+    /// default is 1023; the process also needs a file-descriptor limit to match).
+    public init(ioThreads: Int = 1, maxSockets: Int? = nil) throws(TransportError) {
         guard let raw = zmq_ctx_new() else { throw .last("zmq_ctx_new") }
         self.raw = raw
         guard zmq_ctx_set(raw, ZMQ_IO_THREADS, Int32(ioThreads)) == 0 else {
             zmq_ctx_term(raw)
             throw .last("zmq_ctx_set(ZMQ_IO_THREADS)")
+        }
+        if let maxSockets, zmq_ctx_set(raw, ZMQ_MAX_SOCKETS, Int32(maxSockets)) != 0 {
+            zmq_ctx_term(raw)
+            throw .last("zmq_ctx_set(ZMQ_MAX_SOCKETS)")
         }
     }
 
