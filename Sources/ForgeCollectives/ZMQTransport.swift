@@ -88,19 +88,7 @@ public final class ZMQTransport: CollectiveTransport {
     }
 
     public func send(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt64) throws(CollectiveError) {
-        guard peer >= 0, peer < worldSize, peer != rank, let dealer = dealers[peer] else {
-            throw .invalidArgument("cannot send to rank \(peer) (connected?)")
-        }
-        guard bytes.count <= Int(UInt32.max) else { throw .invalidArgument("a message of \(bytes.count) bytes is too large") }
-        let header = FrameHeader(kind: .pointToPoint, elementType: .uint8, collectiveID: tag, step: 0, chunkIndex: 0, chunkCount: 1,
-                                 sourceRank: UInt32(rank), payloadByteCount: UInt32(bytes.count))
-        do throws(TransportError) {
-            try dealer.send(header.encoded(), more: true)
-            try dealer.send(bytes, more: false)
-        } catch {
-            if case .timedOut = error { throw .timedOut(peer: peer, milliseconds: timeoutMilliseconds) }
-            throw .transport(peer: peer, reason: error.description)
-        }
+        try send(bytes.count, to: peer, tag: tag) { dealer throws(TransportError) in try dealer.send(bytes, more: false) }
     }
 
     /// Sends the payload straight from the caller's memory (libzmq's I/O thread reads it); the
@@ -110,15 +98,23 @@ public final class ZMQTransport: CollectiveTransport {
             try send(bytes, to: peer, tag: tag)
             return
         }
+        try send(bytes.count, to: peer, tag: tag) { dealer throws(TransportError) in
+            try dealer.sendWithoutCopy(base, count: bytes.count, owner: inFlight.token(), more: false)
+        }
+    }
+
+    /// Sends the header of a `count`-byte message to `peer`, then the payload as `payload` sends it.
+    private func send(_ count: Int, to peer: Int, tag: UInt64,
+                      payload: (ZMQSocket) throws(TransportError) -> Void) throws(CollectiveError) {
         guard peer >= 0, peer < worldSize, peer != rank, let dealer = dealers[peer] else {
             throw .invalidArgument("cannot send to rank \(peer) (connected?)")
         }
-        guard bytes.count <= Int(UInt32.max) else { throw .invalidArgument("a message of \(bytes.count) bytes is too large") }
+        guard count <= Int(UInt32.max) else { throw .invalidArgument("a message of \(count) bytes is too large") }
         let header = FrameHeader(kind: .pointToPoint, elementType: .uint8, collectiveID: tag, step: 0, chunkIndex: 0, chunkCount: 1,
-                                 sourceRank: UInt32(rank), payloadByteCount: UInt32(bytes.count))
+                                 sourceRank: UInt32(rank), payloadByteCount: UInt32(count))
         do throws(TransportError) {
             try dealer.send(header.encoded(), more: true)
-            try dealer.sendWithoutCopy(base, count: bytes.count, owner: inFlight.token(), more: false)
+            try payload(dealer)
         } catch {
             if case .timedOut = error { throw .timedOut(peer: peer, milliseconds: timeoutMilliseconds) }
             throw .transport(peer: peer, reason: error.description)

@@ -61,4 +61,21 @@ enum SyntheticData {
         let labels = (0..<count).map { _ in Float(random.below(classes)) }
         return Dataset(features: features, labels: labels, width: width)
     }
+
+    /// `count` records of `width` uniform features in [-1, 1) from a 64-bit LCG, in 3 classes
+    /// by thresholds on the first three features (x0 + x1 > 0.3 → 2, else x2 > 0 → 1, else 0).
+    static func thresholdClasses(count: Int, width: Int, seed: UInt64) -> Dataset {
+        var state = seed
+        func unit() -> Float {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Float(state >> 40) / Float(1 << 24)
+        }
+        var features = [Float](), labels = [Float]()
+        for _ in 0..<count {
+            let row = (0..<width).map { _ in unit() * 2 - 1 }
+            features += row
+            labels.append(row[0] + row[1] > 0.3 ? 2 : (row[2] > 0 ? 1 : 0))
+        }
+        return Dataset(features: features, labels: labels, width: width)
+    }
 }

@@ -13,18 +13,7 @@ import Testing
 @Suite struct TrainerDataParallelTests {
     /// 203 records of 10 features in 3 classes: batches of 30 leave a partial last batch of 23.
     private static func data(seed: UInt64) -> Dataset {
-        var state = seed
-        func unit() -> Float {
-            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-            return Float(state >> 40) / Float(1 << 24)
-        }
-        var features = [Float](), labels = [Float]()
-        for _ in 0..<203 {
-            let row = (0..<10).map { _ in unit() * 2 - 1 }
-            features += row
-            labels.append(row[0] + row[1] > 0.3 ? 2 : (row[2] > 0 ? 1 : 0))
-        }
-        return Dataset(features: features, labels: labels, width: 10)
+        SyntheticData.thresholdClasses(count: 203, width: 10, seed: seed)
     }
 
     private static func plan() throws -> TrainingPlan {

@@ -8,18 +8,7 @@ import Testing
 @Suite struct TrainerThreadsTests {
     /// 300 records of 12 features in 3 classes; labels depend on the features.
     private func data(seed: UInt64) -> Dataset {
-        var state = seed
-        func unit() -> Float {
-            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-            return Float(state >> 40) / Float(1 << 24)
-        }
-        var features = [Float](), labels = [Float]()
-        for _ in 0..<300 {
-            let row = (0..<12).map { _ in unit() * 2 - 1 }
-            features += row
-            labels.append(row[0] + row[1] > 0.3 ? 2 : (row[2] > 0 ? 1 : 0))
-        }
-        return Dataset(features: features, labels: labels, width: 12)
+        SyntheticData.thresholdClasses(count: 300, width: 12, seed: seed)
     }
 
     private func train(threads: Int, dropout: String) throws -> (parameters: [Float], loss: Double) {
