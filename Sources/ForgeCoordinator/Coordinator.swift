@@ -369,7 +369,10 @@ public final class Coordinator {
             return
         }
         apply(.assigned(workers: chosen.count), to: job.name, at: now)
-        let port = 20_000 + Int(UInt(bitPattern: "\(job.name)/\(job.state.attempt)".hashValue) % 20_000)
+        // Below Linux's ephemeral range (32768-60999), so no outgoing connection on rank 0's
+        // host holds it; a port another service listens on fails the attempt, which then
+        // retries on another.
+        let port = Int.random(in: 20_000..<32_768)
         var ranks: [(worker: String, assignment: String)] = []
         for (rank, worker) in chosen.enumerated() {
             let id = "\(job.name)/\(job.state.attempt)/\(rank)"
