@@ -176,12 +176,22 @@ public final class WorkerAgent {
                                 signaled: rank.process.terminationReason == .uncaughtSignal, lastError: rank.output.lastErrors())
             try send(.rankExited(exit))
             logger.info("worker \(self.id): \(id) \(exit.summary)")
+            WorkerAgent.removeMailboxes(of: rank.process.processIdentifier)
             ranks[id] = nil
         }
         if DispatchTime.now().uptimeNanoseconds - lastHeartbeat.uptimeNanoseconds >= UInt64(heartbeatMilliseconds) * 1_000_000 {
             try send(.heartbeat(worker: id, running: ranks.keys.sorted()))
             lastHeartbeat = .now()
         }
+    }
+}
+
+extension WorkerAgent {
+    /// Removes the shared-memory mailboxes (/dev/shm/forge-PID-*) a rank left behind when it
+    /// died before its group formed (a group unlinks them itself once every rank has them).
+    static func removeMailboxes(of pid: Int32) {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm") else { return }
+        for name in names where name.hasPrefix("forge-\(pid)-") { unlink("/dev/shm/" + name) }
     }
 }
 
