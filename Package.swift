@@ -73,7 +73,7 @@ let package = Package(
         // 12. Worker: the node agent that runs assigned ranks.
         .target(
             name: "ForgeWorker",
-            dependencies: ["ForgeTransport", "ForgeWire", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["ForgeTransport", "ForgeWire", "ForgeCollectives", .product(name: "Logging", package: "swift-log")],
             swiftSettings: forgeSettings
         ),
         // 13. API: the coordinator's HTTP port (SageMaker JSON 1.1 so far).

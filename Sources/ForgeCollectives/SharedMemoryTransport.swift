@@ -74,7 +74,7 @@ public final class SharedMemoryTransport: CollectiveTransport {
         self.capacity = capacity
         self.timeoutMilliseconds = timeoutMilliseconds
         let nonce = UInt64.random(in: 1...UInt64.max)
-        let path = "\(directory)/forge-\(getpid())-r\(rank)-\(String(nonce, radix: 16))"
+        let path = "\(directory)/\(SharedMemoryTransport.mailboxPrefix(of: getpid()))r\(rank)-\(String(nonce, radix: 16))"
         mailbox = SharedMemoryMailbox(path: path, nonce: nonce)
         let size = SharedMemoryTransport.headerBytes + worldSize * (SharedMemoryTransport.controlBytes + capacity)
         own = try SharedMemoryMapping(creating: path, size: size, peer: rank)
@@ -131,6 +131,16 @@ public final class SharedMemoryTransport: CollectiveTransport {
             }
         }
         withExtendedLifetime(sink) {}
+    }
+
+    /// Every mailbox file of process `pid` starts with this.
+    static func mailboxPrefix(of pid: Int32) -> String { "forge-\(pid)-" }
+
+    /// Removes the mailboxes of process `pid`, which has exited: one that dies before its group
+    /// formed (and the files were unlinked) leaves them behind.
+    public static func removeMailboxes(ofProcess pid: Int32, directory: String = "/dev/shm") {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+        for name in names where name.hasPrefix(mailboxPrefix(of: pid)) { unlink("\(directory)/\(name)") }
     }
 
     /// Removes this rank's mailbox file once every peer has mapped it (the mappings stay).

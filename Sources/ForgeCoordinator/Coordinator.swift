@@ -149,10 +149,28 @@ public final class Coordinator {
             guard !attempt.stopping else { continue }
             attempt.stopping = true
             attempts[job.name] = attempt
-            for (index, rank) in attempt.ranks.enumerated() where attempt.exited[index] == nil {
-                send(.stop(assignment: rank.assignment, graceSeconds: configuration.stopGraceSeconds), to: rank.worker)
-            }
+            stopRunningRanks(of: attempt, graceSeconds: configuration.stopGraceSeconds)
         }
+    }
+
+    /// Sends a stop to every rank of `attempt` that has not exited.
+    private func stopRunningRanks(of attempt: Attempt, graceSeconds: Int) {
+        for (index, rank) in attempt.ranks.enumerated() where attempt.exited[index] == nil {
+            send(.stop(assignment: rank.assignment, graceSeconds: graceSeconds), to: rank.worker)
+        }
+    }
+
+    /// Records that `rank` of `job`'s running attempt has ended. The first `failure` fails the
+    /// attempt and stops the rest of the gang; once every rank has ended, the job moves on.
+    private func rankEnded(job: String, rank: Int, exit: RankExit, failure: String?, at now: Date) {
+        guard var attempt = attempts[job] else { return }
+        attempt.exited[rank] = exit
+        if let failure, attempt.failure == nil, !attempt.stopping {
+            attempt.failure = failure
+            stopRunningRanks(of: attempt, graceSeconds: 10)
+        }
+        attempts[job] = attempt
+        finishIfDone(job, at: now)
     }
 
     /// Runs until `shouldStop()`.
@@ -246,19 +264,10 @@ public final class Coordinator {
                 status.assignment = nil
                 workers[worker] = status
             }
-            guard let (job, rank) = locate(exit.assignment), var attempt = attempts[job] else { return }
-            attempt.exited[rank] = exit
-            if !exit.succeeded, attempt.failure == nil, !attempt.stopping {
-                let host = workers[worker]?.resources.host ?? worker
-                let detail = exit.lastError.split(separator: "\n").last.map { ": \($0)" } ?? ""
-                attempt.failure = "rank \(rank) on \(host) \(exit.summary)\(detail)"
-                // Gang semantics: the others stop too.
-                for (index, other) in attempt.ranks.enumerated() where attempt.exited[index] == nil {
-                    send(.stop(assignment: other.assignment, graceSeconds: 10), to: other.worker)
-                }
-            }
-            attempts[job] = attempt
-            finishIfDone(job, at: now)
+            guard let (job, rank) = locate(exit.assignment) else { return }
+            let host = workers[worker]?.resources.host ?? worker
+            let detail = exit.lastError.split(separator: "\n").last.map { ": \($0)" } ?? ""
+            rankEnded(job: job, rank: rank, exit: exit, failure: exit.succeeded ? nil : "rank \(rank) on \(host) \(exit.summary)\(detail)", at: now)
         default:
             logger.warning("worker \(worker) sent a message meant for workers")
         }
@@ -313,16 +322,10 @@ public final class Coordinator {
             logger.warning("worker \(id) on \(worker.resources.host) missed heartbeats for \(Int(limit * 1000)) ms: declared dead")
             for (job, attempt) in attempts {
                 guard let rank = attempt.ranks.firstIndex(where: { $0.worker == id }), attempt.exited[rank] == nil else { continue }
-                var updated = attempt
-                updated.exited[rank] = RankExit(assignment: attempt.ranks[rank].assignment, status: -1, signaled: false, lastError: "")
-                if updated.failure == nil && !updated.stopping {
-                    updated.failure = "rank \(rank) on \(worker.resources.host): its worker stopped heartbeating (silent for more than \(Int(limit)) s)"
-                    for (index, other) in attempt.ranks.enumerated() where updated.exited[index] == nil {
-                        send(.stop(assignment: other.assignment, graceSeconds: 10), to: other.worker)
-                    }
-                }
-                attempts[job] = updated
-                finishIfDone(job, at: now)
+                rankEnded(job: job, rank: rank,
+                          exit: RankExit(assignment: attempt.ranks[rank].assignment, status: -1, signaled: false, lastError: ""),
+                          failure: "rank \(rank) on \(worker.resources.host): its worker stopped heartbeating (silent for more than \(Int(limit)) s)",
+                          at: now)
             }
         }
         for (job, attempt) in attempts where !attempt.stopping && now > attempt.deadline {
@@ -330,9 +333,7 @@ public final class Coordinator {
             var updated = attempt
             updated.stopping = true
             attempts[job] = updated
-            for (index, rank) in attempt.ranks.enumerated() where attempt.exited[index] == nil {
-                send(.stop(assignment: rank.assignment, graceSeconds: configuration.stopGraceSeconds), to: rank.worker)
-            }
+            stopRunningRanks(of: attempt, graceSeconds: configuration.stopGraceSeconds)
         }
     }
 
@@ -362,7 +363,7 @@ public final class Coordinator {
         let spec = job.spec
         let plan: RankPlan
         do {
-            plan = try RankPlan(spec: spec, attempt: job.state.attempt, configuration: configuration)
+            plan = try RankPlan(spec: spec, configuration: configuration)
         } catch {
             apply(.assigned(workers: chosen.count), to: job.name, at: now)
             apply(.attemptFailed(reason: "\(error)"), to: job.name, at: now)

@@ -61,7 +61,7 @@ public struct RankPlan: Sendable {
     public let checkpointDirectory: String
     public let jobDirectory: String
 
-    public init(spec: TrainingJobSpec, attempt: Int, configuration: CoordinatorConfiguration) throws {
+    public init(spec: TrainingJobSpec, configuration: CoordinatorConfiguration) throws {
         guard let algorithm = spec.builtInAlgorithm else {
             throw RankPlanError(description: "\(spec.trainingImage ?? "this image") is not a built-in forge/<algorithm> image; script mode is not served yet")
         }
@@ -82,6 +82,5 @@ public struct RankPlan: Sendable {
         if let type = train.contentType { arguments += ["--content-type", type] }
         for (key, value) in spec.hyperParameters.sorted(by: { $0.key < $1.key }) { arguments += ["-H", "\(key)=\(value)"] }
         self.arguments = arguments
-        _ = attempt
     }
 }

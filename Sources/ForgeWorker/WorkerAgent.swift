@@ -1,6 +1,7 @@
 // The node agent: registers with the coordinator, heartbeats, runs each assigned rank as a
 // child process (a crashing trainer never takes the agent down), forwards its output, and
 // reports how it ended. One thread owns the ZeroMQ socket; pipe readers hand lines to it.
+import ForgeCollectives
 import ForgeTransport
 import ForgeWire
 import Foundation
@@ -176,22 +177,13 @@ public final class WorkerAgent {
                                 signaled: rank.process.terminationReason == .uncaughtSignal, lastError: rank.output.lastErrors())
             try send(.rankExited(exit))
             logger.info("worker \(self.id): \(id) \(exit.summary)")
-            WorkerAgent.removeMailboxes(of: rank.process.processIdentifier)
+            SharedMemoryTransport.removeMailboxes(ofProcess: rank.process.processIdentifier)
             ranks[id] = nil
         }
         if DispatchTime.now().uptimeNanoseconds - lastHeartbeat.uptimeNanoseconds >= UInt64(heartbeatMilliseconds) * 1_000_000 {
             try send(.heartbeat(worker: id, running: ranks.keys.sorted()))
             lastHeartbeat = .now()
         }
-    }
-}
-
-extension WorkerAgent {
-    /// Removes the shared-memory mailboxes (/dev/shm/forge-PID-*) a rank left behind when it
-    /// died before its group formed (a group unlinks them itself once every rank has them).
-    static func removeMailboxes(of pid: Int32) {
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm") else { return }
-        for name in names where name.hasPrefix("forge-\(pid)-") { unlink("/dev/shm/" + name) }
     }
 }
 

@@ -1,6 +1,7 @@
 // `forge launch`: start N rank processes on this node, torchrun-style, and tear them all down
 // when one fails.
 import ArgumentParser
+import ForgeCollectives
 import Foundation
 
 struct LaunchCommand: ParsableCommand {
@@ -113,7 +114,7 @@ struct LaunchCommand: ParsableCommand {
                 let deadline = Date().addingTimeInterval(5)
                 while processes.contains(where: \.isRunning) && Date() < deadline { usleep(20_000) }
                 for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
-                LaunchCommand.removeMailboxes(of: processes.map(\.processIdentifier))
+                for process in processes { SharedMemoryTransport.removeMailboxes(ofProcess: process.processIdentifier) }
                 FileHandle.standardError.write(Data("forge launch: stopped all ranks on signal \(signal)\n".utf8))
                 throw ExitCode(128 + signal)
             }
@@ -127,7 +128,7 @@ struct LaunchCommand: ParsableCommand {
             usleep(20_000)
         }
         // A rank killed before its group formed leaves its shared-memory mailbox behind.
-        LaunchCommand.removeMailboxes(of: processes.map(\.processIdentifier))
+        for process in processes { SharedMemoryTransport.removeMailboxes(ofProcess: process.processIdentifier) }
         if failure == nil, let (index, process) = processes.enumerated().first(where: { !LaunchCommand.succeeded($1) }) {
             failure = "rank \(nodeRank * nproc + index) (pid \(process.processIdentifier)) on \(host) \(LaunchCommand.describe(process))"
         }
@@ -135,13 +136,6 @@ struct LaunchCommand: ParsableCommand {
             FileHandle.standardError.write(Data("error: \(failure); stopped the other ranks\n".utf8))
             throw ExitCode.failure
         }
-    }
-
-    /// Removes /dev/shm/forge-PID-* of the given (exited) rank processes.
-    static func removeMailboxes(of pids: [Int32]) {
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm") else { return }
-        let prefixes = pids.map { "forge-\($0)-" }
-        for name in names where prefixes.contains(where: { name.hasPrefix($0) }) { unlink("/dev/shm/" + name) }
     }
 
     /// "HOST:PORT" → (HOST, PORT).
