@@ -84,17 +84,18 @@ let package = Package(
             dependencies: [.product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: forgeSettings
         ),
-        // 13. API: the coordinator's HTTP port (SageMaker JSON 1.1 so far).
+        // 13. API: the coordinator's HTTP port (SageMaker JSON 1.1, CloudWatch Logs, STS, S3),
+        // every request checked with SigV4.
         .target(
             name: "ForgeAPI",
-            dependencies: ["ForgeCoordinator", .product(name: "Hummingbird", package: "hummingbird")],
+            dependencies: ["ForgeCoordinator", "ForgeSigning", .product(name: "Hummingbird", package: "hummingbird")],
             swiftSettings: forgeSettings
         ),
         // 15. The one executable.
         .executableTarget(
             name: "forge",
             dependencies: [
-                "ForgeTraining", "ForgeTensor", "ForgeTransport", "ForgeCollectives", "CForgeSystem", "ForgeCoordinator", "ForgeWorker", "ForgeAPI",
+                "ForgeTraining", "ForgeTensor", "ForgeTransport", "ForgeCollectives", "CForgeSystem", "ForgeCoordinator", "ForgeWorker", "ForgeAPI", "ForgeSigning",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

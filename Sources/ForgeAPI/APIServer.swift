@@ -1,7 +1,7 @@
-// The coordinator's one HTTP port (Hummingbird). Requests are routed by what they are: a
-// JSON 1.1 call names its service in `X-Amz-Target` (`SageMaker.CreateTrainingJob`, …).
-// Signatures are not checked yet (the API issue adds SigV4); every other face comes later on
-// this same port.
+// The coordinator's one HTTP port (Hummingbird). Every request, whatever its method and path,
+// goes to the dispatcher, which finds its face (SageMaker, CloudWatch Logs, STS, S3) and checks
+// its SigV4 signature; this file only moves bytes between Hummingbird and the dispatcher.
+import ForgeSigning
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -9,40 +9,39 @@ import Logging
 import NIOCore
 
 public enum APIServer {
-    /// Serves `api` on `host:port` until the task is cancelled or SIGTERM/SIGINT arrives;
-    /// `started` gets the bound port.
-    public static func run(api: SageMakerAPI, logs: LogsAPI, host: String, port: Int, logger: Logger,
-                           started: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
-        let router = Router()
-        router.post("/") { request, _ -> Response in
-            let target = request.headers[HTTPField.Name("X-Amz-Target")!] ?? ""
-            let body = try await request.body.collect(upTo: 16 << 20)
-            let bytes = [UInt8](buffer: body)
-            let result: Result<[UInt8], APIError>
-            if target.hasPrefix("SageMaker.") {
-                let operation = String(target.dropFirst("SageMaker.".count))
-                result = Result { () throws(APIError) in try api.handle(operation: operation, body: bytes) }
-            } else if target.hasPrefix("Logs_20140328.") {
-                let operation = String(target.dropFirst("Logs_20140328.".count))
-                result = Result { () throws(APIError) in try logs.handle(operation: operation, body: bytes) }
-            } else {
-                result = .failure(APIError("UnknownOperationException", "no operation named by X-Amz-Target '\(target)'"))
-            }
-            var headers = HTTPFields()
-            headers[.contentType] = "application/x-amz-json-1.1"
-            headers[HTTPField.Name("x-amzn-RequestId")!] = UUID().uuidString
-            switch result {
-            case .success(let output):
-                return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: output)))
-            case .failure(let error):
-                headers[HTTPField.Name("x-amzn-ErrorType")!] = error.type
-                return Response(status: HTTPResponse.Status(code: error.status), headers: headers,
-                                body: ResponseBody(byteBuffer: ByteBuffer(bytes: error.body)))
-            }
+    /// The largest request body read into memory, in bytes.
+    public static let largestBody = 64 << 20
+
+    /// Serves `api`, `logs` and STS on `host:port`, checking signatures against `keys`, until
+    /// the task is cancelled or SIGTERM/SIGINT arrives; `started` gets the bound port.
+    public static func run(api: SageMakerAPI, logs: LogsAPI, keys: AccessKeyStore = AccessKeyStore(), host: String, port: Int,
+                           logger: Logger, started: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+        if keys.isEmpty {
+            logger.warning("no access keys configured: the API does not check signatures")
+        } else {
+            logger.info("the API checks SigV4 signatures (\(keys.count) access key\(keys.count == 1 ? "" : "s"))")
         }
-        let app = Application(router: router, configuration: .init(address: .hostname(host, port: port)), onServerRunning: { channel in
+        let dispatcher = APIDispatcher(sageMaker: api, logs: logs, keys: keys, logger: logger)
+        let responder = CallbackResponder<BasicRequestContext> { request, _ in
+            let body = try await request.body.collect(upTo: largestBody)
+            let reply = dispatcher.handle(signable(request), body: [UInt8](buffer: body))
+            var headers = HTTPFields()
+            for (name, value) in reply.headers {
+                if let field = HTTPField.Name(name) { headers[field] = value }
+            }
+            return Response(status: HTTPResponse.Status(code: reply.status), headers: headers,
+                            body: ResponseBody(byteBuffer: ByteBuffer(bytes: reply.body)))
+        }
+        let app = Application(responder: responder, configuration: .init(address: .hostname(host, port: port)), onServerRunning: { channel in
             started(channel.localAddress?.port ?? port)
         }, logger: logger)
         try await app.runService()
+    }
+
+    /// The request as SigV4 sees it; HTTP/1.1's `Host` arrives as the authority.
+    static func signable(_ request: Request) -> SignableRequest {
+        var fields = request.headers.map { SignableRequest.Field(name: $0.name.canonicalName, value: $0.value) }
+        if let authority = request.head.authority { fields.append(SignableRequest.Field(name: "host", value: authority)) }
+        return SignableRequest(method: request.method.rawValue, target: request.head.path ?? "/", fields: fields)
     }
 }
