@@ -70,7 +70,8 @@ public struct AuthorizationHeader: Equatable, Sendable, CustomStringConvertible 
         "\(AuthorizationHeader.algorithm) Credential=\(accessKeyID)/\(scope), SignedHeaders=\(signedHeaders.joined(separator: ";")), Signature=\(signature)"
     }
 
-    static func isLowerHex(_ byte: UInt8) -> Bool {
+    /// True for `0-9` and `a-f`.
+    public static func isLowerHex(_ byte: UInt8) -> Bool {
         (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "f"))
     }
 
