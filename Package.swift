@@ -88,7 +88,12 @@ let package = Package(
         // every request checked with SigV4.
         .target(
             name: "ForgeAPI",
-            dependencies: ["ForgeCoordinator", "ForgeSigning", .product(name: "Hummingbird", package: "hummingbird")],
+            dependencies: [
+                "ForgeCoordinator", "ForgeSigning", "CZlib",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: forgeSettings
         ),
         // 15. The one executable.

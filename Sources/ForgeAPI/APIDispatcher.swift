@@ -5,6 +5,7 @@
 import ForgeSigning
 import Foundation
 import Logging
+import NIOCore
 
 /// Checks signatures and hands requests to the faces.
 ///
@@ -13,14 +14,16 @@ public struct APIDispatcher: Sendable {
     public let sageMaker: SageMakerAPI
     public let logs: LogsAPI
     public let sts: STSAPI
+    public let s3: S3API
     /// nil when no access key is configured: signatures are then not checked.
     public let verifier: SigV4Verifier?
     let logger: Logger
 
-    public init(sageMaker: SageMakerAPI, logs: LogsAPI, sts: STSAPI = STSAPI(), keys: AccessKeyStore, logger: Logger) {
+    public init(sageMaker: SageMakerAPI, logs: LogsAPI, sts: STSAPI = STSAPI(), s3: S3API, keys: AccessKeyStore, logger: Logger) {
         self.sageMaker = sageMaker
         self.logs = logs
         self.sts = sts
+        self.s3 = s3
         self.verifier = keys.isEmpty ? nil : SigV4Verifier(keys: keys)
         self.logger = logger
     }
@@ -34,15 +37,7 @@ public struct APIDispatcher: Sendable {
             do {
                 caller = try verifier.verify(request, bodySHA256: SigV4.hexSHA256(body), now: now).accessKeyID
             } catch {
-                var metadata: Logger.Metadata = ["face": "\(face)", "request": "\(requestID)"]
-                if let header = request.value("authorization"), let parsed = try? AuthorizationHeader(parsing: header) {
-                    metadata["accessKey"] = "\(parsed.accessKeyID)"
-                }
-                logger.info("refused a request: \(error)", metadata: metadata)
-                if case .signatureMismatch(let canonical, let stringToSign) = error {
-                    logger.debug("canonical request:\n\(canonical)\nstring to sign:\n\(stringToSign)", metadata: metadata)
-                }
-                return face.refusal(error, requestID: requestID)
+                return refuse(request, face: face, error: error, requestID: requestID)
             }
         } else if let header = request.value("authorization") {
             caller = try? AuthorizationHeader(parsing: header).accessKeyID
@@ -61,13 +56,42 @@ public struct APIDispatcher: Sendable {
             let form = request.method == "POST" ? STSAPI.formParameters(String(decoding: body, as: UTF8.self)) : []
             return sts.handle(parameters: request.queryItems + form, accessKeyID: caller, requestID: requestID)
         case .s3:
-            // TODO(issue 6): the S3 object face over the local store.
-            return S3Errors.reply(status: 501, code: "NotImplemented", message: "this Forge does not serve the S3 face yet",
+            return S3Errors.reply(status: 500, code: "InternalError", message: "S3 requests stream their bodies: use handleS3",
                                   requestID: requestID)
         case .unknown(let service):
             return .json(APIError("UnknownOperationException",
                                   "Forge serves the services sagemaker, logs, sts and s3, not '\(service)'"), requestID: requestID)
         }
+    }
+
+    /// Answers an S3 request (face `.s3`), whose body is read as it arrives: the signature is
+    /// checked from the headers first (the payload hash as claimed), the body as it streams.
+    public func handleS3<Body: AsyncSequence>(_ request: SignableRequest, body: Body, now: Date = Date()) async -> APIReply
+    where Body.Element == ByteBuffer {
+        let requestID = UUID().uuidString
+        var verified: VerifiedSignature?
+        if let verifier {
+            do {
+                verified = try verifier.verify(request, bodySHA256: nil, now: now)
+            } catch {
+                return refuse(request, face: .s3, error: error, requestID: requestID)
+            }
+        }
+        return await s3.handle(request, verified: verified, body: body, requestID: requestID)
+    }
+
+    private func refuse(_ request: SignableRequest, face: APIFace, error: SigV4Error, requestID: String) -> APIReply {
+        var metadata: Logger.Metadata = ["face": "\(face)", "request": "\(requestID)"]
+        if let header = request.value("authorization"), let parsed = try? AuthorizationHeader(parsing: header) {
+            metadata["accessKey"] = "\(parsed.accessKeyID)"
+        }
+        logger.info("refused a request: \(error)", metadata: metadata)
+        if case .signatureMismatch(let canonical, let stringToSign) = error {
+            logger.debug("canonical request:\n\(canonical)\nstring to sign:\n\(stringToSign)", metadata: metadata)
+        }
+        var reply = face.refusal(error, requestID: requestID)
+        if request.method == "HEAD" { reply.body = [] }
+        return reply
     }
 
     private func json(prefix: String, target: String, requestID: String,

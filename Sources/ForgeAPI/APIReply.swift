@@ -7,11 +7,21 @@ public struct APIReply: Sendable {
     /// Header fields in order (names as AWS spells them).
     public var headers: [(name: String, value: String)]
     public var body: [UInt8]
+    /// A part of a file sent as the body instead of `body` (S3 GetObject), read as it is sent.
+    public var file: FileRange?
 
-    public init(status: Int, headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
+    /// `length` bytes of the file at `path` from byte `offset`.
+    public struct FileRange: Sendable {
+        public var path: String
+        public var offset: Int
+        public var length: Int
+    }
+
+    public init(status: Int, headers: [(name: String, value: String)] = [], body: [UInt8] = [], file: FileRange? = nil) {
         self.status = status
         self.headers = headers
         self.body = body
+        self.file = file
     }
 
     /// A JSON 1.1 answer (`application/x-amz-json-1.1`).

@@ -5,6 +5,7 @@ import ForgeSigning
 import Foundation
 import HTTPTypes
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
 
@@ -12,7 +13,8 @@ public enum APIServer {
     /// The largest request body read into memory, in bytes.
     public static let largestBody = 64 << 20
 
-    /// Serves `api`, `logs` and STS on `host:port`, checking signatures against `keys`, until
+    /// Serves `api`, `logs`, STS and S3 (over `api.objectRoot`) on `host:port`, checking
+    /// signatures against `keys`, until
     /// the task is cancelled or SIGTERM/SIGINT arrives; `started` gets the bound port.
     public static func run(api: SageMakerAPI, logs: LogsAPI, keys: AccessKeyStore = AccessKeyStore(), host: String, port: Int,
                            logger: Logger, started: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
@@ -21,21 +23,55 @@ public enum APIServer {
         } else {
             logger.info("the API checks SigV4 signatures (\(keys.count) access key\(keys.count == 1 ? "" : "s"))")
         }
-        let dispatcher = APIDispatcher(sageMaker: api, logs: logs, keys: keys, logger: logger)
+        let dispatcher = APIDispatcher(sageMaker: api, logs: logs, s3: S3API(root: api.objectRoot), keys: keys, logger: logger)
         let responder = CallbackResponder<BasicRequestContext> { request, _ in
-            let body = try await request.body.collect(upTo: largestBody)
-            let reply = dispatcher.handle(signable(request), body: [UInt8](buffer: body))
-            var headers = HTTPFields()
-            for (name, value) in reply.headers {
-                if let field = HTTPField.Name(name) { headers[field] = value }
+            let signable = signable(request)
+            let reply: APIReply
+            if APIFace.of(signable) == .s3 {
+                reply = await dispatcher.handleS3(signable, body: request.body)
+            } else {
+                let body = try await request.body.collect(upTo: largestBody)
+                reply = dispatcher.handle(signable, body: [UInt8](buffer: body))
             }
+            return response(reply)
+        }
+        // S3 clients send `Expect: 100-continue` with every upload and wait up to a second for
+        // the 100 before sending the body anyway; answer it at once.
+        let server = HTTPServerBuilder { responder in
+            HTTP1Channel(responder: { request, writer, channel in
+                if request.headers[.expect]?.lowercased() == "100-continue" {
+                    try await writer.writeInformationalHead(HTTPResponse(status: .continue))
+                }
+                try await responder(request, writer, channel)
+            })
+        }
+        let app = Application(responder: responder, server: server, configuration: .init(address: .hostname(host, port: port)),
+                              onServerRunning: { channel in started(channel.localAddress?.port ?? port) }, logger: logger)
+        try await app.runService()
+    }
+
+    static func response(_ reply: APIReply) -> Response {
+        var headers = HTTPFields()
+        for (name, value) in reply.headers {
+            if let field = HTTPField.Name(name) { headers[field] = value }
+        }
+        guard let file = reply.file else {
             return Response(status: HTTPResponse.Status(code: reply.status), headers: headers,
                             body: ResponseBody(byteBuffer: ByteBuffer(bytes: reply.body)))
         }
-        let app = Application(responder: responder, configuration: .init(address: .hostname(host, port: port)), onServerRunning: { channel in
-            started(channel.localAddress?.port ?? port)
-        }, logger: logger)
-        try await app.runService()
+        // The file is read in 1 MiB pieces as the client takes them, not loaded whole.
+        let body = ResponseBody(contentLength: file.length) { writer in
+            guard let handle = FileHandle(forReadingAtPath: file.path) else { throw CocoaError(.fileReadNoSuchFile) }
+            defer { try? handle.close() }
+            try handle.seek(toOffset: UInt64(file.offset))
+            var remaining = file.length
+            while remaining > 0, let data = try handle.read(upToCount: min(remaining, 1 << 20)), !data.isEmpty {
+                try await writer.write(ByteBuffer(bytes: data))
+                remaining -= data.count
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: HTTPResponse.Status(code: reply.status), headers: headers, body: body)
     }
 
     /// The request as SigV4 sees it; HTTP/1.1's `Host` arrives as the authority.

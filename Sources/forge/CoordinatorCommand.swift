@@ -16,8 +16,10 @@ struct CoordinatorCommand: ParsableCommand {
         local object store (s3://bucket/key is STORE/bucket/key) under --store. The HTTP port \
         serves AWS's own protocols, routed by the service of each request's signature: SageMaker \
         (CreateTrainingJob, DescribeTrainingJob, ListTrainingJobs, StopTrainingJob, \
-        ListClusterNodes), CloudWatch Logs (DescribeLogStreams, GetLogEvents) and STS \
-        (GetCallerIdentity); see docs/api.md.
+        ListClusterNodes), CloudWatch Logs (DescribeLogStreams, GetLogEvents), STS \
+        (GetCallerIdentity) and S3 over the local object store (path-style buckets and objects, \
+        listings, ranges, multipart uploads; aws s3 cp/ls/rm work with --endpoint-url); see \
+        docs/api.md.
 
         Access keys: FORGE_ACCESS_KEY_ID and FORGE_SECRET_ACCESS_KEY in the environment, and/or \
         --credentials FILE (AWS shared-credentials format; every profile's key pair is accepted). \
