@@ -127,6 +127,7 @@ let package = Package(
             swiftSettings: forgeSettings
         ),
         .testTarget(name: "ForgeSigningTests", dependencies: ["ForgeSigning", "ForgeTestSupport"], swiftSettings: forgeSettings),
+        .testTarget(name: "ForgeAPITests", dependencies: ["ForgeAPI", "ForgeSigning", "ForgeCoordinator", "ForgeTestSupport"], swiftSettings: forgeSettings),
         .testTarget(name: "ForgeCoordinatorTests", dependencies: ["ForgeCoordinator", "ForgeTestSupport"], swiftSettings: forgeSettings),
         .testTarget(
             name: "ForgeIntegrationTests",

@@ -91,7 +91,7 @@ extension S3API {
             return (max(0, size - suffix), size - 1)
         }
         guard let first = Int(parts[0]), first >= 0 else { return nil }
-        let last = parts[1].isEmpty ? size - 1 : Int(parts[1])
+        let last = parts[1].isEmpty ? Int.max : Int(parts[1])
         guard let last, last >= first else { return nil }
         guard first < size else { throw unsatisfiable }
         return (first, min(last, size - 1))
