@@ -8,6 +8,7 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOPosix
 
 public enum APIServer {
     /// The largest request body read into memory, in bytes.
@@ -59,13 +60,20 @@ public enum APIServer {
             return Response(status: HTTPResponse.Status(code: reply.status), headers: headers,
                             body: ResponseBody(byteBuffer: ByteBuffer(bytes: reply.body)))
         }
-        // The file is read in 1 MiB pieces as the client takes them, not loaded whole.
+        // The file is read in 1 MiB pieces as the client takes them, not loaded whole; the reads
+        // run on NIO's pool for blocking work.
         let body = ResponseBody(contentLength: file.length) { writer in
-            guard let handle = FileHandle(forReadingAtPath: file.path) else { throw CocoaError(.fileReadNoSuchFile) }
+            let handle = try await NIOThreadPool.singleton.runIfActive { () throws -> FileHandle in
+                guard let handle = FileHandle(forReadingAtPath: file.path) else { throw CocoaError(.fileReadNoSuchFile) }
+                try handle.seek(toOffset: UInt64(file.offset))
+                return handle
+            }
             defer { try? handle.close() }
-            try handle.seek(toOffset: UInt64(file.offset))
             var remaining = file.length
-            while remaining > 0, let data = try handle.read(upToCount: min(remaining, 1 << 20)), !data.isEmpty {
+            while remaining > 0 {
+                let wanted = min(remaining, 1 << 20)
+                let data = try await NIOThreadPool.singleton.runIfActive { try handle.read(upToCount: wanted) ?? Data() }
+                if data.isEmpty { break }
                 try await writer.write(ByteBuffer(bytes: data))
                 remaining -= data.count
             }

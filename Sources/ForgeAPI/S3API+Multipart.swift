@@ -24,18 +24,25 @@ extension S3API {
 
     func uploadPart<Body: AsyncSequence>(_ r: S3Request, body: Body) async throws(S3Error) -> APIReply where Body.Element == ByteBuffer {
         let id = r.query["uploadId"] ?? ""
-        _ = try store.objectPath(r.bucket, r.key)
-        _ = try store.upload(id, bucket: r.bucket, key: r.key)
         let number = try partNumber(r)
-        if r.request.value("x-amz-copy-source") != nil { return try copyPart(r, upload: id, number: number) }
+        try await S3API.offload { () throws(S3Error) in
+            _ = try store.objectPath(r.bucket, r.key)
+            _ = try store.upload(id, bucket: r.bucket, key: r.key)
+        }
+        if r.request.value("x-amz-copy-source") != nil {
+            return try await S3API.offload { () throws(S3Error) in try copyPart(r, upload: id, number: number) }
+        }
         var payload = try S3Payload(r.request, verified: r.verified)
-        let temporary = try store.temporaryFile()
+        let temporary = try await S3API.offload { () throws(S3Error) in try store.temporaryFile() }
         let (md5, checksum) = try await receive(&payload, body, into: temporary)
-        do {
-            try store.storePart(temporary, upload: id, record: S3PartRecord(number: number, etag: md5, size: payload.digests.byteCount))
-        } catch {
-            try? FileManager.default.removeItem(atPath: temporary)
-            throw error
+        let part = S3PartRecord(number: number, etag: md5, size: payload.digests.byteCount)
+        try await S3API.offload { () throws(S3Error) in
+            do throws(S3Error) {
+                try store.storePart(temporary, upload: id, record: part)
+            } catch {
+                try? FileManager.default.removeItem(atPath: temporary)
+                throw error
+            }
         }
         var headers = [("ETag", "\"\(md5)\"")]
         if let algorithm = payload.digests.checksum?.algorithm, let checksum { headers.append((algorithm.fieldName, checksum)) }
@@ -87,7 +94,7 @@ extension S3API {
 
     func completeUpload<Body: AsyncSequence>(_ r: S3Request, body: Body) async throws(S3Error) -> APIReply where Body.Element == ByteBuffer {
         let id = r.query["uploadId"] ?? ""
-        let upload = try store.upload(id, bucket: r.bucket, key: r.key)
+        let upload = try await S3API.offload { () throws(S3Error) in try store.upload(id, bucket: r.bucket, key: r.key) }
         var payload = try S3Payload(r.request, verified: r.verified)
         let document = try await payload.collect(body)
         let (listed, _) = try S3XML.records(document, named: "Part")
@@ -98,16 +105,20 @@ extension S3API {
             }
             parts.append((number, etag))
         }
-        let assembled = try store.assemble(upload: id, parts: parts)
-        let record = S3ObjectRecord(etag: assembled.etag, size: assembled.size, modified: 0, contentType: upload.contentType,
-                                    metadata: upload.metadata, checksums: [:])
-        do {
-            _ = try store.commit(assembled.path, to: r.bucket, r.key, record: record)
-        } catch {
-            try? FileManager.default.removeItem(atPath: assembled.path)
-            throw error
+        let listedParts = parts
+        let assembled = try await S3API.offload { () throws(S3Error) in
+            let assembled = try store.assemble(upload: id, parts: listedParts)
+            let record = S3ObjectRecord(etag: assembled.etag, size: assembled.size, modified: 0, contentType: upload.contentType,
+                                        metadata: upload.metadata, checksums: [:])
+            do throws(S3Error) {
+                _ = try store.commit(assembled.path, to: r.bucket, r.key, record: record)
+            } catch {
+                try? FileManager.default.removeItem(atPath: assembled.path)
+                throw error
+            }
+            store.removeUpload(id)
+            return assembled
         }
-        store.removeUpload(id)
         let body = S3XML.element("Location", "/\(r.bucket)/\(r.key)") + S3XML.element("Bucket", r.bucket) + S3XML.element("Key", r.key)
             + S3XML.element("ETag", "\"\(assembled.etag)\"")
         return r.reply(body: S3XML.document("CompleteMultipartUploadResult", body))

@@ -4,22 +4,27 @@
 import ForgeSigning
 import Foundation
 import NIOCore
+import NIOPosix
 
 extension S3API {
     func putObject<Body: AsyncSequence>(_ r: S3Request, body: Body) async throws(S3Error) -> APIReply where Body.Element == ByteBuffer {
-        _ = try store.objectPath(r.bucket, r.key)
         var payload = try S3Payload(r.request, verified: r.verified)
-        let temporary = try store.temporaryFile()
+        let temporary = try await S3API.offload { () throws(S3Error) in
+            _ = try store.objectPath(r.bucket, r.key)
+            return try store.temporaryFile()
+        }
         let (md5, checksum) = try await receive(&payload, body, into: temporary)
         var checksums = [String: String]()
         if let algorithm = payload.digests.checksum?.algorithm, let checksum { checksums[algorithm.rawValue] = checksum }
         let record = S3ObjectRecord(etag: md5, size: payload.digests.byteCount, modified: 0, contentType: r.request.value("content-type"),
                                     metadata: S3API.userMetadata(r.request), checksums: checksums)
-        do {
-            _ = try store.commit(temporary, to: r.bucket, r.key, record: record)
-        } catch {
-            try? FileManager.default.removeItem(atPath: temporary)
-            throw error
+        try await S3API.offload { () throws(S3Error) in
+            do throws(S3Error) {
+                _ = try store.commit(temporary, to: r.bucket, r.key, record: record)
+            } catch {
+                try? FileManager.default.removeItem(atPath: temporary)
+                throw error
+            }
         }
         var headers = [("ETag", "\"\(md5)\"")]
         if let algorithm = payload.digests.checksum?.algorithm, let checksum { headers.append((algorithm.fieldName, checksum)) }
@@ -29,11 +34,17 @@ extension S3API {
     /// Streams the body into `path` (created here; removed again on any error).
     func receive<Body: AsyncSequence>(_ payload: inout S3Payload, _ body: Body, into path: String) async throws(S3Error)
         -> (md5: String, checksum: String?) where Body.Element == ByteBuffer {
-        guard FileManager.default.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
-            throw .internalError("cannot create \(path)")
+        let handle = try await S3API.offload { () throws(S3Error) -> FileHandle in
+            guard FileManager.default.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
+                throw .internalError("cannot create \(path)")
+            }
+            return handle
         }
         do {
-            let result = try await payload.read(body) { bytes in try handle.write(contentsOf: Data(bytes)) }
+            let result = try await payload.read(body) { bytes in
+                let data = Data(bytes)
+                try await NIOThreadPool.singleton.runIfActive { try handle.write(contentsOf: data) }
+            }
             try? handle.close()
             return result
         } catch {
@@ -118,21 +129,28 @@ extension S3API {
     }
 
     func deleteObjects<Body: AsyncSequence>(_ r: S3Request, body: Body) async throws(S3Error) -> APIReply where Body.Element == ByteBuffer {
-        _ = try store.bucketPath(r.bucket)
+        try await S3API.offload { () throws(S3Error) in _ = try store.bucketPath(r.bucket) }
         var payload = try S3Payload(r.request, verified: r.verified)
         let document = try await payload.collect(body)
         let (objects, leaves) = try S3XML.records(document, named: "Object")
         guard objects.count <= 1000 else { throw S3Error(400, "MalformedXML", "DeleteObjects takes at most 1000 keys") }
         let quiet = leaves["Quiet"]?.lowercased() == "true"
-        var result = ""
+        var keys = [String]()
         for object in objects {
             guard let key = object["Key"] else { throw S3Error(400, "MalformedXML", "an <Object> has no <Key>") }
-            do {
-                try store.deleteObject(r.bucket, key)
-                if !quiet { result += "<Deleted>\(S3XML.element("Key", key))</Deleted>" }
-            } catch {
-                result += "<Error>\(S3XML.element("Key", key))\(S3XML.element("Code", error.code))\(S3XML.element("Message", error.message))</Error>"
+            keys.append(key)
+        }
+        let result = try await S3API.offload { [keys] () throws(S3Error) -> String in
+            var result = ""
+            for key in keys {
+                do throws(S3Error) {
+                    try store.deleteObject(r.bucket, key)
+                    if !quiet { result += "<Deleted>\(S3XML.element("Key", key))</Deleted>" }
+                } catch {
+                    result += "<Error>\(S3XML.element("Key", key))\(S3XML.element("Code", error.code))\(S3XML.element("Message", error.message))</Error>"
+                }
             }
+            return result
         }
         return r.reply(body: S3XML.document("DeleteResult", result))
     }

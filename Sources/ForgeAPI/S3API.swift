@@ -10,6 +10,7 @@
 import ForgeSigning
 import Foundation
 import NIOCore
+import NIOPosix
 
 /// Serves S3 operations over a store root.
 ///
@@ -39,39 +40,57 @@ public struct S3API: Sendable {
         }
     }
 
+    /// Operations that touch the file system run on NIO's pool for blocking work (`offload`);
+    /// those that read a body stream it and offload each write.
     private func route<Body: AsyncSequence>(_ r: S3Request, body: Body) async throws(S3Error) -> APIReply where Body.Element == ByteBuffer {
         let method = r.request.method
         if r.bucket.isEmpty {
             guard method == "GET" else { throw notImplemented(r) }
-            return listBuckets(r)
+            return try await S3API.offload { listBuckets(r) }
         }
         if r.key.isEmpty {
             switch method {
-            case "PUT" where r.query.isEmpty: return try createBucket(r)
-            case "HEAD": return try headBucket(r)
+            case "PUT" where r.query.isEmpty: return try await S3API.offload { () throws(S3Error) in try createBucket(r) }
+            case "HEAD": return try await S3API.offload { () throws(S3Error) in try headBucket(r) }
             case "DELETE" where r.query.isEmpty:
-                try store.deleteBucket(r.bucket)
-                return r.reply(status: 204)
+                return try await S3API.offload { () throws(S3Error) in
+                    try store.deleteBucket(r.bucket)
+                    return r.reply(status: 204)
+                }
             case "GET" where r.query["location"] != nil:
-                _ = try store.bucketPath(r.bucket)
-                return r.reply(body: S3XML.document("LocationConstraint", ""))
-            case "GET" where r.query["list-type"] == "2": return try list(r, version: 2)
-            case "GET" where r.query["uploads"] == nil && r.query["versions"] == nil && r.query["policy"] == nil: return try list(r, version: 1)
+                return try await S3API.offload { () throws(S3Error) in
+                    _ = try store.bucketPath(r.bucket)
+                    return r.reply(body: S3XML.document("LocationConstraint", ""))
+                }
+            case "GET" where r.query["list-type"] == "2": return try await S3API.offload { () throws(S3Error) in try list(r, version: 2) }
+            case "GET" where r.query["uploads"] == nil && r.query["versions"] == nil && r.query["policy"] == nil:
+                return try await S3API.offload { () throws(S3Error) in try list(r, version: 1) }
             case "POST" where r.query["delete"] != nil: return try await deleteObjects(r, body: body)
             default: throw notImplemented(r)
             }
         }
         switch method {
         case "PUT" where r.query["uploadId"] != nil: return try await uploadPart(r, body: body)
-        case "PUT" where r.request.value("x-amz-copy-source") != nil: return try copyObject(r)
+        case "PUT" where r.request.value("x-amz-copy-source") != nil: return try await S3API.offload { () throws(S3Error) in try copyObject(r) }
         case "PUT" where r.query.isEmpty: return try await putObject(r, body: body)
-        case "GET" where r.query["uploadId"] == nil: return try getObject(r, head: false)
-        case "HEAD": return try getObject(r, head: true)
-        case "DELETE" where r.query["uploadId"] != nil: return try abortUpload(r)
-        case "DELETE": return try deleteObject(r)
-        case "POST" where r.query["uploads"] != nil: return try createUpload(r)
+        case "GET" where r.query["uploadId"] == nil: return try await S3API.offload { () throws(S3Error) in try getObject(r, head: false) }
+        case "HEAD": return try await S3API.offload { () throws(S3Error) in try getObject(r, head: true) }
+        case "DELETE" where r.query["uploadId"] != nil: return try await S3API.offload { () throws(S3Error) in try abortUpload(r) }
+        case "DELETE": return try await S3API.offload { () throws(S3Error) in try deleteObject(r) }
+        case "POST" where r.query["uploads"] != nil: return try await S3API.offload { () throws(S3Error) in try createUpload(r) }
         case "POST" where r.query["uploadId"] != nil: return try await completeUpload(r, body: body)
         default: throw notImplemented(r)
+        }
+    }
+
+    /// Runs blocking file-system work on NIO's thread pool, never on the cooperative pool.
+    static func offload<T: Sendable>(_ work: @escaping @Sendable () throws(S3Error) -> T) async throws(S3Error) -> T {
+        do {
+            return try await NIOThreadPool.singleton.runIfActive { () throws -> T in try work() }
+        } catch let error as S3Error {
+            throw error
+        } catch {
+            throw .internalError("file-system work failed: \(error)")
         }
     }
 

@@ -59,7 +59,7 @@ struct S3Payload {
     /// Reads the whole body, handing decoded bytes to `sink`; then checks the payload hash,
     /// the decoded length and the declared checksums. Returns the body's hex MD5 and the
     /// checksum value, if any.
-    mutating func read<Body: AsyncSequence>(_ body: Body, into sink: (ArraySlice<UInt8>) throws -> Void) async throws(S3Error)
+    mutating func read<Body: AsyncSequence>(_ body: Body, into sink: ([UInt8]) async throws -> Void) async throws(S3Error)
         -> (md5: String, checksum: String?)
     where Body.Element == ByteBuffer {
         do {
@@ -68,15 +68,17 @@ struct S3Payload {
                 switch coding {
                 case .plain:
                     digests.update(bytes[...])
-                    try sink(bytes[...])
+                    try await sink(bytes)
                 case .chunked(var decoder, let length):
                     var digests = self.digests
+                    var decoded = [UInt8]()
                     try decoder.feed(bytes) { piece in
                         digests.update(piece)
-                        try sink(piece)
+                        decoded += piece
                     }
                     self.digests = digests
                     coding = .chunked(decoder, decodedLength: length)
+                    if !decoded.isEmpty { try await sink(decoded) }
                 }
             }
         } catch let error as S3Error {
