@@ -3,6 +3,7 @@
 // transition and the event that caused it are written together, and a refused change leaves
 // the store as it was.
 import Foundation
+import Synchronization
 import GRDB
 
 /// A job as stored: its spec, its state, when it was created and last changed.
@@ -52,6 +53,11 @@ public final class JobStore: Sendable {
     public let path: String
     private let database: DatabaseQueue
     private let arnPrefix: String
+    private let revision = Mutex(0)
+
+    /// Goes up with every change to a job (created, or an event applied), from any thread: a
+    /// reader that saw the same value has nothing new to read.
+    public var jobsRevision: Int { revision.withLock { $0 } }
 
     /// Opens (creating if needed) the store at `path`, migrating it to the current schema.
     public init(path: String, region: String = "us-east-1", account: String = "000000000000") throws(JobStoreError) {
@@ -129,6 +135,7 @@ public final class JobStore: Sendable {
             try JobStore.log(db, job: spec.name, time: time, kind: "Created",
                              message: "\(spec.instanceCount) × \(spec.instanceType), \(spec.builtInAlgorithm.map { "built-in \($0)" } ?? "script mode")")
         }
+        revision.withLock { $0 += 1 }
         return record
     }
 
@@ -156,7 +163,7 @@ public final class JobStore: Sendable {
     /// a refused event changes nothing.
     @discardableResult
     public func apply(_ event: JobEvent, to name: String, at time: Date) throws(JobStoreError) -> JobRecord {
-        try write { db in
+        let changed = try write { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE name = ?", arguments: [name]) else {
                 throw JobStoreError.notFound(name)
             }
@@ -174,6 +181,8 @@ public final class JobStore: Sendable {
             try JobStore.log(db, job: name, time: time, kind: JobStore.kind(of: event), message: message)
             return record
         }
+        revision.withLock { $0 += 1 }
+        return changed
     }
 
     /// The job's event log, oldest first.

@@ -79,7 +79,12 @@ public struct RankPlan: Sendable {
         if let validation = spec.channels.first(where: { $0.name == "validation" }) {
             arguments += ["--validation", try store.path(of: validation.uri)]
         }
-        if let type = train.contentType { arguments += ["--content-type", type] }
+        // SageMaker's MIME parameters: `text/csv;header=present` says the files start with a header.
+        if let type = train.contentType {
+            let parts = type.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }
+            if let base = parts.first, !base.isEmpty { arguments += ["--content-type", base] }
+            if parts.dropFirst().contains(where: { $0.lowercased() == "header=present" }) { arguments.append("--csv-header") }
+        }
         for (key, value) in spec.hyperParameters.sorted(by: { $0.key < $1.key }) { arguments += ["-H", "\(key)=\(value)"] }
         self.arguments = arguments
     }

@@ -39,6 +39,15 @@ public struct TrainingJobSpec: Codable, Sendable, Equatable {
     public var environment: [String: String]
     public var tags: [String: String]
 
+    /// The hyperparameter that lets a job resume on fewer instances (elastic resume).
+    public static let minInstanceCountKey = "forge_min_instance_count"
+
+    /// The fewest instances a restarted attempt may run on (`forge_min_instance_count`); the
+    /// full `instanceCount` when the job does not allow elastic resume.
+    public var minInstanceCount: Int {
+        hyperParameters[TrainingJobSpec.minInstanceCountKey].flatMap(Int.init).map { min(max($0, 1), instanceCount) } ?? instanceCount
+    }
+
     /// The built-in algorithm this job runs (`forge/mlp:latest` → `mlp`), or nil for script mode.
     public var builtInAlgorithm: String? {
         if let algorithmName, !algorithmName.hasPrefix("arn:") { return algorithmName }
@@ -139,6 +148,14 @@ public struct TrainingJobSpec: Codable, Sendable, Equatable {
                                         length: 1...64, pattern: "^[a-z0-9][a-z0-9.\\-]*$") ?? ""
         let instanceCount = check.integer(resources, "InstanceCount", at: "resourceConfig", required: root["ResourceConfig"] != nil, range: 1...4096) ?? 1
         let volume = check.integer(resources, "VolumeSizeInGB", at: "resourceConfig", range: 0...16384)
+        if let text = hyperParameters[TrainingJobSpec.minInstanceCountKey] {
+            if let minimum = Int(text), (1...instanceCount).contains(minimum) {
+                // Valid.
+            } else {
+                check.problem("hyperParameters.\(TrainingJobSpec.minInstanceCountKey)",
+                              "the fewest instances the job may resume on: an integer from 1 to its InstanceCount (\(instanceCount)), not '\(text)'")
+            }
+        }
         let stopping = check.object(root, "StoppingCondition") ?? [:]
         let maxRuntime = check.integer(stopping, "MaxRuntimeInSeconds", at: "stoppingCondition", range: 1...2_419_200) ?? 86_400
         let checkpoint = check.object(root, "CheckpointConfig")
