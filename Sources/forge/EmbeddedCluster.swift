@@ -77,6 +77,19 @@ struct EmbeddedCluster {
                 }
             }
         }
+        // The job goes in once every worker has registered, so it starts at once (no Pending).
+        let registration = Date().addingTimeInterval(60)
+        while coordinator.workers.count < instanceCount {
+            coordinator.step(timeoutMilliseconds: 50)
+            if let dead = workers.firstExited() {
+                FileHandle.standardError.write(Data("error: local worker \(dead.index) exited (\(dead.status)); its log:\n\(dead.log)\n".utf8))
+                throw ExitCode.failure
+            }
+            if Date() > registration {
+                FileHandle.standardError.write(Data("error: \(coordinator.workers.count) of \(instanceCount) local workers registered within 60 s; their logs are in \(logs)\n".utf8))
+                throw ExitCode.failure
+            }
+        }
         try coordinator.submit(spec)
 
         // SIGTERM or SIGINT: stop the job as StopTrainingJob would (the ranks finish their step
