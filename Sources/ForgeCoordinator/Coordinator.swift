@@ -73,6 +73,8 @@ public final class Coordinator {
     public var outputHandler: ((String, Int, [String]) -> Void)?
     /// Running attempts: job → its ranks.
     private var attempts: [String: Attempt] = [:]
+    /// The compiled MetricDefinitions of jobs with ranks running, by job.
+    private var metricPatterns: [String: [(name: String, regex: NSRegularExpression)]] = [:]
     /// Jobs that were running when this coordinator started, waiting for their workers to
     /// report their ranks (re-attached when every rank is accounted for).
     private var recovering: [String: Recovery] = [:]
@@ -179,6 +181,7 @@ public final class Coordinator {
             attempt.failure = "rank \(rank) on \(host(ended.worker)) \(ended.exit.summary)\(Coordinator.detail(of: ended.exit))"
         }
         attempts[job] = attempt
+        watchMetrics(of: record.spec)
         let message = "re-attached attempt \(recovery.attempt) after a coordinator restart: \(recovery.running.count) rank(s) still running, \(recovery.exited.count) ended"
         logger.info("job \(job): \(message)")
         try? store.note(job: job, kind: "Reattached", message: message, at: now)
@@ -364,6 +367,7 @@ public final class Coordinator {
         case .rankOutput(let assignment, let lines):
             guard let (job, attempt, rank) = RankAssignment.parse(id: assignment), isCurrent(assignment) else { return }
             try? store.appendLog(job: job, stream: "\(job)/attempt-\(attempt)/rank-\(rank)", lines: lines, at: now)
+            if let patterns = metricPatterns[job] { try? store.recordMetrics(job: job, values: Coordinator.metrics(in: lines, patterns), at: now) }
             outputHandler?(job, rank, lines)
         case .rankExited(let exit):
             if var status = workers[worker], status.assignment == exit.assignment {
@@ -381,6 +385,31 @@ public final class Coordinator {
         default:
             logger.warning("worker \(worker) sent a message meant for workers")
         }
+    }
+
+    /// The values `patterns` find in `lines`: each pattern's first capture group (or whole
+    /// match), where it reads as a number.
+    static func metrics(in lines: [String], _ patterns: [(name: String, regex: NSRegularExpression)]) -> [(name: String, value: Double)] {
+        var found = [(name: String, value: Double)]()
+        for line in lines {
+            let range = NSRange(line.startIndex..., in: line)
+            for (name, regex) in patterns {
+                guard let match = regex.firstMatch(in: line, range: range) else { continue }
+                let group = match.numberOfRanges > 1 ? match.range(at: 1) : match.range
+                guard let span = Range(group, in: line), let value = Double(line[span].trimmingCharacters(in: .whitespaces)),
+                      value.isFinite else { continue }
+                found.append((name, value))
+            }
+        }
+        return found
+    }
+
+    /// Compiles a job's MetricDefinitions (validated when it was submitted) for its running ranks.
+    private func watchMetrics(of spec: TrainingJobSpec) {
+        let patterns = (spec.metricDefinitions ?? []).compactMap { definition in
+            (try? NSRegularExpression(pattern: definition.regex)).map { (name: definition.name, regex: $0) }
+        }
+        metricPatterns[spec.name] = patterns.isEmpty ? nil : patterns
     }
 
     /// Whether `assignment` is a rank of a running attempt, or of one being recovered.
@@ -410,6 +439,7 @@ public final class Coordinator {
     private func finishIfDone(_ job: String, at now: Date) {
         guard let attempt = attempts[job], attempt.exited.count == attempt.ranks.count else { return }
         attempts[job] = nil
+        metricPatterns[job] = nil
         for rank in attempt.ranks where workers[rank.worker]?.assignment == rank.assignment { workers[rank.worker]?.assignment = nil }
         workersRevision += 1
         guard let record = try? store.job(named: job) else { return }
@@ -420,6 +450,21 @@ public final class Coordinator {
             apply(.attemptFailed(reason: failure), to: job, at: now)
         } else {
             apply(.uploadStarted, to: job, at: now)
+            if let plan = try? RankPlan(spec: record.spec, configuration: configuration, attempt: attempt.number), plan.isScriptMode {
+                // The ranks' /opt/ml/model folders, merged, become model.tar.gz (and their
+                // output/data folders output.tar.gz), where SageMaker puts them.
+                do {
+                    try ScriptArtifacts.pack(plan.modelGather(attempt: attempt.number),
+                                             to: (plan.outputDirectory as NSString).appendingPathComponent("model.tar.gz"))
+                    if FileManager.default.fileExists(atPath: plan.outputDataGather(attempt: attempt.number)) {
+                        try ScriptArtifacts.pack(plan.outputDataGather(attempt: attempt.number),
+                                                 to: (plan.outputDirectory as NSString).appendingPathComponent("output.tar.gz"))
+                    }
+                } catch {
+                    apply(.attemptFailed(reason: "packing the model folder into model.tar.gz failed: \(error)"), to: job, at: now)
+                    return
+                }
+            }
             apply(.succeeded, to: job, at: now)
             logger.info("job \(job) completed")
         }
@@ -490,7 +535,7 @@ public final class Coordinator {
         let spec = job.spec
         let plan: RankPlan
         do {
-            plan = try RankPlan(spec: spec, configuration: configuration)
+            plan = try RankPlan(spec: spec, configuration: configuration, attempt: job.state.attempt)
         } catch {
             apply(.assigned(workers: chosen.count), to: job.name, at: now)
             apply(.attemptFailed(reason: "\(error)"), to: job.name, at: now)
@@ -516,6 +561,7 @@ public final class Coordinator {
         }
         attempts[job.name] = Attempt(number: job.state.attempt, ranks: ranks,
                                      deadline: now.addingTimeInterval(Double(spec.maxRuntimeSeconds)))
+        watchMetrics(of: spec)
         logger.info("job \(job.name) attempt \(job.state.attempt): \(chosen.count) rank(s) on \(chosen.map(\.resources.host).joined(separator: ", "))")
     }
 }

@@ -114,6 +114,16 @@ public final class JobStore: Sendable {
                     table.column("assignment", .text)
                 }
             }
+            migrator.registerMigration("v4-metrics") { db in
+                try db.create(table: "metric") { table in
+                    table.autoIncrementedPrimaryKey("id")
+                    table.column("job", .text).notNull().references("job", onDelete: .cascade)
+                    table.column("name", .text).notNull()
+                    table.column("value", .double).notNull()
+                    table.column("time", .double).notNull()
+                }
+                try db.create(index: "metric_by_job", on: "metric", columns: ["job", "name", "id"])
+            }
             try migrator.migrate(database)
         } catch {
             throw .database("\(path): \(error)")
@@ -315,6 +325,37 @@ public final class JobStore: Sendable {
                            registeredAt: Date(timeIntervalSince1970: row["registeredAt"]),
                            lastHeartbeat: Date(timeIntervalSince1970: row["lastHeartbeat"]),
                            status: row["status"], message: row["message"], assignment: row["assignment"])
+            }
+        }
+    }
+
+    /// Stores metric values read from a job's log lines (MetricDefinitions), in one write.
+    public func recordMetrics(job: String, values: [(name: String, value: Double)], at time: Date) throws(JobStoreError) {
+        guard !values.isEmpty else { return }
+        try write { db in
+            for (name, value) in values {
+                try db.execute(sql: "INSERT INTO metric (job, name, value, time) VALUES (?, ?, ?, ?)",
+                               arguments: [job, name, value, time.timeIntervalSince1970])
+            }
+        }
+    }
+
+    /// The newest value of each metric of the job, by name.
+    public func latestMetrics(of job: String) throws(JobStoreError) -> [(name: String, value: Double, time: Date)] {
+        try read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT name, value, time FROM metric WHERE id IN (SELECT MAX(id) FROM metric WHERE job = ? GROUP BY name) ORDER BY name
+                """, arguments: [job]).map { row in
+                (name: row["name"] as String, value: row["value"] as Double, time: Date(timeIntervalSince1970: row["time"]))
+            }
+        }
+    }
+
+    /// Every value of one metric of the job, oldest first.
+    public func metricSeries(of job: String, name: String) throws(JobStoreError) -> [(value: Double, time: Date)] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT value, time FROM metric WHERE job = ? AND name = ? ORDER BY id", arguments: [job, name]).map { row in
+                (value: row["value"] as Double, time: Date(timeIntervalSince1970: row["time"]))
             }
         }
     }

@@ -109,6 +109,18 @@ import Testing
         }
     }
 
+    @Test func metricDefinitionsAreRegexesThatMustCompile() throws {
+        func spec(_ definitions: String) throws -> TrainingJobSpec {
+            try TrainingJobSpec.decode(json: Data(Self.valid.replacingOccurrences(
+                of: #""TrainingInputMode": "File"}"#, with: #""TrainingInputMode": "File", "MetricDefinitions": \#(definitions)}"#).utf8))
+        }
+        let good = try spec(#"[{"Name": "train:loss", "Regex": "loss=([0-9.]+)"}]"#)
+        #expect(good.metricDefinitions == [MetricDefinition(name: "train:loss", regex: "loss=([0-9.]+)")])
+        let error = try #require(throws: SpecError.self) { try spec(#"[{"Name": "x", "Regex": "([0-9"}, {"Regex": "a"}]"#) }
+        #expect(error.problems.contains { $0.contains("metricDefinitions.1.member.regex") }, "\(error)")
+        #expect(error.problems.contains { $0.contains("metricDefinitions.2.member.name") }, "\(error)")
+    }
+
     @Test func notJSONAndNotAnObjectAreErrorsToo() {
         #expect(throws: SpecError.self) { try TrainingJobSpec.decode(json: Data("{".utf8)) }
         #expect(throws: SpecError.self) { try TrainingJobSpec.decode(json: Data("[1, 2]".utf8)) }
