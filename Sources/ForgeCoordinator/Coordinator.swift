@@ -84,6 +84,9 @@ public final class Coordinator {
     /// reads the store only when jobs or free workers may have changed.
     private var scheduledRevision = (jobs: -1, workers: -1)
     private var workersRevision = 0
+    /// Nodes registered during the current batch of messages: written in one transaction at
+    /// its end (a thousand workers registering at once make one write, not a thousand).
+    private var registeredNodes: [JobStore.NodeRecord] = []
     /// How long the loop lets control messages gather after the first arrives.
     static let batchMicroseconds = 10_000
 
@@ -290,6 +293,10 @@ public final class Coordinator {
                         logger.warning("ignored a control message from \(worker): \(error)")
                     }
                 }
+                if !registeredNodes.isEmpty {
+                    try? store.saveNodes(registeredNodes)
+                    registeredNodes = []
+                }
             }
         } catch {
             logger.error("control endpoint: \(error)")
@@ -337,7 +344,7 @@ public final class Coordinator {
             let current = (resources.running ?? []).first { isCurrent($0) }
             workers[worker] = WorkerStatus(id: worker, resources: resources, lastHeartbeat: now, assignment: current ?? stale.first,
                                            registeredAt: now)
-            if let status = workers[worker] { try? store.saveNodes([status.record]) }
+            if let status = workers[worker] { registeredNodes.append(status.record) }
             for assignment in stale { send(.stop(assignment: assignment, graceSeconds: configuration.stopGraceSeconds), to: worker) }
             logger.info("worker \(worker) registered: \(resources.host), \(resources.cores) cores\(resources.instanceType.map { ", \($0)" } ?? "")")
             send(.registered(worker: worker, heartbeatMilliseconds: configuration.heartbeatMilliseconds), to: worker)
