@@ -64,7 +64,7 @@ let package = Package(
         .target(
             name: "ForgeCoordinator",
             dependencies: [
-                "ForgeData", "ForgeTransport", "ForgeWire",
+                "ForgeArchive", "ForgeData", "ForgeTransport", "ForgeWire",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Yams", package: "Yams"),

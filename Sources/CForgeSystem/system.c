@@ -7,6 +7,8 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,4 +44,13 @@ int forge_pin_thread(const int *cpus, int count) {
         if (cpus[i] >= 0 && cpus[i] < CPU_SETSIZE) CPU_SET(cpus[i], &set);
     }
     return sched_setaffinity(0, sizeof set, &set);
+}
+
+int forge_die_with_parent(int expectedParent) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return -1;
+    if (getppid() != expectedParent) {
+        errno = ESRCH;
+        return -1;
+    }
+    return 0;
 }

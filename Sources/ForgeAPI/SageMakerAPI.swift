@@ -178,13 +178,18 @@ public struct SageMakerAPI: Sendable {
         }]
     }
 
-    /// The final metrics rank 0 left in the job's output folder, if the job completed.
+    /// The job's final metrics: the newest value of each metric its MetricDefinitions found in
+    /// its log lines, and, once it completed, what a built-in left in its output's metrics.json.
     private func finalMetrics(_ record: JobRecord) -> [(String, Double)] {
-        guard record.state.status == .completed,
-              let path = try? LocalObjectStore(root: objectRoot).path(of: SageMakerAPI.outputPrefix(record.spec) + "metrics.json"),
-              let data = FileManager.default.contents(atPath: path),
-              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return [] }
-        return object.compactMap { key, value in (value as? Double).map { (key, $0) } }.sorted { $0.0 < $1.0 }
+        var values = [String: Double]()
+        for metric in (try? store.latestMetrics(of: record.name)) ?? [] { values[metric.name] = metric.value }
+        if record.state.status == .completed,
+           let path = try? LocalObjectStore(root: objectRoot).path(of: SageMakerAPI.outputPrefix(record.spec) + "metrics.json"),
+           let data = FileManager.default.contents(atPath: path),
+           let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+            for (key, value) in object { if let number = value as? Double { values[key] = number } }
+        }
+        return values.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     }
 
     static func outputPrefix(_ spec: TrainingJobSpec) -> String {
@@ -206,6 +211,7 @@ public struct SageMakerAPI: Sendable {
         var algorithm: [String: Any] = ["TrainingInputMode": spec.inputMode]
         if let image = spec.trainingImage { algorithm["TrainingImage"] = image }
         if let name = spec.algorithmName { algorithm["AlgorithmName"] = name }
+        if let definitions = spec.metricDefinitions { algorithm["MetricDefinitions"] = definitions.map { ["Name": $0.name, "Regex": $0.regex] } }
         var resources: [String: Any] = ["InstanceType": spec.instanceType, "InstanceCount": spec.instanceCount]
         if let volume = spec.volumeSizeInGB { resources["VolumeSizeInGB"] = volume }
         let channels: [[String: Any]] = spec.channels.map { channel in

@@ -3,7 +3,7 @@
 /// A parsed JSON value. Objects keep their members in document order (keys are unique: the
 /// parser refuses duplicates). Numbers keep their literal text so that integers are read
 /// exactly, with no round trip through `Double`.
-enum JSONValue {
+public enum JSONValue: Sendable {
     case object([(key: String, value: JSONValue)])
     case array([JSONValue])
     case string(String)
@@ -21,7 +21,7 @@ enum JSONValue {
 
     /// `text` as a JSON string literal, quotes included. Control characters, `"` and `\` are
     /// escaped; everything else stays as UTF-8.
-    static func quoted(_ text: String) -> String {
+    public static func quoted(_ text: String) -> String {
         var result = "\""
         for scalar in text.unicodeScalars {
             switch scalar {
@@ -38,5 +38,23 @@ enum JSONValue {
             }
         }
         return result + "\""
+    }
+
+    /// `text` parsed as one JSON value (strictly, as the safetensors reader parses), or nil.
+    public static func parse(_ text: String) -> JSONValue? {
+        try? JSONParser.parse(Array(text.utf8)[...])
+    }
+
+    /// The value as compact JSON, object members in key order.
+    public var compact: String {
+        switch self {
+        case .object(let members):
+            return "{" + members.sorted { $0.key < $1.key }.map { JSONValue.quoted($0.key) + ":" + $0.value.compact }.joined(separator: ",") + "}"
+        case .array(let items): return "[" + items.map(\.compact).joined(separator: ",") + "]"
+        case .string(let text): return JSONValue.quoted(text)
+        case .number(let literal): return literal
+        case .bool(let flag): return flag ? "true" : "false"
+        case .null: return "null"
+        }
     }
 }

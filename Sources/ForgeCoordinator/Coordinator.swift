@@ -68,10 +68,25 @@ public final class Coordinator {
     private let context: ZMQContext
     private let socket: ZMQSocket
     public private(set) var workers: [String: WorkerStatus] = [:]
+    /// Called with every batch of lines a rank writes (job, rank, lines), on the loop's thread;
+    /// `forge train` shows rank 0's as they come.
+    public var outputHandler: ((String, Int, [String]) -> Void)?
     /// Running attempts: job → its ranks.
     private var attempts: [String: Attempt] = [:]
+    /// The compiled MetricDefinitions of jobs with ranks running, by job.
+    private var metricPatterns: [String: [(name: String, regex: NSRegularExpression)]] = [:]
+    /// Jobs that were running when this coordinator started, waiting for their workers to
+    /// report their ranks (re-attached when every rank is accounted for).
+    private var recovering: [String: Recovery] = [:]
     private var lastSweep = Date.distantPast
     private var lastNodeFlush = Date.distantPast
+    /// The store's job revision and the workers' revision the scheduler last looked at: it
+    /// reads the store only when jobs or free workers may have changed.
+    private var scheduledRevision = (jobs: -1, workers: -1)
+    private var workersRevision = 0
+    /// Nodes registered during the current batch of messages: written in one transaction at
+    /// its end (a thousand workers registering at once make one write, not a thousand).
+    private var registeredNodes: [JobStore.NodeRecord] = []
     /// How long the loop lets control messages gather after the first arrives.
     static let batchMicroseconds = 10_000
 
@@ -85,6 +100,21 @@ public final class Coordinator {
         var failure: String?
         var stopping = false
         var deadline: Date
+    }
+
+    /// What a restarted coordinator has learnt of a running job's ranks from its workers.
+    private struct Recovery {
+        var attempt: Int
+        /// How long to wait for the workers before restarting the job from its checkpoint.
+        var deadline: Date
+        var worldSize: Int?
+        var running: [Int: (worker: String, assignment: String)] = [:]
+        var exited: [Int: (worker: String, exit: RankExit)] = [:]
+
+        var complete: Bool {
+            guard let worldSize else { return false }
+            return (0..<worldSize).allSatisfy { running[$0] != nil || exited[$0] != nil }
+        }
     }
 
     public init(configuration: CoordinatorConfiguration, logger: Logger) throws {
@@ -105,22 +135,91 @@ public final class Coordinator {
         recover(Date())
     }
 
-    /// After a restart: jobs that were running have lost their ranks' bookkeeping (the ranks
-    /// themselves are stopped when their workers next heartbeat), so each restarts from its
-    /// latest checkpoint, without using up a retry; stopping ones are stopped; queued ones wait.
+    /// After a restart: jobs that were running (or stopping) wait up to one heartbeat timeout
+    /// for their workers to re-register and say which of their ranks still run and how the
+    /// others ended. A job whose every rank is accounted for is re-attached and goes on as if
+    /// nothing happened; the others restart from their latest checkpoints without using up a
+    /// retry (or, when stopping, are stopped). Queued jobs wait.
     private func recover(_ now: Date) {
-        guard let running = try? store.jobs() else { return }
-        for job in running {
+        guard let jobs = try? store.jobs() else { return }
+        let window = Double(max(configuration.heartbeatTimeoutMilliseconds, 3 * configuration.heartbeatMilliseconds)) / 1000
+        for job in jobs {
             switch (job.state.status, job.state.secondaryStatus) {
-            case (.inProgress, .downloading), (.inProgress, .training), (.inProgress, .uploading):
-                logger.warning("job \(job.name) was running when the coordinator stopped: restarting it from its latest checkpoint")
-                apply(.attemptInterrupted(reason: "the coordinator restarted while it ran"), to: job.name, at: now)
-            case (.stopping, _):
-                apply(.ranksStopped, to: job.name, at: now)
+            case (.inProgress, .downloading), (.inProgress, .training), (.inProgress, .uploading), (.stopping, _):
+                logger.info("job \(job.name) was running when the coordinator stopped: waiting up to \(Int(window)) s for its workers")
+                recovering[job.name] = Recovery(attempt: job.state.attempt, deadline: now.addingTimeInterval(window))
             default:
                 break
             }
         }
+    }
+
+    /// Takes what a worker reports of a rank into the recovery of its job.
+    private func adopt(_ assignment: String, worldSize: Int?, exit: RankExit?, worker: String, at now: Date) {
+        guard let (job, attempt, rank) = RankAssignment.parse(id: assignment), var recovery = recovering[job],
+              recovery.attempt == attempt else { return }
+        if let worldSize { recovery.worldSize = worldSize }
+        if let exit {
+            recovery.running[rank] = nil
+            recovery.exited[rank] = (worker, exit)
+        } else if recovery.exited[rank] == nil {
+            recovery.running[rank] = (worker, assignment)
+        }
+        recovering[job] = recovery
+        if recovery.complete { reattach(job, at: now) }
+    }
+
+    /// Makes a recovered job's ranks the running attempt again.
+    private func reattach(_ job: String, at now: Date) {
+        guard let recovery = recovering.removeValue(forKey: job), let worldSize = recovery.worldSize,
+              let record = try? store.job(named: job) else { return }
+        let ranks = (0..<worldSize).map { rank in
+            recovery.running[rank] ?? (recovery.exited[rank]?.worker ?? "", "\(job)/\(recovery.attempt)/\(rank)")
+        }
+        var attempt = Attempt(number: recovery.attempt, ranks: ranks, deadline: Coordinator.deadline(of: record, now: now))
+        attempt.started = Set(0..<worldSize)
+        for (rank, ended) in recovery.exited { attempt.exited[rank] = ended.exit }
+        let host = { (worker: String) in self.workers[worker]?.resources.host ?? worker }
+        if let (rank, ended) = recovery.exited.sorted(by: { $0.key < $1.key }).first(where: { !$0.value.exit.succeeded }) {
+            attempt.failure = "rank \(rank) on \(host(ended.worker)) \(ended.exit.summary)\(Coordinator.detail(of: ended.exit))"
+        }
+        attempts[job] = attempt
+        watchMetrics(of: record.spec)
+        let message = "re-attached attempt \(recovery.attempt) after a coordinator restart: \(recovery.running.count) rank(s) still running, \(recovery.exited.count) ended"
+        logger.info("job \(job): \(message)")
+        try? store.note(job: job, kind: "Reattached", message: message, at: now)
+        if record.state.secondaryStatus == .downloading { apply(.trainingStarted, to: job, at: now) }
+        if attempt.failure != nil, !attempt.stopping { stopRunningRanks(of: attempt, graceSeconds: 10) }
+        finishIfDone(job, at: now)
+    }
+
+    /// Recoveries whose window has passed without every rank accounted for: the ranks found
+    /// are stopped, and the job restarts from its checkpoint (or, when stopping, is stopped).
+    private func abandonRecoveries(_ now: Date) {
+        for (job, recovery) in recovering where now > recovery.deadline {
+            recovering[job] = nil
+            for rank in recovery.running.values { send(.stop(assignment: rank.assignment, graceSeconds: 10), to: rank.worker) }
+            let found = "\(recovery.running.count + recovery.exited.count) of \(recovery.worldSize.map(String.init) ?? "its") ranks"
+            guard let record = try? store.job(named: job) else { continue }
+            if record.state.status == .stopping {
+                apply(.ranksStopped, to: job, at: now)
+            } else {
+                logger.warning("job \(job): its workers reported \(found) after the coordinator restarted: restarting it from its latest checkpoint")
+                apply(.attemptInterrupted(reason: "the coordinator restarted while it ran, and its workers reported \(found)"), to: job, at: now)
+            }
+        }
+    }
+
+    /// When a running attempt of `record` must end by: `MaxRuntimeInSeconds` after it began
+    /// downloading.
+    private static func deadline(of record: JobRecord, now: Date) -> Date {
+        let began = record.state.transitions.last { $0.status == .downloading }?.startTime ?? now
+        return began.addingTimeInterval(Double(record.spec.maxRuntimeSeconds))
+    }
+
+    /// ": the last line of standard error", or nothing.
+    private static func detail(of exit: RankExit) -> String {
+        exit.lastError.split(separator: "\n").last.map { ": \($0)" } ?? ""
     }
 
     /// Validates nothing more (the spec is already valid) and stores the job; the scheduler
@@ -194,6 +293,10 @@ public final class Coordinator {
                         logger.warning("ignored a control message from \(worker): \(error)")
                     }
                 }
+                if !registeredNodes.isEmpty {
+                    try? store.saveNodes(registeredNodes)
+                    registeredNodes = []
+                }
             }
         } catch {
             logger.error("control endpoint: \(error)")
@@ -207,8 +310,13 @@ public final class Coordinator {
                 lastNodeFlush = now
                 try? store.saveNodes(workers.values.map(\.record))
             }
-            stopRequested(now)
-            schedule(now)
+            // The store is read only when jobs changed or workers came, went or were freed.
+            let revision = (jobs: store.jobsRevision, workers: workersRevision)
+            if revision != scheduledRevision {
+                scheduledRevision = revision
+                stopRequested(now)
+                schedule(now)
+            }
         }
     }
 
@@ -226,13 +334,17 @@ public final class Coordinator {
         let now = Date()
         switch message {
         case .register(_, let resources):
-            // Ranks it still runs that this coordinator does not know (it restarted) are stopped,
-            // and the worker counts as busy until they have exited.
+            // Ranks of jobs this coordinator is recovering (it restarted) are taken back; others
+            // it does not know are stopped, and the worker counts as busy until they have exited.
+            for report in resources.ranks ?? [] {
+                adopt(report.assignment, worldSize: report.worldSize, exit: report.exit, worker: worker, at: now)
+            }
+            workersRevision += 1
             let stale = (resources.running ?? []).filter { !isCurrent($0) }
             let current = (resources.running ?? []).first { isCurrent($0) }
             workers[worker] = WorkerStatus(id: worker, resources: resources, lastHeartbeat: now, assignment: current ?? stale.first,
                                            registeredAt: now)
-            if let status = workers[worker] { try? store.saveNodes([status.record]) }
+            if let status = workers[worker] { registeredNodes.append(status.record) }
             for assignment in stale { send(.stop(assignment: assignment, graceSeconds: configuration.stopGraceSeconds), to: worker) }
             logger.info("worker \(worker) registered: \(resources.host), \(resources.cores) cores\(resources.instanceType.map { ", \($0)" } ?? "")")
             send(.registered(worker: worker, heartbeatMilliseconds: configuration.heartbeatMilliseconds), to: worker)
@@ -248,7 +360,10 @@ public final class Coordinator {
                 send(.stop(assignment: assignment, graceSeconds: configuration.stopGraceSeconds), to: worker)
                 if status.assignment == nil { status.assignment = assignment }
             }
-            if let busy = status.assignment, !running.contains(busy), !isCurrent(busy) { status.assignment = nil }
+            if let busy = status.assignment, !running.contains(busy), !isCurrent(busy) {
+                status.assignment = nil
+                workersRevision += 1
+            }
             workers[worker] = status
         case .rankStarted(let assignment, _):
             guard let (job, rank) = locate(assignment) else { return }
@@ -257,23 +372,59 @@ public final class Coordinator {
                 apply(.trainingStarted, to: job, at: now)
             }
         case .rankOutput(let assignment, let lines):
-            guard let (job, rank) = locate(assignment), let attempt = attempts[job] else { return }
-            try? store.appendLog(job: job, stream: "\(job)/attempt-\(attempt.number)/rank-\(rank)", lines: lines, at: now)
+            guard let (job, attempt, rank) = RankAssignment.parse(id: assignment), isCurrent(assignment) else { return }
+            try? store.appendLog(job: job, stream: "\(job)/attempt-\(attempt)/rank-\(rank)", lines: lines, at: now)
+            if let patterns = metricPatterns[job] { try? store.recordMetrics(job: job, values: Coordinator.metrics(in: lines, patterns), at: now) }
+            outputHandler?(job, rank, lines)
         case .rankExited(let exit):
             if var status = workers[worker], status.assignment == exit.assignment {
                 status.assignment = nil
                 workers[worker] = status
+                workersRevision += 1
             }
-            guard let (job, rank) = locate(exit.assignment) else { return }
+            guard let (job, rank) = locate(exit.assignment) else {
+                adopt(exit.assignment, worldSize: nil, exit: exit, worker: worker, at: now)
+                return
+            }
             let host = workers[worker]?.resources.host ?? worker
-            let detail = exit.lastError.split(separator: "\n").last.map { ": \($0)" } ?? ""
-            rankEnded(job: job, rank: rank, exit: exit, failure: exit.succeeded ? nil : "rank \(rank) on \(host) \(exit.summary)\(detail)", at: now)
+            rankEnded(job: job, rank: rank, exit: exit,
+                      failure: exit.succeeded ? nil : "rank \(rank) on \(host) \(exit.summary)\(Coordinator.detail(of: exit))", at: now)
         default:
             logger.warning("worker \(worker) sent a message meant for workers")
         }
     }
 
-    private func isCurrent(_ assignment: String) -> Bool { locate(assignment) != nil }
+    /// The values `patterns` find in `lines`: each pattern's first capture group (or whole
+    /// match), where it reads as a number.
+    static func metrics(in lines: [String], _ patterns: [(name: String, regex: NSRegularExpression)]) -> [(name: String, value: Double)] {
+        var found = [(name: String, value: Double)]()
+        for line in lines {
+            let range = NSRange(line.startIndex..., in: line)
+            for (name, regex) in patterns {
+                guard let match = regex.firstMatch(in: line, range: range) else { continue }
+                let group = match.numberOfRanges > 1 ? match.range(at: 1) : match.range
+                guard let span = Range(group, in: line), let value = Double(line[span].trimmingCharacters(in: .whitespaces)),
+                      value.isFinite else { continue }
+                found.append((name, value))
+            }
+        }
+        return found
+    }
+
+    /// Compiles a job's MetricDefinitions (validated when it was submitted) for its running ranks.
+    private func watchMetrics(of spec: TrainingJobSpec) {
+        let patterns = (spec.metricDefinitions ?? []).compactMap { definition in
+            (try? NSRegularExpression(pattern: definition.regex)).map { (name: definition.name, regex: $0) }
+        }
+        metricPatterns[spec.name] = patterns.isEmpty ? nil : patterns
+    }
+
+    /// Whether `assignment` is a rank of a running attempt, or of one being recovered.
+    private func isCurrent(_ assignment: String) -> Bool {
+        if locate(assignment) != nil { return true }
+        guard let (job, attempt, _) = RankAssignment.parse(id: assignment) else { return false }
+        return recovering[job]?.attempt == attempt
+    }
 
     /// The job and rank of an assignment id of a running attempt.
     private func locate(_ assignment: String) -> (String, Int)? {
@@ -295,7 +446,9 @@ public final class Coordinator {
     private func finishIfDone(_ job: String, at now: Date) {
         guard let attempt = attempts[job], attempt.exited.count == attempt.ranks.count else { return }
         attempts[job] = nil
-        for rank in attempt.ranks { if workers[rank.worker]?.assignment != nil { workers[rank.worker]?.assignment = nil } }
+        metricPatterns[job] = nil
+        for rank in attempt.ranks where workers[rank.worker]?.assignment == rank.assignment { workers[rank.worker]?.assignment = nil }
+        workersRevision += 1
         guard let record = try? store.job(named: job) else { return }
         if record.state.status == .stopping {
             apply(.ranksStopped, to: job, at: now)
@@ -304,6 +457,21 @@ public final class Coordinator {
             apply(.attemptFailed(reason: failure), to: job, at: now)
         } else {
             apply(.uploadStarted, to: job, at: now)
+            if let plan = try? RankPlan(spec: record.spec, configuration: configuration, attempt: attempt.number), plan.isScriptMode {
+                // The ranks' /opt/ml/model folders, merged, become model.tar.gz (and their
+                // output/data folders output.tar.gz), where SageMaker puts them.
+                do {
+                    try ScriptArtifacts.pack(plan.modelGather(attempt: attempt.number),
+                                             to: (plan.outputDirectory as NSString).appendingPathComponent("model.tar.gz"))
+                    if FileManager.default.fileExists(atPath: plan.outputDataGather(attempt: attempt.number)) {
+                        try ScriptArtifacts.pack(plan.outputDataGather(attempt: attempt.number),
+                                                 to: (plan.outputDirectory as NSString).appendingPathComponent("output.tar.gz"))
+                    }
+                } catch {
+                    apply(.attemptFailed(reason: "packing the model folder into model.tar.gz failed: \(error)"), to: job, at: now)
+                    return
+                }
+            }
             apply(.succeeded, to: job, at: now)
             logger.info("job \(job) completed")
         }
@@ -313,8 +481,10 @@ public final class Coordinator {
 
     private func sweep(_ now: Date) {
         let limit = Double(configuration.heartbeatTimeoutMilliseconds) / 1000
+        abandonRecoveries(now)
         for (id, worker) in workers where now.timeIntervalSince(worker.lastHeartbeat) > limit {
             workers[id] = nil
+            workersRevision += 1
             var record = worker.record
             record.status = "Failure"
             record.message = "no heartbeat for more than \(Int(limit)) s"
@@ -347,14 +517,23 @@ public final class Coordinator {
             let spec = job.spec
             let free = workers.values.filter { $0.assignment == nil && ($0.resources.instanceType == nil || $0.resources.instanceType == spec.instanceType) }
                 .sorted { $0.id < $1.id }
-            guard free.count >= spec.instanceCount else {
+            // A job that has run before and allows it (forge_min_instance_count) resumes on the
+            // workers there are rather than wait for the full count (elastic resume).
+            let count = free.count >= spec.instanceCount ? spec.instanceCount
+                : (job.state.attempt > 1 && free.count >= spec.minInstanceCount ? free.count : nil)
+            guard let count else {
                 if job.state.secondaryStatus != .pending {
                     apply(.queued(reason: "Waiting for \(spec.instanceCount) free worker\(spec.instanceCount == 1 ? "" : "s") of type \(spec.instanceType) (\(free.count) free)"),
                           to: job.name, at: now)
                 }
                 continue
             }
-            start(job, on: Array(free.prefix(spec.instanceCount)), at: now)
+            if count < spec.instanceCount {
+                let message = "resuming on \(count) of \(spec.instanceCount) instances (forge_min_instance_count \(spec.minInstanceCount)): the same global batch, re-sharded"
+                logger.warning("job \(job.name): \(message)")
+                try? store.note(job: job.name, kind: "Elastic", message: message, at: now)
+            }
+            start(job, on: Array(free.prefix(count)), at: now)
         }
     }
 
@@ -363,7 +542,7 @@ public final class Coordinator {
         let spec = job.spec
         let plan: RankPlan
         do {
-            plan = try RankPlan(spec: spec, configuration: configuration)
+            plan = try RankPlan(spec: spec, configuration: configuration, attempt: job.state.attempt)
         } catch {
             apply(.assigned(workers: chosen.count), to: job.name, at: now)
             apply(.attemptFailed(reason: "\(error)"), to: job.name, at: now)
@@ -389,6 +568,7 @@ public final class Coordinator {
         }
         attempts[job.name] = Attempt(number: job.state.attempt, ranks: ranks,
                                      deadline: now.addingTimeInterval(Double(spec.maxRuntimeSeconds)))
+        watchMetrics(of: spec)
         logger.info("job \(job.name) attempt \(job.state.attempt): \(chosen.count) rank(s) on \(chosen.map(\.resources.host).joined(separator: ", "))")
     }
 }

@@ -3,6 +3,7 @@
 // transition and the event that caused it are written together, and a refused change leaves
 // the store as it was.
 import Foundation
+import Synchronization
 import GRDB
 
 /// A job as stored: its spec, its state, when it was created and last changed.
@@ -52,6 +53,11 @@ public final class JobStore: Sendable {
     public let path: String
     private let database: DatabaseQueue
     private let arnPrefix: String
+    private let revision = Mutex(0)
+
+    /// Goes up with every change to a job (created, or an event applied), from any thread: a
+    /// reader that saw the same value has nothing new to read.
+    public var jobsRevision: Int { revision.withLock { $0 } }
 
     /// Opens (creating if needed) the store at `path`, migrating it to the current schema.
     public init(path: String, region: String = "us-east-1", account: String = "000000000000") throws(JobStoreError) {
@@ -61,6 +67,13 @@ public final class JobStore: Sendable {
             try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             var configuration = Configuration()
             configuration.busyMode = .timeout(5)
+            // Write-ahead logging, synced at checkpoints: a commit costs an append rather than
+            // two fsyncs (log lines and heartbeats are most of the writes), and a crash of the
+            // coordinator loses nothing committed.
+            configuration.prepareDatabase { db in
+                try db.execute(sql: "PRAGMA journal_mode = WAL")
+                try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            }
             database = try DatabaseQueue(path: path, configuration: configuration)
             var migrator = DatabaseMigrator()
             migrator.registerMigration("v1") { db in
@@ -108,6 +121,16 @@ public final class JobStore: Sendable {
                     table.column("assignment", .text)
                 }
             }
+            migrator.registerMigration("v4-metrics") { db in
+                try db.create(table: "metric") { table in
+                    table.autoIncrementedPrimaryKey("id")
+                    table.column("job", .text).notNull().references("job", onDelete: .cascade)
+                    table.column("name", .text).notNull()
+                    table.column("value", .double).notNull()
+                    table.column("time", .double).notNull()
+                }
+                try db.create(index: "metric_by_job", on: "metric", columns: ["job", "name", "id"])
+            }
             try migrator.migrate(database)
         } catch {
             throw .database("\(path): \(error)")
@@ -129,6 +152,7 @@ public final class JobStore: Sendable {
             try JobStore.log(db, job: spec.name, time: time, kind: "Created",
                              message: "\(spec.instanceCount) × \(spec.instanceType), \(spec.builtInAlgorithm.map { "built-in \($0)" } ?? "script mode")")
         }
+        revision.withLock { $0 += 1 }
         return record
     }
 
@@ -156,7 +180,7 @@ public final class JobStore: Sendable {
     /// a refused event changes nothing.
     @discardableResult
     public func apply(_ event: JobEvent, to name: String, at time: Date) throws(JobStoreError) -> JobRecord {
-        try write { db in
+        let changed = try write { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE name = ?", arguments: [name]) else {
                 throw JobStoreError.notFound(name)
             }
@@ -174,6 +198,8 @@ public final class JobStore: Sendable {
             try JobStore.log(db, job: name, time: time, kind: JobStore.kind(of: event), message: message)
             return record
         }
+        revision.withLock { $0 += 1 }
+        return changed
     }
 
     /// The job's event log, oldest first.
@@ -306,6 +332,37 @@ public final class JobStore: Sendable {
                            registeredAt: Date(timeIntervalSince1970: row["registeredAt"]),
                            lastHeartbeat: Date(timeIntervalSince1970: row["lastHeartbeat"]),
                            status: row["status"], message: row["message"], assignment: row["assignment"])
+            }
+        }
+    }
+
+    /// Stores metric values read from a job's log lines (MetricDefinitions), in one write.
+    public func recordMetrics(job: String, values: [(name: String, value: Double)], at time: Date) throws(JobStoreError) {
+        guard !values.isEmpty else { return }
+        try write { db in
+            for (name, value) in values {
+                try db.execute(sql: "INSERT INTO metric (job, name, value, time) VALUES (?, ?, ?, ?)",
+                               arguments: [job, name, value, time.timeIntervalSince1970])
+            }
+        }
+    }
+
+    /// The newest value of each metric of the job, by name.
+    public func latestMetrics(of job: String) throws(JobStoreError) -> [(name: String, value: Double, time: Date)] {
+        try read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT name, value, time FROM metric WHERE id IN (SELECT MAX(id) FROM metric WHERE job = ? GROUP BY name) ORDER BY name
+                """, arguments: [job]).map { row in
+                (name: row["name"] as String, value: row["value"] as Double, time: Date(timeIntervalSince1970: row["time"]))
+            }
+        }
+    }
+
+    /// Every value of one metric of the job, oldest first.
+    public func metricSeries(of job: String, name: String) throws(JobStoreError) -> [(value: Double, time: Date)] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT value, time FROM metric WHERE job = ? AND name = ? ORDER BY id", arguments: [job, name]).map { row in
+                (value: row["value"] as Double, time: Date(timeIntervalSince1970: row["time"]))
             }
         }
     }

@@ -61,25 +61,51 @@ public struct RankPlan: Sendable {
     public let checkpointDirectory: String
     public let jobDirectory: String
 
-    public init(spec: TrainingJobSpec, configuration: CoordinatorConfiguration) throws {
-        guard let algorithm = spec.builtInAlgorithm else {
-            throw RankPlanError(description: "\(spec.trainingImage ?? "this image") is not a built-in forge/<algorithm> image; script mode is not served yet")
-        }
+    /// Whether the job runs the user's program (script mode) rather than a built-in.
+    public let isScriptMode: Bool
+
+    /// Where a script-mode attempt's ranks leave their model files, packed into model.tar.gz.
+    public func modelGather(attempt: Int) -> String {
+        (jobDirectory as NSString).appendingPathComponent("attempt-\(attempt)/model")
+    }
+
+    /// Where a script-mode attempt's ranks leave /opt/ml/output/data, packed into output.tar.gz.
+    public func outputDataGather(attempt: Int) -> String {
+        (jobDirectory as NSString).appendingPathComponent("attempt-\(attempt)/output-data")
+    }
+
+    public init(spec: TrainingJobSpec, configuration: CoordinatorConfiguration, attempt: Int = 1) throws {
         let store = LocalObjectStore(root: configuration.objectRoot)
-        guard let train = spec.channels.first(where: { $0.name == "train" }) else {
-            throw RankPlanError(description: "the job has no channel named train")
-        }
         jobDirectory = (configuration.stateDirectory as NSString).appendingPathComponent("jobs/\(spec.name)")
         outputDirectory = try store.path(of: spec.outputPath.hasSuffix("/") ? "\(spec.outputPath)\(spec.name)/output" : "\(spec.outputPath)/\(spec.name)/output")
         checkpointDirectory = try spec.checkpointUri.map { uri throws in try store.path(of: uri) }
             ?? (configuration.stateDirectory as NSString).appendingPathComponent("checkpoints/\(spec.name)")
+        guard let algorithm = spec.builtInAlgorithm else {
+            guard ScriptHyperparameters.reserved("sagemaker_program", in: spec.hyperParameters) != nil else {
+                throw RankPlanError(description: "\(spec.trainingImage ?? "this image") is not a built-in forge/<algorithm> image, so the job runs in "
+                    + "script mode, which needs the hyperparameter sagemaker_program (the entry point; the SageMaker SDK sets it)")
+            }
+            isScriptMode = true
+            arguments = try RankPlan.containerArguments(spec: spec, store: store, jobDirectory: jobDirectory,
+                                                        checkpointDirectory: checkpointDirectory, attempt: attempt)
+            return
+        }
+        isScriptMode = false
+        guard let train = spec.channels.first(where: { $0.name == "train" }) else {
+            throw RankPlanError(description: "the job has no channel named train")
+        }
         var arguments = ["forge", "train", "--algorithm", algorithm, "--train", try store.path(of: train.uri),
                          "--output", outputDirectory, "--checkpoint-dir", checkpointDirectory, "--quiet",
                          "--train-distribution", train.distribution]
         if let validation = spec.channels.first(where: { $0.name == "validation" }) {
             arguments += ["--validation", try store.path(of: validation.uri)]
         }
-        if let type = train.contentType { arguments += ["--content-type", type] }
+        // SageMaker's MIME parameters: `text/csv;header=present` says the files start with a header.
+        if let type = train.contentType {
+            let parts = type.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }
+            if let base = parts.first, !base.isEmpty { arguments += ["--content-type", base] }
+            if parts.dropFirst().contains(where: { $0.lowercased() == "header=present" }) { arguments.append("--csv-header") }
+        }
         for (key, value) in spec.hyperParameters.sorted(by: { $0.key < $1.key }) { arguments += ["-H", "\(key)=\(value)"] }
         self.arguments = arguments
     }

@@ -18,6 +18,17 @@ public struct ChannelSpec: Codable, Sendable, Equatable {
     public var sharding: ShardingMode { distribution == "ShardedByS3Key" ? .shardedByS3Key : .fullyReplicated }
 }
 
+/// A metric read from a job's log lines: the first capture group of `regex` is its value.
+public struct MetricDefinition: Codable, Sendable, Equatable {
+    public var name: String
+    public var regex: String
+
+    public init(name: String, regex: String) {
+        self.name = name
+        self.regex = regex
+    }
+}
+
 /// A validated CreateTrainingJob request.
 public struct TrainingJobSpec: Codable, Sendable, Equatable {
     public var name: String
@@ -26,6 +37,8 @@ public struct TrainingJobSpec: Codable, Sendable, Equatable {
     public var trainingImage: String?
     public var algorithmName: String?
     public var inputMode: String
+    /// `AlgorithmSpecification.MetricDefinitions`: regexes applied to the job's log lines.
+    public var metricDefinitions: [MetricDefinition]?
     public var hyperParameters: [String: String]
     public var channels: [ChannelSpec]
     public var outputPath: String
@@ -38,6 +51,15 @@ public struct TrainingJobSpec: Codable, Sendable, Equatable {
     public var maxRetryAttempts: Int
     public var environment: [String: String]
     public var tags: [String: String]
+
+    /// The hyperparameter that lets a job resume on fewer instances (elastic resume).
+    public static let minInstanceCountKey = "forge_min_instance_count"
+
+    /// The fewest instances a restarted attempt may run on (`forge_min_instance_count`); the
+    /// full `instanceCount` when the job does not allow elastic resume.
+    public var minInstanceCount: Int {
+        hyperParameters[TrainingJobSpec.minInstanceCountKey].flatMap(Int.init).map { min(max($0, 1), instanceCount) } ?? instanceCount
+    }
 
     /// The built-in algorithm this job runs (`forge/mlp:latest` → `mlp`), or nil for script mode.
     public var builtInAlgorithm: String? {
@@ -86,6 +108,21 @@ public struct TrainingJobSpec: Codable, Sendable, Equatable {
         }
         let inputMode = check.string(algorithm, "TrainingInputMode", at: "algorithmSpecification", required: root["AlgorithmSpecification"] != nil,
                                      oneOf: ["File", "Pipe", "FastFile"]) ?? "File"
+        var metricDefinitions = [MetricDefinition]()
+        for (index, raw) in (check.list(algorithm, "MetricDefinitions", count: 0...40) ?? []).enumerated() {
+            let at = "algorithmSpecification.metricDefinitions.\(index + 1).member"
+            guard let definition = raw as? [String: Any] else {
+                check.problem(at, "a metric definition is {Name, Regex}")
+                continue
+            }
+            let metric = check.string(definition, "Name", at: at, required: true, length: 1...255, pattern: "^.+$")
+            let regex = check.string(definition, "Regex", at: at, required: true, length: 1...500, pattern: "^.+$")
+            if let regex, (try? NSRegularExpression(pattern: regex)) == nil {
+                check.problem("\(at).regex", "'\(regex)' is not a regular expression")
+            } else if let metric, let regex {
+                metricDefinitions.append(MetricDefinition(name: metric, regex: regex))
+            }
+        }
         // Hyperparameters: a map of strings.
         var hyperParameters = [String: String]()
         if let raw = root["HyperParameters"] {
@@ -139,6 +176,14 @@ public struct TrainingJobSpec: Codable, Sendable, Equatable {
                                         length: 1...64, pattern: "^[a-z0-9][a-z0-9.\\-]*$") ?? ""
         let instanceCount = check.integer(resources, "InstanceCount", at: "resourceConfig", required: root["ResourceConfig"] != nil, range: 1...4096) ?? 1
         let volume = check.integer(resources, "VolumeSizeInGB", at: "resourceConfig", range: 0...16384)
+        if let text = hyperParameters[TrainingJobSpec.minInstanceCountKey] {
+            if let minimum = Int(text), (1...instanceCount).contains(minimum) {
+                // Valid.
+            } else {
+                check.problem("hyperParameters.\(TrainingJobSpec.minInstanceCountKey)",
+                              "the fewest instances the job may resume on: an integer from 1 to its InstanceCount (\(instanceCount)), not '\(text)'")
+            }
+        }
         let stopping = check.object(root, "StoppingCondition") ?? [:]
         let maxRuntime = check.integer(stopping, "MaxRuntimeInSeconds", at: "stoppingCondition", range: 1...2_419_200) ?? 86_400
         let checkpoint = check.object(root, "CheckpointConfig")
@@ -168,6 +213,7 @@ public struct TrainingJobSpec: Codable, Sendable, Equatable {
         }
         guard check.problems.isEmpty else { throw SpecError(check.problems) }
         return TrainingJobSpec(name: name, roleArn: role, trainingImage: image, algorithmName: algorithmName, inputMode: inputMode,
+                               metricDefinitions: metricDefinitions.isEmpty ? nil : metricDefinitions,
                                hyperParameters: hyperParameters, channels: channels, outputPath: outputPath, instanceType: instanceType,
                                instanceCount: instanceCount, volumeSizeInGB: volume, maxRuntimeSeconds: maxRuntime,
                                checkpointUri: checkpointUri, checkpointLocalPath: checkpointLocal, maxRetryAttempts: retries,

@@ -105,6 +105,9 @@ public struct TrainingPlan: Sendable, Equatable {
         let normalizeData = r.bool("normalize_data", default: true)
         let normalizeLabel = r.bool("normalize_label", default: predictor == .regressor)
         let checkpointSteps = r.int("forge_checkpoint_steps", default: 0, in: 0...Int(Int32.max))
+        // The scheduler's (elastic resume); checked here too so a job file and forge train
+        // accept the same names.
+        _ = r.int("forge_min_instance_count", default: 1, in: 1...4096)
         if normalizeLabel, let predictor, predictor.isClassifier, hyperparameters["normalize_label"] != nil {
             r.report(.conflict(key: "normalize_label", reason: "only a regressor's labels can be normalised"))
         }
@@ -116,6 +119,8 @@ public struct TrainingPlan: Sendable, Equatable {
             throw HyperparameterError(algorithm: algorithm.rawValue, problems: r.problems)
         }
         var resolved = r.resolved
+        // Where the job may run is not part of the model (a checkpoint resumes under any).
+        resolved["forge_min_instance_count"] = nil
         resolved["normalize_label"] = String(normalizeLabel && !predictor.isClassifier)
         return TrainingPlan(algorithm: algorithm, predictorType: predictor, numClasses: numClasses, hiddenLayers: hidden,
                             activation: activation, dropout: Float(dropout), miniBatchSize: batch, epochs: epochs,

@@ -14,10 +14,14 @@ public struct WorkerResources: Codable, Sendable, Equatable {
     public var pid: Int32
     /// Ranks it still runs when it registers (again, after a coordinator restart).
     public var running: [String]?
+    /// What it knows of its recent ranks, running or ended (the newest few): a restarted
+    /// coordinator re-attaches a job whose every rank it can account for.
+    public var ranks: [RankReport]?
 
     public init(host: String, cores: Int, memoryBytes: Int64, instanceType: String?, instanceGroup: String?, pid: Int32,
-                running: [String]? = nil) {
+                running: [String]? = nil, ranks: [RankReport]? = nil) {
         self.running = running
+        self.ranks = ranks
         self.host = host
         self.cores = cores
         self.memoryBytes = memoryBytes
@@ -52,6 +56,31 @@ public struct RankAssignment: Codable, Sendable, Equatable {
         self.arguments = arguments
         self.environment = environment
         self.workDirectory = workDirectory
+    }
+
+    /// The job, attempt and rank an assignment id (`JOB/ATTEMPT/RANK`) names, or nil for an id
+    /// of another shape (job names hold no `/`).
+    public static func parse(id: String) -> (job: String, attempt: Int, rank: Int)? {
+        let parts = id.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 3, !parts[0].isEmpty, let attempt = Int(parts[1]), let rank = Int(parts[2]), attempt >= 1, rank >= 0 else {
+            return nil
+        }
+        return (String(parts[0]), attempt, rank)
+    }
+}
+
+/// A rank a worker runs or ran lately, as it reports it when it registers.
+public struct RankReport: Codable, Sendable, Equatable {
+    /// `JOB/ATTEMPT/RANK`.
+    public var assignment: String
+    public var worldSize: Int
+    /// How it ended; nil while it runs.
+    public var exit: RankExit?
+
+    public init(assignment: String, worldSize: Int, exit: RankExit?) {
+        self.assignment = assignment
+        self.worldSize = worldSize
+        self.exit = exit
     }
 }
 

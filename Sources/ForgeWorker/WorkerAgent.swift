@@ -45,6 +45,10 @@ public final class WorkerAgent {
     private var heartbeatMilliseconds = 1000
     private var lastHeartbeat = DispatchTime(uptimeNanoseconds: 0)
     private var ranks: [String: RunningRank] = [:]
+    /// Ranks that ended lately, newest last: reported when registering again, so a coordinator
+    /// that restarted learns how the ranks it lost track of ended.
+    private var ended: [RankReport] = []
+    static let endedKept = 32
 
     private final class RunningRank {
         let assignment: RankAssignment
@@ -94,7 +98,9 @@ public final class WorkerAgent {
         let memory = Int64(ProcessInfo.processInfo.physicalMemory)
         let resources = WorkerResources(host: configuration.host, cores: ProcessInfo.processInfo.activeProcessorCount, memoryBytes: memory,
                                         instanceType: configuration.instanceType, instanceGroup: configuration.instanceGroup, pid: getpid(),
-                                        running: ranks.keys.sorted())
+                                        running: ranks.keys.sorted(),
+                                        ranks: ranks.values.map { RankReport(assignment: $0.assignment.id, worldSize: $0.assignment.worldSize, exit: nil) }
+                                            .sorted { $0.assignment < $1.assignment } + ended)
         try send(.register(worker: id, resources: resources))
         logger.info("worker \(id): registering with \(configuration.coordinator)")
     }
@@ -139,6 +145,8 @@ public final class WorkerAgent {
         for (key, value) in assignment.environment { environment[key] = value }
         if let key = configuration.clusterKeyPath { environment["FORGE_CLUSTER_KEY"] = key }
         environment["FORGE_NODE_ADDR"] = configuration.host
+        // A forge rank asks the kernel to kill it when this worker dies, as a lost node's would.
+        environment["FORGE_WORKER_PID"] = String(getpid())
         process.environment = environment
         do {
             try FileManager.default.createDirectory(atPath: assignment.workDirectory, withIntermediateDirectories: true)
@@ -175,6 +183,8 @@ public final class WorkerAgent {
             if !tail.isEmpty { try send(.rankOutput(assignment: id, lines: tail)) }
             let exit = RankExit(assignment: id, status: rank.process.terminationStatus,
                                 signaled: rank.process.terminationReason == .uncaughtSignal, lastError: rank.output.lastErrors())
+            ended.append(RankReport(assignment: id, worldSize: rank.assignment.worldSize, exit: exit))
+            if ended.count > WorkerAgent.endedKept { ended.removeFirst(ended.count - WorkerAgent.endedKept) }
             try send(.rankExited(exit))
             logger.info("worker \(self.id): \(id) \(exit.summary)")
             SharedMemoryTransport.removeMailboxes(ofProcess: rank.process.processIdentifier)

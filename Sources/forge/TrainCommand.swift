@@ -1,5 +1,6 @@
 // `forge train`: a whole job on one machine.
 import ArgumentParser
+import CForgeSystem
 import ForgeData
 import ForgeTensor
 import ForgeTraining
@@ -89,19 +90,33 @@ struct TrainCommand: ParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         let isRank = RankEnvironment.isRank(environment)
         if instanceCount > 1, !isRank {
-            try launchRanks()
+            do {
+                try runCluster()
+            } catch let exit as ExitCode {
+                throw exit
+            } catch {
+                FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+                throw ExitCode.failure
+            }
             return
+        }
+        // A rank a worker started dies with it (a lost node), rather than train on as an orphan.
+        if isRank, let worker = environment["FORGE_WORKER_PID"].flatMap(Int32.init), forge_die_with_parent(worker) != 0 {
+            FileHandle.standardError.write(Data("error: the worker that started this rank (pid \(worker)) has gone\n".utf8))
+            throw ExitCode.failure
         }
         let logger = Log.logger(verbose: verbose)
         let rank = isRank ? environment["RANK"].flatMap(Int.init) : nil
         let display = ProgressDisplay(logger: logger, quiet: quiet || (rank ?? 0) != 0)
         do {
             let group = try rank.map { _ in try RankEnvironment.joinGroup(environment, clusterKey: clusterKey, logger: logger) }
-            let threads = self.threads ?? (group == nil ? min(ProcessInfo.processInfo.activeProcessorCount, 2) : 1)
+            var values = try collectHyperparameters()
+            let platform = try PlatformHyperparameters.take(from: &values)
+            let threads = self.threads ?? platform.threads ?? (group == nil ? min(ProcessInfo.processInfo.activeProcessorCount, 2) : 1)
             let request = TrainingJobRequest(
                 algorithm: AlgorithmKind(rawValue: algorithm) ?? .mlp, trainPath: train, validationPath: validation,
-                hyperparameters: try collectHyperparameters(), outputDirectory: output, contentType: contentType,
-                csvHeader: csvHeader, corruptRecords: skipCorruptRecords ? .skip : .fail,
+                hyperparameters: values, outputDirectory: output, contentType: contentType,
+                csvHeader: csvHeader, corruptRecords: skipCorruptRecords || platform.skipCorruptRecords ? .skip : .fail,
                 checkpointDirectory: checkpointDir, resume: !noResume, trainDistribution: trainDistribution.mode)
             let device = CPUDevice(threadCount: threads)
             logger.info("device \(device.name): \(threads) thread(s), OpenBLAS core \(BLASRuntime.coreName), FTZ/DAZ \(FloatEnvironment.flushesToZero ? "on" : "off")")
@@ -127,7 +142,7 @@ struct TrainCommand: ParsableCommand {
             }
             display.finish()
             let summary = result.metrics.map { "\($0.name)=\(MetricLine.fixed($0.value))" }.joined(separator: " ")
-            logger.info("final: \(summary)")
+            if (group?.rank ?? 0) == 0 { logger.info("final: \(summary)") }
         } catch let exit as ExitCode {
             throw exit
         } catch {
@@ -137,37 +152,18 @@ struct TrainCommand: ParsableCommand {
         }
     }
 
-    /// `--instance-count N`: run this same command as N local ranks under `forge launch`.
-    func launchRanks() throws {
-        var arguments = [String]()
-        var skipNext = false
-        for argument in CommandLine.arguments.dropFirst() {
-            if skipNext { skipNext = false; continue }
-            if argument == "--instance-count" { skipNext = true; continue }
-            if argument.hasPrefix("--instance-count=") { continue }
-            arguments.append(argument)
-        }
-        let launcher = Process()
-        launcher.executableURL = URL(fileURLWithPath: "/proc/self/exe")
-        // Ranks get a core each when there are enough (as mpirun binds them): a rank's collective
-        // and compute then never wait for the scheduler to move a neighbour off its core.
-        let bind = instanceCount <= CPUBinding.allowedCPUs().count ? ["--cpu-bind", "cores"] : []
-        launcher.arguments = ["launch", "--nproc", String(instanceCount)] + bind + (clusterKey.map { ["--cluster-key", $0] } ?? [])
-            + ["--", "forge"] + arguments
-        // A SIGTERM or SIGINT for this process goes on to the launcher (and so to the ranks,
-        // which stop after a step with a checkpoint); its exit status becomes ours.
-        let signals = SignalLatch(signals: [SIGTERM, SIGINT])
-        try launcher.run()
-        var forwarded = false
-        while launcher.isRunning {
-            if !forwarded, let signal = signals.received {
-                kill(launcher.processIdentifier, signal)
-                forwarded = true
-            }
-            usleep(20_000)
-        }
-        guard launcher.terminationReason == .exit else { throw ExitCode(128 + launcher.terminationStatus) }
-        guard launcher.terminationStatus == 0 else { throw ExitCode(launcher.terminationStatus) }
+    /// `--instance-count N`: the job on an embedded coordinator with N local workers.
+    func runCluster() throws {
+        var values = try collectHyperparameters()
+        if let threads { values[PlatformHyperparameters.threads] = String(threads) }
+        if skipCorruptRecords { values[PlatformHyperparameters.skipCorruptRecords] = "true" }
+        // Problems with the hyperparameters are reported here, before any process starts.
+        var check = values
+        _ = try PlatformHyperparameters.take(from: &check)
+        _ = try TrainingPlan.make(algorithm: AlgorithmKind(rawValue: algorithm) ?? .mlp, hyperparameters: check)
+        try EmbeddedCluster(algorithm: algorithm, train: train, validation: validation, hyperparameters: values, output: output,
+                            checkpointDirectory: checkpointDir, instanceCount: instanceCount, distribution: trainDistribution,
+                            contentType: contentType, csvHeader: csvHeader, resume: !noResume, clusterKey: clusterKey).run()
     }
 
     /// The JSON file's values, then each -H (later wins).
@@ -183,6 +179,35 @@ struct TrainCommand: ParsableCommand {
             values[String(item[..<equals])] = String(item[item.index(after: equals)...])
         }
         return values
+    }
+}
+
+/// Hyperparameters that set how `forge train` runs rather than what it learns, so that a job
+/// spec (whose only free-form member is HyperParameters) can say what the flags say.
+enum PlatformHyperparameters {
+    /// `--threads` per rank.
+    static let threads = "forge_threads"
+    /// `--skip-corrupt-records`.
+    static let skipCorruptRecords = "forge_skip_corrupt_records"
+
+    /// Removes these keys from `values` and returns what they say.
+    static func take(from values: inout [String: String]) throws -> (threads: Int?, skipCorruptRecords: Bool) {
+        var threads: Int?
+        if let text = values.removeValue(forKey: self.threads) {
+            guard let count = Int(text), (1...1024).contains(count) else {
+                throw ValidationError("hyperparameter \(self.threads) must be an integer from 1 to 1024, not '\(text)'")
+            }
+            threads = count
+        }
+        var skip = false
+        if let text = values.removeValue(forKey: skipCorruptRecords) {
+            switch text.lowercased() {
+            case "true", "1", "yes": skip = true
+            case "false", "0", "no": skip = false
+            default: throw ValidationError("hyperparameter \(skipCorruptRecords) must be 'true' or 'false', not '\(text)'")
+            }
+        }
+        return (threads, skip)
     }
 }
 

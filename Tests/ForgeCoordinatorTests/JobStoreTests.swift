@@ -38,6 +38,24 @@ import Testing
         #expect(try reopened.events(of: "a").last?.message.hasPrefix("Training:") == true)
     }
 
+    @Test func metricsKeepTheirSeriesAndTheNewestValueOfEach() throws {
+        let directory = try TemporaryDirectory()
+        let store = try JobStore(path: directory.file("forge.sqlite"))
+        try store.create(try spec("m"), at: t0)
+        let before = store.jobsRevision
+        try store.recordMetrics(job: "m", values: [("loss", 0.9), ("accuracy", 0.5)], at: t0)
+        try store.recordMetrics(job: "m", values: [("loss", 0.4)], at: t0.addingTimeInterval(5))
+        #expect(store.jobsRevision == before, "metrics are not job changes: the scheduler need not look")
+        let latest = try store.latestMetrics(of: "m")
+        #expect(latest.map(\.name) == ["accuracy", "loss"])
+        #expect(latest.map(\.value) == [0.5, 0.4])
+        #expect(try store.metricSeries(of: "m", name: "loss").map(\.value) == [0.9, 0.4])
+        try store.apply(.assigned(workers: 1), to: "m", at: t0)
+        #expect(store.jobsRevision == before + 1)
+        #expect(throws: JobStoreError.self) { try store.apply(.succeeded, to: "m", at: t0) }
+        #expect(store.jobsRevision == before + 1, "a refused event changes nothing, the revision neither")
+    }
+
     @Test func refusedRequestsChangeNothing() throws {
         let directory = try TemporaryDirectory()
         let store = try JobStore(path: directory.file("forge.sqlite"))

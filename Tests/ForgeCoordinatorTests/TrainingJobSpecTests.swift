@@ -96,6 +96,31 @@ import Testing
         #expect(error.description.hasPrefix("\(error.problems.count) validation errors detected: "))
     }
 
+    @Test func elasticResumeNeedsAMinimumFromOneToTheInstanceCount() throws {
+        func spec(_ minimum: String) throws -> TrainingJobSpec {
+            try TrainingJobSpec.decode(json: Data(Self.valid.replacingOccurrences(of: #""epochs": "20""#,
+                                                                                  with: #""epochs": "20", "forge_min_instance_count": "\#(minimum)""#).utf8))
+        }
+        #expect(try spec("1").minInstanceCount == 1)
+        #expect(try TrainingJobSpec.decode(json: Data(Self.valid.utf8)).minInstanceCount == 2, "without it, the full count")
+        for bad in ["0", "3", "two", ""] {
+            let error = try #require(throws: SpecError.self) { try spec(bad) }
+            #expect(error.problems.contains { $0.hasPrefix("hyperParameters.forge_min_instance_count: ") }, "\(bad): \(error)")
+        }
+    }
+
+    @Test func metricDefinitionsAreRegexesThatMustCompile() throws {
+        func spec(_ definitions: String) throws -> TrainingJobSpec {
+            try TrainingJobSpec.decode(json: Data(Self.valid.replacingOccurrences(
+                of: #""TrainingInputMode": "File"}"#, with: #""TrainingInputMode": "File", "MetricDefinitions": \#(definitions)}"#).utf8))
+        }
+        let good = try spec(#"[{"Name": "train:loss", "Regex": "loss=([0-9.]+)"}]"#)
+        #expect(good.metricDefinitions == [MetricDefinition(name: "train:loss", regex: "loss=([0-9.]+)")])
+        let error = try #require(throws: SpecError.self) { try spec(#"[{"Name": "x", "Regex": "([0-9"}, {"Regex": "a"}]"#) }
+        #expect(error.problems.contains { $0.contains("metricDefinitions.1.member.regex") }, "\(error)")
+        #expect(error.problems.contains { $0.contains("metricDefinitions.2.member.name") }, "\(error)")
+    }
+
     @Test func notJSONAndNotAnObjectAreErrorsToo() {
         #expect(throws: SpecError.self) { try TrainingJobSpec.decode(json: Data("{".utf8)) }
         #expect(throws: SpecError.self) { try TrainingJobSpec.decode(json: Data("[1, 2]".utf8)) }

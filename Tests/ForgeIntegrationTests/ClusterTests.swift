@@ -41,8 +41,9 @@ final class WorkerProcesses {
 }
 
 @Suite(.serialized) struct ClusterTests {
-    static func spec(_ name: String, algorithm: String, instances: Int, epochs: Int, bucket: String, retries: Int = 0) -> String {
-        let model = algorithm == "mlp" ? #""hidden_layer_sizes": "16""# : #""predictor_type": "multiclass_classifier", "num_classes": "3""#
+    static func spec(_ name: String, algorithm: String, instances: Int, epochs: Int, bucket: String, retries: Int = 0,
+                     extra: String = "") -> String {
+        let model = (algorithm == "mlp" ? #""hidden_layer_sizes": "16""# : #""predictor_type": "multiclass_classifier", "num_classes": "3""#) + extra
         return """
         {"TrainingJobName": "\(name)", "RoleArn": "arn:aws:iam::123456789012:role/forge",
          "AlgorithmSpecification": {"TrainingImage": "forge/\(algorithm):latest", "TrainingInputMode": "File"},
@@ -58,8 +59,8 @@ final class WorkerProcesses {
     }
 
     /// A coordinator with its data in the object store (bucket `data`).
-    static func coordinator(_ directory: TemporaryDirectory) throws -> Coordinator {
-        let configuration = CoordinatorConfiguration(listen: "tcp://127.0.0.1:*", stateDirectory: directory.file("state"),
+    static func coordinator(_ directory: TemporaryDirectory, listen: String = "tcp://127.0.0.1:*") throws -> Coordinator {
+        let configuration = CoordinatorConfiguration(listen: listen, stateDirectory: directory.file("state"),
                                                      heartbeatMilliseconds: 200, heartbeatTimeoutMilliseconds: 5000, stopGraceSeconds: 5)
         var logger = Logger(label: "coordinator")
         logger.logLevel = .warning
@@ -67,6 +68,32 @@ final class WorkerProcesses {
         _ = try directory.write(SyntheticCSV(count: 600, seed: 1).labelled, to: "state/objects/data/train/part-0.csv")
         _ = try directory.write(SyntheticCSV(count: 200, seed: 2).labelled, to: "state/objects/data/validation/part-0.csv")
         return coordinator
+    }
+
+    /// The validation accuracy of the same job run without interruption: one `forge train`
+    /// process on the same files, seed and global batch, which any world size matches
+    /// (CONVENTIONS.md; DataParallelTests checks that equivalence to 1e-5 per parameter).
+    static func uninterruptedAccuracy(_ directory: TemporaryDirectory, epochs: Int) throws -> Double {
+        let run = try ForgeProcess.run(["train", "--algorithm", "mlp", "--train", directory.file("state/objects/data/train"),
+                                        "--validation", directory.file("state/objects/data/validation"), "--output", directory.file("reference"),
+                                        "--quiet", "-H", "epochs=\(epochs)", "-H", "mini_batch_size=32", "-H", "hidden_layer_sizes=16"],
+                                       timeout: .seconds(300))
+        #expect(run.status == 0, "\(run)")
+        return try accuracy(directory.file("reference/metrics.json"))
+    }
+
+    /// Live processes whose environment names `worker` as the worker that started them.
+    static func processes(startedBy worker: Int32) -> [Int32] {
+        let marker = Array("FORGE_WORKER_PID=\(worker)".utf8)
+        return ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap(Int32.init).filter { pid in
+            guard let environment = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return false }
+            return environment.split(separator: 0).contains { $0.elementsEqual(marker) }
+        }
+    }
+
+    static func accuracy(_ path: String) throws -> Double {
+        let metrics = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Double]
+        return try #require(metrics?["validation:accuracy"] ?? metrics?["validation:multiclass_accuracy"], "\(String(describing: metrics))")
     }
 
     /// Steps the coordinator until `done` or the deadline; returns whether `done` held.
@@ -123,6 +150,8 @@ final class WorkerProcesses {
         #expect(training, "no checkpoint appeared")
         let busy = coordinator.workers.values.filter { $0.assignment != nil }.map(\.resources.pid)
         let victim = try #require(workers.processes.firstIndex { busy.contains($0.processIdentifier) })
+        let killed = workers.processes[victim].processIdentifier
+        #expect(!Self.processes(startedBy: killed).isEmpty, "the worker's rank is found by its FORGE_WORKER_PID")
         workers.kill(victim)
         let finished = Self.run(coordinator, seconds: 240) {
             (try? coordinator.store.job(named: "tough").state.status.isTerminal) == true
@@ -135,5 +164,82 @@ final class WorkerProcesses {
         #expect(restart.message.contains("rank"), "the restart names the rank: \(restart.message)")
         let attempt2 = try coordinator.store.logLines(of: "tough", stream: "tough/attempt-2/rank-0")
         #expect(attempt2.contains { $0.contains("resum") }, "attempt 2 resumed from a checkpoint: \(attempt2.prefix(10))")
+        // The killed worker's rank died with it (it does not train on as an orphan).
+        #expect(Self.processes(startedBy: workers.processes[victim].processIdentifier).isEmpty)
+        let resumed = try Self.accuracy(directory.file("state/objects/data/models/tough/output/metrics.json"))
+        let reference = try Self.uninterruptedAccuracy(directory, epochs: 60)
+        #expect(abs(resumed - reference) <= 0.005, "resumed \(resumed) against uninterrupted \(reference)")
+    }
+
+    /// Elastic resume: a 3-rank job that allows 2 (forge_min_instance_count) loses a worker
+    /// with no spare; it resumes from its checkpoint on the 2 it has, with the same global
+    /// batch re-sliced, and ends where the uninterrupted run ends.
+    @Test func aJobThatLosesAWorkerWithNoSpareFinishesOnTheWorkersItHas() throws {
+        let directory = try TemporaryDirectory()
+        let coordinator = try Self.coordinator(directory)
+        let workers = WorkerProcesses()
+        try workers.start(3, coordinator: coordinator.endpoint, directory: directory)
+        #expect(Self.run(coordinator, seconds: 60) { coordinator.workers.count == 3 }, "the workers did not register")
+        try coordinator.submit(try TrainingJobSpec.decode(json: Data(Self.spec("stretchy", algorithm: "mlp", instances: 3, epochs: 40, bucket: "data",
+                                                                                 retries: 1, extra: #", "forge_min_instance_count": "2""#).utf8)))
+        let checkpoints = directory.file("state/checkpoints/stretchy")
+        let training = Self.run(coordinator, seconds: 120) {
+            ((try? FileManager.default.contentsOfDirectory(atPath: checkpoints)) ?? []).contains { $0.hasPrefix("step-") }
+        }
+        #expect(training, "no checkpoint appeared")
+        let busy = coordinator.workers.values.filter { $0.assignment?.hasSuffix("/1") == true }.map(\.resources.pid)
+        let victim = try #require(workers.processes.firstIndex { busy.contains($0.processIdentifier) })
+        workers.kill(victim)
+        let finished = Self.run(coordinator, seconds: 300) {
+            (try? coordinator.store.job(named: "stretchy").state.status.isTerminal) == true
+        }
+        #expect(finished)
+        let job = try coordinator.store.job(named: "stretchy")
+        #expect(job.state.status == .completed, "\(job.state.failureReason ?? "") \(job.state.transitions.map(\.message))")
+        #expect(job.state.attempt == 2)
+        let events = try coordinator.store.events(of: "stretchy")
+        #expect(events.contains { $0.kind == "Elastic" && $0.message.contains("resuming on 2 of 3 instances") }, "\(events.map(\.message))")
+        let streams = try coordinator.store.logStreams(of: "stretchy").filter { $0.hasPrefix("stretchy/attempt-2/") }
+        #expect(streams.sorted() == ["stretchy/attempt-2/rank-0", "stretchy/attempt-2/rank-1"], "\(streams)")
+        let attempt2 = try coordinator.store.logLines(of: "stretchy", stream: "stretchy/attempt-2/rank-0")
+        #expect(attempt2.contains { $0.contains("resuming from checkpoint") }, "\(attempt2.prefix(12))")
+        #expect(attempt2.contains { $0.contains("data parallel: 2 ranks") }, "\(attempt2.prefix(12))")
+        let elastic = try Self.accuracy(directory.file("state/objects/data/models/stretchy/output/metrics.json"))
+        let reference = try Self.uninterruptedAccuracy(directory, epochs: 40)
+        #expect(abs(elastic - reference) <= 0.005, "elastic \(elastic) against uninterrupted \(reference)")
+    }
+
+    /// A coordinator that goes away mid-job and comes back (same state, same address) finds a
+    /// job whose worker died meanwhile: the survivors report what they know, the job cannot be
+    /// re-attached whole, and it restarts from its checkpoint on the workers there are.
+    @Test func aRestartedCoordinatorRestartsAJobThatLostARankWhileItWasAway() throws {
+        let directory = try TemporaryDirectory()
+        let port = MultiNodeLaunchTests.freePort()
+        let workers = WorkerProcesses()
+        // The first coordinator lives in this closure only: when it returns, its socket and
+        // store are closed, as if its process had gone.
+        let busy = try { () throws -> [Int32] in
+            let first = try Self.coordinator(directory, listen: "tcp://127.0.0.1:\(port)")
+            try workers.start(3, coordinator: "tcp://127.0.0.1:\(port)", directory: directory)
+            #expect(Self.run(first, seconds: 60) { first.workers.count == 3 }, "the workers did not register")
+            try first.submit(try TrainingJobSpec.decode(json: Data(Self.spec("orphaned", algorithm: "mlp", instances: 2, epochs: 40, bucket: "data").utf8)))
+            let checkpoints = directory.file("state/checkpoints/orphaned")
+            #expect(Self.run(first, seconds: 120) {
+                ((try? FileManager.default.contentsOfDirectory(atPath: checkpoints)) ?? []).contains { $0.hasPrefix("step-") }
+            }, "no checkpoint appeared")
+            return first.workers.values.filter { $0.assignment != nil }.map(\.resources.pid)
+        }()
+        let victim = try #require(workers.processes.firstIndex { busy.contains($0.processIdentifier) })
+        workers.kill(victim)
+        let second = try Self.coordinator(directory, listen: "tcp://127.0.0.1:\(port)")
+        let finished = Self.run(second, seconds: 300) {
+            (try? second.store.job(named: "orphaned").state.status.isTerminal) == true
+        }
+        #expect(finished)
+        let job = try second.store.job(named: "orphaned")
+        #expect(job.state.status == .completed, "\(job.state.failureReason ?? "") \(job.state.transitions.map(\.message))")
+        let restart = try #require(job.state.transitions.first { $0.status == .restarting }, "\(job.state.transitions.map(\.message))")
+        #expect(restart.message.contains("the coordinator restarted while it ran"), "\(restart.message)")
+        #expect(job.state.maxRetries == job.spec.maxRetryAttempts + 1, "an interruption does not use up a retry")
     }
 }

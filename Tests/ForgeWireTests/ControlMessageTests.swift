@@ -9,6 +9,11 @@ import Testing
     static let samples: [ControlMessage] = [
         .register(worker: "w-1", resources: WorkerResources(host: "node-a", cores: 2, memoryBytes: 24 << 30,
                                                             instanceType: "ml.m5.xlarge", instanceGroup: nil, pid: 4242)),
+        .register(worker: "w-2", resources: WorkerResources(host: "node-b", cores: 4, memoryBytes: 1 << 30, instanceType: nil, instanceGroup: "g",
+                                                            pid: 7, running: ["job/2/1"],
+                                                            ranks: [RankReport(assignment: "job/2/1", worldSize: 3, exit: nil),
+                                                                    RankReport(assignment: "job/2/0", worldSize: 3,
+                                                                               exit: RankExit(assignment: "job/2/0", status: 0, signaled: false, lastError: ""))])),
         .heartbeat(worker: "w-1", running: ["job/1/0", "job/1/1"]),
         .rankStarted(assignment: "job/1/0", pid: 777),
         .rankOutput(assignment: "job/1/0", lines: ["epoch=1 step=8 train:loss=0.5", "ünïcödé"]),
@@ -23,6 +28,13 @@ import Testing
     @Test func everyKindRoundTrips() throws {
         for message in Self.samples {
             #expect(try ControlMessage(decoding: message.encoded()) == message)
+        }
+    }
+
+    @Test func assignmentIdsNameTheirJobAttemptAndRank() {
+        #expect(RankAssignment.parse(id: "digits-1/3/2").map { [$0.job, String($0.attempt), String($0.rank)] } == ["digits-1", "3", "2"])
+        for bad in ["", "job", "job/1", "job/x/0", "job/0/0", "job/1/-1", "/1/0", "job/1/0/extra"] {
+            #expect(RankAssignment.parse(id: bad) == nil, "\(bad)")
         }
     }
 

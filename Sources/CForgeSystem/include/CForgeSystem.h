@@ -68,4 +68,9 @@ int forge_allowed_cpus(int *cpus, int capacity);
 /// `cpus`; returns 0 or -1 with errno set.
 int forge_pin_thread(const int *cpus, int count);
 
+/// Has the kernel send SIGKILL to the calling process when its parent dies (a rank whose
+/// worker was killed must not train on as an orphan). Returns 0; -1 with errno set when prctl
+/// fails, or with errno ESRCH when the parent is no longer `expectedParent` (it died first).
+int forge_die_with_parent(int expectedParent);
+
 #endif
