@@ -2,7 +2,8 @@
 // query parameters, exactly as AWS computes it: the canonical request rebuilt from the fields
 // as received, the payload hash as claimed in `X-Amz-Content-SHA256` (checked against the body
 // when the caller has it) or else the body's own, the scope's date equal to `X-Amz-Date`'s,
-// the clock within the allowed skew, and the signatures compared in constant time.
+// the clock within the allowed skew, and the signatures compared in constant time. S3's SigV2
+// presigned URLs are checked too (SigV2PresignedURL.swift).
 import Crypto
 import Foundation
 
@@ -59,6 +60,9 @@ public struct SigV4Verifier: Sendable {
         let query = request.queryItems
         if query.contains(where: { $0.name == "X-Amz-Algorithm" || $0.name == "X-Amz-Signature" }) {
             return try verifyPresigned(query, request, now: now)
+        }
+        if SigV2PresignedURL.isPresent(in: request) {
+            return try verifyV2Presigned(request, now: now)
         }
         throw .missingAuthentication
     }
