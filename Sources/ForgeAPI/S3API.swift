@@ -139,7 +139,7 @@ public struct S3API: Sendable {
                 guard let data = Data(base64Encoded: token), let last = String(data: data, encoding: .utf8) else {
                     throw S3Error(400, "InvalidArgument", "The continuation token provided is incorrect")
                 }
-                after = max(after, last)
+                if Array(after.utf8).lexicographicallyPrecedes(Array(last.utf8)) { after = last }
             }
         } else {
             after = r.query["marker"] ?? ""
@@ -161,7 +161,8 @@ public struct S3API: Sendable {
                 if rolledUp == prefixes.last { continue }
             }
             if contents.count + prefixes.count == limit {
-                truncated = true
+                // max-keys=0 asks for nothing and gets no token (a token would restart the listing).
+                truncated = limit > 0
                 break
             }
             if let rolledUp {

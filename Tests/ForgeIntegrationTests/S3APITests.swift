@@ -51,6 +51,9 @@ import Testing
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket="forge-bkt", Prefix="page/", PaginationConfig={"PageSize": 2})
         out["pages"] = [[o["Key"] for o in p.get("Contents", [])] for p in pages]
         out["v1"] = [o["Key"] for o in s3.list_objects(Bucket="forge-bkt", Prefix="page/", MaxKeys=10)["Contents"]]
+        none = s3.list_objects_v2(Bucket="forge-bkt", MaxKeys=0)
+        out["maxKeys0"] = [none["KeyCount"], str(none["IsTruncated"])]
+        out["startAfter"] = [o["Key"] for o in s3.list_objects_v2(Bucket="forge-bkt", Prefix="page/", StartAfter="page/k2")["Contents"]]
         copied = s3.copy_object(Bucket="forge-bkt", Key="copy.txt", CopySource={"Bucket": "forge-bkt", "Key": odd})
         out["copy"] = [s3.get_object(Bucket="forge-bkt", Key="copy.txt")["Body"].read().decode(), copied["CopyObjectResult"]["ETag"]]
         deleted = s3.delete_objects(Bucket="forge-bkt", Delete={"Objects": [{"Key": "copy.txt"}, {"Key": "never-was"}]})
@@ -123,6 +126,8 @@ import Testing
         #expect(answer["prefixes"] as? [String] == ["data/", "odd/", "page/"])
         #expect(answer["pages"] as? [[String]] == [["page/k0", "page/k1"], ["page/k2", "page/k3"], ["page/k4"]])
         #expect(answer["v1"] as? [String] == ["page/k0", "page/k1", "page/k2", "page/k3", "page/k4"])
+        #expect(answer["maxKeys0"] as? [AnyHashable] == [0, "False"])
+        #expect(answer["startAfter"] as? [String] == ["page/k3", "page/k4"])
         #expect(answer["copy"] as? [String] == ["odd", "\"a2b6f2a6066ed8700d83335fc50a2b8e\""], "a copy keeps the source's ETag: \(answer)")
         #expect(answer["deleted"] as? [String] == ["copy.txt", "never-was"])
         #expect(answer["afterDelete"] as? String == "404")
