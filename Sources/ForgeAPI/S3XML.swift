@@ -1,11 +1,8 @@
 // S3's XML: the few request documents the face reads (DeleteObjects' `<Delete>`,
-// CompleteMultipartUpload's parts), parsed with Foundation's XMLParser, and the dates and
-// escapes of the documents it writes.
+// CompleteMultipartUpload's parts), parsed by S3XMLReader, and the dates and escapes of the
+// documents it writes.
 import ForgeSigning
 import Foundation
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
 
 enum S3XML {
     static let namespace = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -29,16 +26,27 @@ enum S3XML {
     }
 
     /// The records named `record` (their leaf children's text by name) and the document's other
-    /// leaves by name. Throws MalformedXML for a document that does not parse.
+    /// leaves by name. Throws MalformedXML for anything that is not a well-formed document.
     static func records(_ bytes: [UInt8], named record: String) throws(S3Error) -> (records: [[String: String]], leaves: [String: String]) {
-        let collector = RecordCollector(record: record)
-        let parser = XMLParser(data: Data(bytes))
-        parser.delegate = collector
-        parser.shouldResolveExternalEntities = false
-        guard parser.parse() else {
-            throw S3Error(400, "MalformedXML", "The XML you provided was not well-formed or did not validate against our published schema")
+        var records = [[String: String]]()
+        var leaves = [String: String]()
+        var current: [String: String]?
+        try S3XMLReader.read(bytes) { event in
+            switch event {
+            case .start(let name):
+                if name == record { current = [:] }
+            case .end(let name, let text):
+                if name == record {
+                    if let current { records.append(current) }
+                    current = nil
+                } else if current != nil {
+                    current?[name] = text
+                } else {
+                    leaves[name] = text
+                }
+            }
         }
-        return (collector.records, collector.leaves)
+        return (records, leaves)
     }
 }
 
@@ -49,38 +57,5 @@ extension S3XML {
         // YYYYMMDDTHHMMSSZ → YYYY-MM-DDTHH:MM:SS.000Z
         let c = Array(text)
         return "\(String(c[0..<4]))-\(String(c[4..<6]))-\(String(c[6..<8]))T\(String(c[9..<11])):\(String(c[11..<13])):\(String(c[13..<15])).000Z"
-    }
-}
-
-/// Collects leaf text by element name, grouped under each `record` element.
-///
-/// Concurrency: confined to the parse that owns it.
-private final class RecordCollector: NSObject, XMLParserDelegate {
-    let record: String
-    var records = [[String: String]]()
-    var leaves = [String: String]()
-    private var current: [String: String]?
-    private var text = ""
-
-    init(record: String) { self.record = record }
-
-    func parser(_ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?, qualifiedName: String?,
-                attributes: [String: String] = [:]) {
-        if elementName == record { current = [:] }
-        text = ""
-    }
-
-    func parser(_ parser: XMLParser, foundCharacters string: String) { text += string }
-
-    func parser(_ parser: XMLParser, didEndElement elementName: String, namespaceURI: String?, qualifiedName: String?) {
-        if elementName == record {
-            if let current { records.append(current) }
-            current = nil
-        } else if current != nil {
-            current?[elementName] = text
-        } else {
-            leaves[elementName] = text
-        }
-        text = ""
     }
 }
