@@ -81,6 +81,45 @@ import Testing
         #expect(refused.status == 255 && refused.standardError.contains("(InvalidSignatureException)"), "\(refused.standardError)")
     }
 
+    /// A request signed with a clock 20 minutes off, by a hand-made SigV4 signer, is refused
+    /// as AWS refuses it; the same signer with the right clock is accepted.
+    @Test func aSkewedClockIsRefused() throws {
+        let cluster = try LocalCluster(workers: 0)
+        let script = """
+        import datetime, hashlib, hmac, http.client, json, sys, urllib.parse
+        host = urllib.parse.urlparse(sys.argv[1]).netloc
+        def call(offset_minutes):
+            now = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=offset_minutes)
+            stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+            body = b"{}"
+            headers = {"content-type": "application/x-amz-json-1.1", "host": host, "x-amz-date": stamp,
+                       "x-amz-target": "SageMaker.ListTrainingJobs"}
+            names = sorted(headers)
+            canonical = "\\n".join(["POST", "/", "", "".join(f"{n}:{headers[n]}\\n" for n in names), ";".join(names),
+                                   hashlib.sha256(body).hexdigest()])
+            scope = f"{day}/us-east-1/sagemaker/aws4_request"
+            key = ("AWS4secret").encode()
+            for part in (day, "us-east-1", "sagemaker", "aws4_request"):
+                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+            to_sign = "\\n".join(["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+            signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+            headers["Authorization"] = f"AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/{scope}, SignedHeaders={';'.join(names)}, Signature={signature}"
+            connection = http.client.HTTPConnection(host)
+            connection.request("POST", "/", body=body, headers=headers)
+            reply = connection.getresponse()
+            answer = json.loads(reply.read() or b"{}")
+            return [reply.status, answer.get("__type", ""), answer.get("message", "")[:40]]
+        print(json.dumps({"now": call(0), "past": call(-20), "future": call(20)}))
+        """
+        let answer = try #require(try ExternalTool.pythonJSON(script, [cluster.endpoint]) as? [String: [AnyHashable]])
+        #expect(answer["now"] == [200, "", ""], "\(answer)")
+        for (name, message) in [("past", "Signature expired: "), ("future", "Signature not yet current: ")] {
+            let reply = answer[name] ?? []
+            #expect(reply.first as? Int == 403 && reply.dropFirst().first as? String == "InvalidSignatureException", "\(answer)")
+            #expect((reply.last as? String)?.hasPrefix(message) == true, "\(answer)")
+        }
+    }
+
     @Test func theForgeCLISignsWithTheAWSVariablesAProfileOrForgesOwn() throws {
         let cluster = try LocalCluster(workers: 0)
         let signed = try cluster.forge(["jobs"])
