@@ -88,7 +88,7 @@ public final class Coordinator {
     /// its end (a thousand workers registering at once make one write, not a thousand).
     private var registeredNodes: [JobStore.NodeRecord] = []
     /// How long the loop lets control messages gather after the first arrives.
-    static let batchMicroseconds = 10_000
+    static let batchMicroseconds = 20_000
 
     private struct Attempt {
         var number: Int
@@ -282,8 +282,8 @@ public final class Coordinator {
     public func step(timeoutMilliseconds: Int) {
         do {
             if !(try ZMQSocket.pollReadable([socket], milliseconds: timeoutMilliseconds)).isEmpty {
-                // Let a few milliseconds of messages gather: with a thousand workers
-                // heartbeating, waking for each one costs more than handling it.
+                // Let 20 ms of messages gather: with a thousand workers heartbeating, waking
+                // for each one costs more than handling it.
                 usleep(UInt32(Coordinator.batchMicroseconds))
                 while let frames = try socket.receiveMessageIfReady() {
                     guard frames.count == 2, let worker = String(validating: frames[0].array, as: UTF8.self) else { continue }
