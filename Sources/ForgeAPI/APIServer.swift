@@ -2,6 +2,7 @@
 // JSON 1.1 call names its service in `X-Amz-Target` (`SageMaker.CreateTrainingJob`, …).
 // Signatures are not checked yet (the API issue adds SigV4); every other face comes later on
 // this same port.
+import ForgeCoordinator
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -11,9 +12,17 @@ import NIOCore
 public enum APIServer {
     /// Serves `api` on `host:port` until the task is cancelled or SIGTERM/SIGINT arrives;
     /// `started` gets the bound port.
-    public static func run(api: SageMakerAPI, logs: LogsAPI, host: String, port: Int, logger: Logger,
+    public static func run(api: SageMakerAPI, logs: LogsAPI, metrics: ClusterMetrics? = nil, host: String, port: Int, logger: Logger,
                            started: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         let router = Router()
+        // Prometheus's text format; like a dashboard, it needs no signature.
+        if let metrics {
+            router.get("/metrics") { _, _ -> Response in
+                var headers = HTTPFields()
+                headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+                return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: metrics.scrape(store: api.store))))
+            }
+        }
         router.post("/") { request, _ -> Response in
             let target = request.headers[HTTPField.Name("X-Amz-Target")!] ?? ""
             let body = try await request.body.collect(upTo: 16 << 20)

@@ -68,6 +68,8 @@ public final class Coordinator {
     private let context: ZMQContext
     private let socket: ZMQSocket
     public private(set) var workers: [String: WorkerStatus] = [:]
+    /// Its Prometheus metrics (the HTTP port serves them at /metrics).
+    public let metrics = ClusterMetrics()
     /// Called with every batch of lines a rank writes (job, rank, lines), on the loop's thread;
     /// `forge train` shows rank 0's as they come.
     public var outputHandler: ((String, Int, [String]) -> Void)?
@@ -288,7 +290,9 @@ public final class Coordinator {
                 while let frames = try socket.receiveMessageIfReady() {
                     guard frames.count == 2, let worker = String(validating: frames[0].array, as: UTF8.self) else { continue }
                     do {
-                        handle(try ControlMessage(decoding: frames[1].array), from: worker)
+                        let message = try ControlMessage(decoding: frames[1].array)
+                        if case .heartbeat = message { metrics.received(heartbeat: true) } else { metrics.received(heartbeat: false) }
+                        handle(message, from: worker)
                     } catch {
                         logger.warning("ignored a control message from \(worker): \(error)")
                     }
@@ -375,8 +379,10 @@ public final class Coordinator {
             guard let (job, attempt, rank) = RankAssignment.parse(id: assignment), isCurrent(assignment) else { return }
             try? store.appendLog(job: job, stream: "\(job)/attempt-\(attempt)/rank-\(rank)", lines: lines, at: now)
             if let patterns = metricPatterns[job] { try? store.recordMetrics(job: job, values: Coordinator.metrics(in: lines, patterns), at: now) }
+            metrics.observe(job: job, rank: rank, worldSize: attempts[job]?.ranks.count ?? 1, lines: lines, at: now)
             outputHandler?(job, rank, lines)
         case .rankExited(let exit):
+            metrics.rankExited(succeeded: exit.succeeded)
             if var status = workers[worker], status.assignment == exit.assignment {
                 status.assignment = nil
                 workers[worker] = status
@@ -447,6 +453,7 @@ public final class Coordinator {
         guard let attempt = attempts[job], attempt.exited.count == attempt.ranks.count else { return }
         attempts[job] = nil
         metricPatterns[job] = nil
+        metrics.ended(job: job)
         for rank in attempt.ranks where workers[rank.worker]?.assignment == rank.assignment { workers[rank.worker]?.assignment = nil }
         workersRevision += 1
         guard let record = try? store.job(named: job) else { return }
