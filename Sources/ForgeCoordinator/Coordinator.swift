@@ -21,9 +21,14 @@ public struct CoordinatorConfiguration: Sendable {
     /// SIGTERM-to-SIGKILL grace for stopped ranks (SageMaker gives 120 s).
     public var stopGraceSeconds: Int
     public var clusterKeyPath: String?
+    /// Where rank 0's MASTER_PORT is drawn from: below Linux's ephemeral range (32768-60999),
+    /// so no outgoing connection on its host holds it.
+    public var masterPorts: Range<Int>
 
     public init(listen: String, stateDirectory: String, objectRoot: String? = nil, heartbeatMilliseconds: Int = 1000,
-                heartbeatTimeoutMilliseconds: Int = 5000, stopGraceSeconds: Int = 120, clusterKeyPath: String? = nil) {
+                heartbeatTimeoutMilliseconds: Int = 5000, stopGraceSeconds: Int = 120, clusterKeyPath: String? = nil,
+                masterPorts: Range<Int> = 20_000..<32_768) {
+        self.masterPorts = masterPorts
         // Absolute, so ranks running in their own folders find them.
         func absolute(_ path: String) -> String {
             path.hasPrefix("/") ? path : (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(path)
@@ -75,6 +80,9 @@ public final class Coordinator {
     public var outputHandler: ((String, Int, [String]) -> Void)?
     /// Running attempts: job → its ranks.
     private var attempts: [String: Attempt] = [:]
+    /// Attempts per job that went again because MASTER_PORT was taken (at most `portRetryLimit`).
+    private var portRetries: [String: Int] = [:]
+    static let portRetryLimit = 5
     /// The compiled MetricDefinitions of jobs with ranks running, by job.
     private var metricPatterns: [String: [(name: String, regex: NSRegularExpression)]] = [:]
     /// Jobs that were running when this coordinator started, waiting for their workers to
@@ -100,6 +108,8 @@ public final class Coordinator {
         var exited: [Int: RankExit] = [:]
         /// Set once the attempt is failing (the first failure, named).
         var failure: String?
+        /// Rank 0 found MASTER_PORT taken: the attempt goes again on another port.
+        var portTaken = false
         var stopping = false
         var deadline: Date
     }
@@ -266,6 +276,7 @@ public final class Coordinator {
     private func rankEnded(job: String, rank: Int, exit: RankExit, failure: String?, at now: Date) {
         guard var attempt = attempts[job] else { return }
         attempt.exited[rank] = exit
+        if rank == 0, exit.portTaken { attempt.portTaken = true }
         if let failure, attempt.failure == nil, !attempt.stopping {
             attempt.failure = failure
             stopRunningRanks(of: attempt, graceSeconds: 10)
@@ -459,6 +470,11 @@ public final class Coordinator {
         guard let record = try? store.job(named: job) else { return }
         if record.state.status == .stopping {
             apply(.ranksStopped, to: job, at: now)
+        } else if attempt.portTaken, portRetries[job, default: 0] < Coordinator.portRetryLimit {
+            portRetries[job, default: 0] += 1
+            let host = workers[attempt.ranks[0].worker]?.resources.host ?? attempt.ranks[0].worker
+            logger.warning("job \(job) attempt \(attempt.number): MASTER_PORT was taken on \(host); going again on another port")
+            apply(.attemptInterrupted(reason: "rank 0's MASTER_PORT was taken on \(host); going again on another port"), to: job, at: now)
         } else if let failure = attempt.failure {
             logger.warning("job \(job) attempt \(attempt.number): \(failure)")
             apply(.attemptFailed(reason: failure), to: job, at: now)
@@ -556,10 +572,9 @@ public final class Coordinator {
             return
         }
         apply(.assigned(workers: chosen.count), to: job.name, at: now)
-        // Below Linux's ephemeral range (32768-60999), so no outgoing connection on rank 0's
-        // host holds it; a port another service listens on fails the attempt, which then
-        // retries on another.
-        let port = Int.random(in: 20_000..<32_768)
+        // A port another program listens on makes rank 0 exit with `portTakenStatus`, and the
+        // attempt goes again on another (see finishIfDone).
+        let port = Int.random(in: configuration.masterPorts)
         var ranks: [(worker: String, assignment: String)] = []
         for (rank, worker) in chosen.enumerated() {
             let id = "\(job.name)/\(job.state.attempt)/\(rank)"

@@ -102,6 +102,12 @@ public struct RankExit: Codable, Sendable, Equatable {
 
     public var succeeded: Bool { !signaled && status == 0 }
 
+    /// The status of a rank 0 that found MASTER_PORT taken on its host (EX_TEMPFAIL): the
+    /// attempt should go again on another port, not count as failed.
+    public static let portTakenStatus: Int32 = 75
+
+    public var portTaken: Bool { !signaled && status == RankExit.portTakenStatus && lastError.contains("MASTER_PORT") }
+
     /// "exited with status 1" / "was killed by signal 9".
     public var summary: String { signaled ? "was killed by signal \(status)" : "exited with status \(status)" }
 }
