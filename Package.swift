@@ -20,6 +20,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
@@ -68,6 +69,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: forgeSettings
         ),
@@ -131,7 +133,7 @@ let package = Package(
         .testTarget(name: "ForgeCoordinatorTests", dependencies: ["ForgeCoordinator", "ForgeTestSupport"], swiftSettings: forgeSettings),
         .testTarget(
             name: "ForgeIntegrationTests",
-            dependencies: ["ForgeArchive", "ForgeTransport", "ForgeCoordinator", "ForgeTestSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["ForgeArchive", "ForgeTransport", "ForgeCoordinator", "ForgeAPI", "ForgeTestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: forgeSettings
         ),
     ]

@@ -1,6 +1,8 @@
 // The coordinator's one HTTP port (Hummingbird). Every request, whatever its method and path,
 // goes to the dispatcher, which finds its face (SageMaker, CloudWatch Logs, STS, S3) and checks
 // its SigV4 signature; this file only moves bytes between Hummingbird and the dispatcher.
+// Prometheus's `/metrics` is the one path served without a signature.
+import ForgeCoordinator
 import ForgeSigning
 import Foundation
 import HTTPTypes
@@ -15,10 +17,10 @@ public enum APIServer {
     public static let largestBody = 64 << 20
 
     /// Serves `api`, `logs`, STS and S3 (over `api.objectRoot`) on `host:port`, checking
-    /// signatures against `keys`, until
-    /// the task is cancelled or SIGTERM/SIGINT arrives; `started` gets the bound port.
-    public static func run(api: SageMakerAPI, logs: LogsAPI, keys: AccessKeyStore = AccessKeyStore(), host: String, port: Int,
-                           logger: Logger, started: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+    /// signatures against `keys`, and `metrics` at `GET /metrics`, until the task is cancelled
+    /// or SIGTERM/SIGINT arrives; `started` gets the bound port.
+    public static func run(api: SageMakerAPI, logs: LogsAPI, metrics: ClusterMetrics? = nil, keys: AccessKeyStore = AccessKeyStore(),
+                           host: String, port: Int, logger: Logger, started: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         if keys.isEmpty {
             logger.warning("no access keys configured: the API does not check signatures")
         } else {
@@ -27,6 +29,11 @@ public enum APIServer {
         let dispatcher = APIDispatcher(sageMaker: api, logs: logs, s3: S3API(root: api.objectRoot), keys: keys, logger: logger)
         let responder = CallbackResponder<BasicRequestContext> { request, _ in
             let signable = signable(request)
+            if let metrics, isMetricsScrape(signable) {
+                var headers = HTTPFields()
+                headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+                return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: metrics.scrape(store: api.store))))
+            }
             let reply: APIReply
             if APIFace.of(signable) == .s3 {
                 reply = await dispatcher.handleS3(signable, body: request.body)
@@ -49,6 +56,12 @@ public enum APIServer {
         let app = Application(responder: responder, server: server, configuration: .init(address: .hostname(host, port: port)),
                               onServerRunning: { channel in started(channel.localAddress?.port ?? port) }, logger: logger)
         try await app.runService()
+    }
+
+    /// `GET /metrics` with no query and no signature: a Prometheus scrape, which, like a
+    /// dashboard, needs no signature. (A signed `GET /metrics…` is S3's, for a bucket `metrics`.)
+    static func isMetricsScrape(_ request: SignableRequest) -> Bool {
+        request.method == "GET" && request.path == "/metrics" && request.query.isEmpty && request.value("authorization") == nil
     }
 
     static func response(_ reply: APIReply) -> Response {

@@ -56,6 +56,9 @@ public struct SageMakerAPI: Sendable {
         case "ListTrainingJobs": output = try list(input)
         case "StopTrainingJob": output = try stop(input)
         case "ListClusterNodes": output = try listNodes(input)
+        case "AddTags": output = try addTags(input)
+        case "ListTags": output = try listTags(input)
+        case "DeleteTags": output = try deleteTags(input)
         default: throw APIError("UnknownOperationException", "SageMaker.\(operation) is not an operation this server knows")
         }
         do {
@@ -156,6 +159,69 @@ public struct SageMakerAPI: Sendable {
         } catch {
             throw APIError(status: 500, "InternalFailure", "\(error)")
         }
+    }
+
+    // MARK: Tags
+
+    /// The job a request's ResourceArn names.
+    private func taggedJob(_ input: [String: Any]) throws(APIError) -> JobRecord {
+        guard let arn = input["ResourceArn"] as? String, !arn.isEmpty else {
+            throw APIError("ValidationException", "1 validation error detected: resourceArn: Member must not be null")
+        }
+        guard let name = store.jobName(fromArn: arn) else {
+            throw APIError("ValidationException", "resourceArn: \(arn) is not the ARN of a training job of this server")
+        }
+        do {
+            return try store.job(named: name)
+        } catch {
+            throw SageMakerAPI.translate(error)
+        }
+    }
+
+    private static func tagList(_ tags: [String: String]) -> [[String: String]] {
+        tags.keys.sorted().map { ["Key": $0, "Value": tags[$0] ?? ""] }
+    }
+
+    private func addTags(_ input: [String: Any]) throws(APIError) -> [String: Any] {
+        let record = try taggedJob(input)
+        guard let raw = input["Tags"] as? [Any], raw.count <= 50 else {
+            throw APIError("ValidationException", "1 validation error detected: tags: Member must be a list of at most 50 tags")
+        }
+        var tags = record.spec.tags
+        for (index, item) in raw.enumerated() {
+            guard let tag = item as? [String: Any], let key = tag["Key"] as? String, (1...128).contains(key.count) else {
+                throw APIError("ValidationException", "tags.\(index + 1).member.key: Member must have length between 1 and 128")
+            }
+            let value = tag["Value"] as? String ?? ""
+            guard value.count <= 256 else { throw APIError("ValidationException", "tags.\(index + 1).member.value: Member must have length at most 256") }
+            tags[key] = value
+        }
+        guard tags.count <= 50 else { throw APIError("ValidationException", "a resource holds at most 50 tags") }
+        do {
+            try store.setTags(of: record.name, to: tags)
+        } catch {
+            throw SageMakerAPI.translate(error)
+        }
+        return ["Tags": SageMakerAPI.tagList(tags)]
+    }
+
+    private func listTags(_ input: [String: Any]) throws(APIError) -> [String: Any] {
+        ["Tags": SageMakerAPI.tagList(try taggedJob(input).spec.tags)]
+    }
+
+    private func deleteTags(_ input: [String: Any]) throws(APIError) -> [String: Any] {
+        let record = try taggedJob(input)
+        guard let keys = input["TagKeys"] as? [String] else {
+            throw APIError("ValidationException", "1 validation error detected: tagKeys: Member must not be null")
+        }
+        var tags = record.spec.tags
+        for key in keys { tags[key] = nil }
+        do {
+            try store.setTags(of: record.name, to: tags)
+        } catch {
+            throw SageMakerAPI.translate(error)
+        }
+        return [:]
     }
 
     /// The workers of the implicit cluster `default`, as ListClusterNodes summaries.

@@ -21,9 +21,14 @@ public struct CoordinatorConfiguration: Sendable {
     /// SIGTERM-to-SIGKILL grace for stopped ranks (SageMaker gives 120 s).
     public var stopGraceSeconds: Int
     public var clusterKeyPath: String?
+    /// Where rank 0's MASTER_PORT is drawn from: below Linux's ephemeral range (32768-60999),
+    /// so no outgoing connection on its host holds it.
+    public var masterPorts: Range<Int>
 
     public init(listen: String, stateDirectory: String, objectRoot: String? = nil, heartbeatMilliseconds: Int = 1000,
-                heartbeatTimeoutMilliseconds: Int = 5000, stopGraceSeconds: Int = 120, clusterKeyPath: String? = nil) {
+                heartbeatTimeoutMilliseconds: Int = 5000, stopGraceSeconds: Int = 120, clusterKeyPath: String? = nil,
+                masterPorts: Range<Int> = 20_000..<32_768) {
+        self.masterPorts = masterPorts
         // Absolute, so ranks running in their own folders find them.
         func absolute(_ path: String) -> String {
             path.hasPrefix("/") ? path : (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(path)
@@ -68,11 +73,16 @@ public final class Coordinator {
     private let context: ZMQContext
     private let socket: ZMQSocket
     public private(set) var workers: [String: WorkerStatus] = [:]
+    /// Its Prometheus metrics (the HTTP port serves them at /metrics).
+    public let metrics = ClusterMetrics()
     /// Called with every batch of lines a rank writes (job, rank, lines), on the loop's thread;
     /// `forge train` shows rank 0's as they come.
     public var outputHandler: ((String, Int, [String]) -> Void)?
     /// Running attempts: job → its ranks.
     private var attempts: [String: Attempt] = [:]
+    /// Attempts per job that went again because MASTER_PORT was taken (at most `portRetryLimit`).
+    private var portRetries: [String: Int] = [:]
+    static let portRetryLimit = 5
     /// The compiled MetricDefinitions of jobs with ranks running, by job.
     private var metricPatterns: [String: [(name: String, regex: NSRegularExpression)]] = [:]
     /// Jobs that were running when this coordinator started, waiting for their workers to
@@ -88,7 +98,7 @@ public final class Coordinator {
     /// its end (a thousand workers registering at once make one write, not a thousand).
     private var registeredNodes: [JobStore.NodeRecord] = []
     /// How long the loop lets control messages gather after the first arrives.
-    static let batchMicroseconds = 10_000
+    static let batchMicroseconds = 20_000
 
     private struct Attempt {
         var number: Int
@@ -98,6 +108,8 @@ public final class Coordinator {
         var exited: [Int: RankExit] = [:]
         /// Set once the attempt is failing (the first failure, named).
         var failure: String?
+        /// Rank 0 found MASTER_PORT taken: the attempt goes again on another port.
+        var portTaken = false
         var stopping = false
         var deadline: Date
     }
@@ -264,6 +276,7 @@ public final class Coordinator {
     private func rankEnded(job: String, rank: Int, exit: RankExit, failure: String?, at now: Date) {
         guard var attempt = attempts[job] else { return }
         attempt.exited[rank] = exit
+        if rank == 0, exit.portTaken { attempt.portTaken = true }
         if let failure, attempt.failure == nil, !attempt.stopping {
             attempt.failure = failure
             stopRunningRanks(of: attempt, graceSeconds: 10)
@@ -282,13 +295,15 @@ public final class Coordinator {
     public func step(timeoutMilliseconds: Int) {
         do {
             if !(try ZMQSocket.pollReadable([socket], milliseconds: timeoutMilliseconds)).isEmpty {
-                // Let a few milliseconds of messages gather: with a thousand workers
-                // heartbeating, waking for each one costs more than handling it.
+                // Let 20 ms of messages gather: with a thousand workers heartbeating, waking
+                // for each one costs more than handling it.
                 usleep(UInt32(Coordinator.batchMicroseconds))
                 while let frames = try socket.receiveMessageIfReady() {
                     guard frames.count == 2, let worker = String(validating: frames[0].array, as: UTF8.self) else { continue }
                     do {
-                        handle(try ControlMessage(decoding: frames[1].array), from: worker)
+                        let message = try ControlMessage(decoding: frames[1].array)
+                        if case .heartbeat = message { metrics.received(heartbeat: true) } else { metrics.received(heartbeat: false) }
+                        handle(message, from: worker)
                     } catch {
                         logger.warning("ignored a control message from \(worker): \(error)")
                     }
@@ -375,8 +390,10 @@ public final class Coordinator {
             guard let (job, attempt, rank) = RankAssignment.parse(id: assignment), isCurrent(assignment) else { return }
             try? store.appendLog(job: job, stream: "\(job)/attempt-\(attempt)/rank-\(rank)", lines: lines, at: now)
             if let patterns = metricPatterns[job] { try? store.recordMetrics(job: job, values: Coordinator.metrics(in: lines, patterns), at: now) }
+            metrics.observe(job: job, rank: rank, worldSize: attempts[job]?.ranks.count ?? 1, lines: lines, at: now)
             outputHandler?(job, rank, lines)
         case .rankExited(let exit):
+            metrics.rankExited(succeeded: exit.succeeded)
             if var status = workers[worker], status.assignment == exit.assignment {
                 status.assignment = nil
                 workers[worker] = status
@@ -447,11 +464,17 @@ public final class Coordinator {
         guard let attempt = attempts[job], attempt.exited.count == attempt.ranks.count else { return }
         attempts[job] = nil
         metricPatterns[job] = nil
+        metrics.ended(job: job)
         for rank in attempt.ranks where workers[rank.worker]?.assignment == rank.assignment { workers[rank.worker]?.assignment = nil }
         workersRevision += 1
         guard let record = try? store.job(named: job) else { return }
         if record.state.status == .stopping {
             apply(.ranksStopped, to: job, at: now)
+        } else if attempt.portTaken, portRetries[job, default: 0] < Coordinator.portRetryLimit {
+            portRetries[job, default: 0] += 1
+            let host = workers[attempt.ranks[0].worker]?.resources.host ?? attempt.ranks[0].worker
+            logger.warning("job \(job) attempt \(attempt.number): MASTER_PORT was taken on \(host); going again on another port")
+            apply(.attemptInterrupted(reason: "rank 0's MASTER_PORT was taken on \(host); going again on another port"), to: job, at: now)
         } else if let failure = attempt.failure {
             logger.warning("job \(job) attempt \(attempt.number): \(failure)")
             apply(.attemptFailed(reason: failure), to: job, at: now)
@@ -549,10 +572,9 @@ public final class Coordinator {
             return
         }
         apply(.assigned(workers: chosen.count), to: job.name, at: now)
-        // Below Linux's ephemeral range (32768-60999), so no outgoing connection on rank 0's
-        // host holds it; a port another service listens on fails the attempt, which then
-        // retries on another.
-        let port = Int.random(in: 20_000..<32_768)
+        // A port another program listens on makes rank 0 exit with `portTakenStatus`, and the
+        // attempt goes again on another (see finishIfDone).
+        let port = Int.random(in: configuration.masterPorts)
         var ranks: [(worker: String, assignment: String)] = []
         for (rank, worker) in chosen.enumerated() {
             let id = "\(job.name)/\(job.state.attempt)/\(rank)"

@@ -336,6 +336,25 @@ public final class JobStore: Sendable {
         }
     }
 
+    /// Replaces a job's tags (AddTags, DeleteTags); they live in its stored spec.
+    public func setTags(of name: String, to tags: [String: String]) throws(JobStoreError) {
+        try write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM job WHERE name = ?", arguments: [name]) else {
+                throw JobStoreError.notFound(name)
+            }
+            var record = try JobStore.record(row)
+            record.spec.tags = tags
+            try db.execute(sql: "UPDATE job SET spec = ? WHERE name = ?", arguments: [try JobStore.json(record.spec), name])
+        }
+    }
+
+    /// The job an ARN of this store names (`arn:aws:sagemaker:REGION:ACCOUNT:training-job/NAME`).
+    public func jobName(fromArn arn: String) -> String? {
+        guard arn.hasPrefix(arnPrefix) else { return nil }
+        let name = String(arn.dropFirst(arnPrefix.count))
+        return name.isEmpty ? nil : name
+    }
+
     /// Stores metric values read from a job's log lines (MetricDefinitions), in one write.
     public func recordMetrics(job: String, values: [(name: String, value: Double)], at time: Date) throws(JobStoreError) {
         guard !values.isEmpty else { return }

@@ -102,6 +102,12 @@ public struct RankExit: Codable, Sendable, Equatable {
 
     public var succeeded: Bool { !signaled && status == 0 }
 
+    /// The status of a rank 0 that found MASTER_PORT taken on its host (EX_TEMPFAIL): the
+    /// attempt should go again on another port, not count as failed.
+    public static let portTakenStatus: Int32 = 75
+
+    public var portTaken: Bool { !signaled && status == RankExit.portTakenStatus && lastError.contains("MASTER_PORT") }
+
     /// "exited with status 1" / "was killed by signal 9".
     public var summary: String { signaled ? "was killed by signal \(status)" : "exited with status \(status)" }
 }
@@ -155,6 +161,11 @@ public enum ControlMessage: Sendable, Equatable {
 
     /// The message as one JSON frame.
     public func encoded() -> [UInt8] {
+        // Heartbeats, most of the traffic, have one fixed shape that a byte scan reads back.
+        if case .heartbeat(let worker, let running) = self {
+            return Array((#"{"v":\#(ControlMessage.version),"type":"heartbeat","worker":"# + ControlMessage.quoted(worker) + #","running":["#
+                + running.map(ControlMessage.quoted).joined(separator: ",") + "]}").utf8)
+        }
         var envelope = Envelope(v: ControlMessage.version, type: type)
         switch self {
         case .register(let worker, let resources):
@@ -222,18 +233,66 @@ public enum ControlMessage: Sendable, Equatable {
         }
     }
 
-    /// A well-formed heartbeat of this version, or nil (the general path then decodes the frame,
-    /// or says what is wrong with it).
-    private static func heartbeat(_ bytes: [UInt8]) -> ControlMessage? {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],
-              object["type"] as? String == "heartbeat", (object["v"] as? Int) == version,
-              let worker = object["worker"] as? String, let running = object["running"] as? [Any] else { return nil }
-        var names = [String]()
-        for item in running {
-            guard let name = item as? String else { return nil }
-            names.append(name)
+    /// `text` as a JSON string literal: quotes, backslashes and control characters escaped.
+    static func quoted(_ text: String) -> String {
+        var result = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": result += "\\\""
+            case "\\": result += "\\\\"
+            case _ where scalar.value < 0x20: result += String(format: "\\u%04x", scalar.value)
+            default: result.unicodeScalars.append(scalar)
+            }
         }
-        return .heartbeat(worker: worker, running: names)
+        return result + "\""
+    }
+
+    /// The bytes `encoded()` writes before a heartbeat's worker id.
+    private static let heartbeatPrefix = Array(#"{"v":1,"type":"heartbeat","worker":""#.utf8)
+    private static let runningMember = Array(#","running":["#.utf8)
+
+    /// A heartbeat exactly as `encoded()` writes it, read by a byte scan with no allocation
+    /// beyond its strings; nil for anything else (the general path then decodes the frame, or
+    /// says what is wrong with it).
+    private static func heartbeat(_ bytes: [UInt8]) -> ControlMessage? {
+        guard bytes.starts(with: heartbeatPrefix) else { return nil }
+        var index = heartbeatPrefix.count
+        // A string's body up to its closing quote; only the `\/` escape (JSONEncoder writes
+        // it) is taken, any other escape or a control byte sends the frame to the general path.
+        func string() -> String? {
+            var text = [UInt8]()
+            while index < bytes.count {
+                let byte = bytes[index]
+                index += 1
+                switch byte {
+                case UInt8(ascii: "\""): return String(validating: text, as: UTF8.self)
+                case UInt8(ascii: "\\"):
+                    guard index < bytes.count, bytes[index] == UInt8(ascii: "/") else { return nil }
+                    text.append(UInt8(ascii: "/"))
+                    index += 1
+                case 0..<0x20: return nil
+                default: text.append(byte)
+                }
+            }
+            return nil
+        }
+        func take(_ expected: [UInt8]) -> Bool {
+            guard bytes.count - index >= expected.count, bytes[index..<(index + expected.count)].elementsEqual(expected) else { return false }
+            index += expected.count
+            return true
+        }
+        guard let worker = string(), take(runningMember) else { return nil }
+        var running = [String]()
+        if !take([UInt8(ascii: "]")]) {
+            while true {
+                guard take([UInt8(ascii: "\"")]), let name = string() else { return nil }
+                running.append(name)
+                if take([UInt8(ascii: "]")]) { break }
+                guard take([UInt8(ascii: ",")]) else { return nil }
+            }
+        }
+        guard take([UInt8(ascii: "}")]), index == bytes.count else { return nil }
+        return .heartbeat(worker: worker, running: running)
     }
 
     /// The largest frame accepted (log batches stay far below).

@@ -69,12 +69,14 @@ struct CoordinatorCommand: ParsableCommand {
             throw ExitCode.failure
         }
         let api = SageMakerAPI(store: coordinator.store, objectRoot: configuration.objectRoot)
+        let metrics = coordinator.metrics
         let stopping = StopFlag()
         let server = Thread {
             let done = DispatchSemaphore(value: 0)
             Task {
                 do {
-                    try await APIServer.run(api: api, logs: LogsAPI(store: api.store), keys: keys, host: host, port: port, logger: logger) { bound in
+                    try await APIServer.run(api: api, logs: LogsAPI(store: api.store), metrics: metrics, keys: keys, host: host, port: port,
+                                            logger: logger) { bound in
                         logger.info("HTTP API at http://\(host):\(bound)")
                     }
                 } catch {

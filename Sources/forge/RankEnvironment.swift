@@ -2,10 +2,16 @@
 import ArgumentParser
 import ForgeCollectives
 import ForgeTransport
+import ForgeWire
 import Foundation
 import Logging
 
 enum RankEnvironment {
+    /// The exit status of a rank 0 that could not listen on MASTER_PORT (EX_TEMPFAIL), and the
+    /// words its error line starts with: a coordinator retries such an attempt on another port.
+    static let portTakenStatus = RankExit.portTakenStatus
+    static let portTakenMarker = "MASTER_PORT"
+
     /// Whether a rank computing on `threads` threads should all-reduce gradients on a thread
     /// of its own, overlapped with backward: only when a CPU is left over for it (this
     /// process's CPUs, shared with the other local ranks unless forge launch bound each rank to

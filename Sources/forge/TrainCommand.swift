@@ -1,6 +1,7 @@
 // `forge train`: a whole job on one machine.
 import ArgumentParser
 import CForgeSystem
+import ForgeCollectives
 import ForgeData
 import ForgeTensor
 import ForgeTraining
@@ -109,7 +110,15 @@ struct TrainCommand: ParsableCommand {
         let rank = isRank ? environment["RANK"].flatMap(Int.init) : nil
         let display = ProgressDisplay(logger: logger, quiet: quiet || (rank ?? 0) != 0)
         do {
-            let group = try rank.map { _ in try RankEnvironment.joinGroup(environment, clusterKey: clusterKey, logger: logger) }
+            let group: ProcessGroup?
+            do {
+                group = try rank.map { _ in try RankEnvironment.joinGroup(environment, clusterKey: clusterKey, logger: logger) }
+            } catch where rank == 0 && "\(error)".contains("(errno \(EADDRINUSE))") {
+                // Another program holds MASTER_PORT on this host: say so with the status a
+                // coordinator takes as "try another port" rather than a failed attempt.
+                FileHandle.standardError.write(Data("error: \(RankEnvironment.portTakenMarker) \(environment["MASTER_PORT"] ?? "?") is taken on this host: \(error)\n".utf8))
+                throw ExitCode(RankEnvironment.portTakenStatus)
+            }
             var values = try collectHyperparameters()
             let platform = try PlatformHyperparameters.take(from: &values)
             let threads = self.threads ?? platform.threads ?? (group == nil ? min(ProcessInfo.processInfo.activeProcessorCount, 2) : 1)

@@ -59,9 +59,11 @@ final class WorkerProcesses {
     }
 
     /// A coordinator with its data in the object store (bucket `data`).
-    static func coordinator(_ directory: TemporaryDirectory, listen: String = "tcp://127.0.0.1:*") throws -> Coordinator {
+    static func coordinator(_ directory: TemporaryDirectory, listen: String = "tcp://127.0.0.1:*",
+                            masterPorts: Range<Int> = 20_000..<32_768) throws -> Coordinator {
         let configuration = CoordinatorConfiguration(listen: listen, stateDirectory: directory.file("state"),
-                                                     heartbeatMilliseconds: 200, heartbeatTimeoutMilliseconds: 5000, stopGraceSeconds: 5)
+                                                     heartbeatMilliseconds: 200, heartbeatTimeoutMilliseconds: 5000, stopGraceSeconds: 5,
+                                                     masterPorts: masterPorts)
         var logger = Logger(label: "coordinator")
         logger.logLevel = .warning
         let coordinator = try Coordinator(configuration: configuration, logger: logger)
@@ -241,5 +243,40 @@ final class WorkerProcesses {
         let restart = try #require(job.state.transitions.first { $0.status == .restarting }, "\(job.state.transitions.map(\.message))")
         #expect(restart.message.contains("the coordinator restarted while it ran"), "\(restart.message)")
         #expect(job.state.maxRetries == job.spec.maxRetryAttempts + 1, "an interruption does not use up a retry")
+    }
+
+    /// A program already listening on the port drawn for rank 0 makes the attempt go again on
+    /// another port, without using up a retry (the job has none).
+    @Test func aTakenMasterPortMakesTheAttemptGoAgainWithoutUsingARetry() throws {
+        let directory = try TemporaryDirectory()
+        let port = MultiNodeLaunchTests.freePort()
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        #expect(bound == 0 && listen(listener, 8) == 0, "the test holds port \(port)")
+        var open = true
+        defer { if open { close(listener) } }
+        let coordinator = try Self.coordinator(directory, masterPorts: port..<(port + 1))
+        let workers = WorkerProcesses()
+        try workers.start(2, coordinator: coordinator.endpoint, directory: directory)
+        #expect(Self.run(coordinator, seconds: 60) { coordinator.workers.count == 2 }, "the workers did not register")
+        var spec = try TrainingJobSpec.decode(json: Data(Self.spec("porty", algorithm: "mlp", instances: 2, epochs: 3, bucket: "data").utf8))
+        spec.maxRetryAttempts = 0
+        try coordinator.submit(spec)
+        let restarted = Self.run(coordinator, seconds: 60) {
+            (try? coordinator.store.job(named: "porty").state.transitions.contains { $0.status == .restarting }) == true
+        }
+        #expect(restarted, "\(String(describing: try? coordinator.store.job(named: "porty").state.transitions.map(\.message)))")
+        close(listener)
+        open = false
+        let finished = Self.run(coordinator, seconds: 120) { (try? coordinator.store.job(named: "porty").state.status.isTerminal) == true }
+        #expect(finished)
+        let job = try coordinator.store.job(named: "porty")
+        #expect(job.state.status == .completed, "\(job.state.failureReason ?? "") \(job.state.transitions.map(\.message))")
+        let restart = try #require(job.state.transitions.first { $0.status == .restarting })
+        #expect(restart.message.contains("MASTER_PORT was taken"), "\(restart.message)")
     }
 }

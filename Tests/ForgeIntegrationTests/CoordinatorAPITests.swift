@@ -156,6 +156,8 @@ final class LocalCluster {
         try: create("bad name!", 0, 1)
         except Exception as e: errors["invalid"] = e.response["Error"]["Code"] + ": " + e.response["Error"]["Message"]
         out["errors"] = errors
+        import urllib.request
+        out["prometheus"] = urllib.request.urlopen(sys.argv[1] + "/metrics").read().decode()
         nodes = sm.list_cluster_nodes(ClusterName="default")["ClusterNodeSummaries"]
         out["nodes"] = sorted(n["InstanceStatus"]["Status"] for n in nodes)
         print(json.dumps(out))
@@ -185,6 +187,17 @@ final class LocalCluster {
         #expect(answer["listed"] as? [String] == ["boto-long", "boto-pair"])
         #expect(answer["completed"] as? [String] == ["boto-pair"])
         #expect(answer["nodes"] as? [String] == ["Running", "Running"], "\(answer)")
+        // Prometheus at /metrics: jobs by status, nodes, and the 2-rank job's steps and all-reduce payload.
+        let prometheus = answer["prometheus"] as? String ?? ""
+        func value(_ series: String) -> Double? {
+            prometheus.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        #expect(value(#"forge_jobs{status="Completed"}"#) == 1, "\(prometheus)")
+        #expect(value(#"forge_jobs{status="Stopped"}"#) == 1, "\(prometheus)")
+        #expect(value(#"forge_nodes{status="Running"}"#) == 2, "\(prometheus)")
+        #expect((value(#"forge_training_steps_total{job="boto-pair"}"#) ?? 0) >= 10, "\(prometheus)")
+        #expect((value(#"forge_allreduce_bytes_total{job="boto-pair"}"#) ?? 0) > 0, "\(prometheus)")
+        #expect((value("forge_heartbeats_total") ?? 0) > 0, "\(prometheus)")
         let errors = answer["errors"] as? [String: String] ?? [:]
         #expect(errors["duplicate"] == "ResourceInUse")
         #expect(errors["describe"] == "ValidationException: Requested resource not found.")

@@ -31,6 +31,25 @@ import Testing
         }
     }
 
+    @Test func heartbeatsReadTheSameWhicheverWayTheyAreWritten() throws {
+        let expected = ControlMessage.heartbeat(worker: "w-1", running: ["job/1/0", "jöb/2/1"])
+        #expect(String(decoding: expected.encoded(), as: UTF8.self).hasPrefix(#"{"v":1,"type":"heartbeat","worker":"w-1","running":["#),
+                "the shape the byte scan reads")
+        for text in [String(decoding: expected.encoded(), as: UTF8.self),
+                     #"{"running":["job/1/0","jöb/2/1"],"worker":"w-1","type":"heartbeat","v":1}"#,
+                     #"{"v":1,"type":"heartbeat","worker":"w\u002d1","running":["job\/1\/0", "j\u00f6b/2/1"]}"#,
+                     #" {"v":1, "type":"heartbeat", "worker":"w-1", "running":["job/1/0","jöb/2/1"]} "#] {
+            #expect(try ControlMessage(decoding: Array(text.utf8)) == expected, "\(text)")
+        }
+        #expect(try ControlMessage(decoding: Array(#"{"v":1,"type":"heartbeat","worker":"","running":[]}"#.utf8)) == .heartbeat(worker: "", running: []))
+        #expect(try ControlMessage(decoding: ControlMessage.heartbeat(worker: "q\"\\\n", running: ["a\u{1}"]).encoded())
+                == .heartbeat(worker: "q\"\\\n", running: ["a\u{1}"]), "escapes take the general path")
+        for bad in [#"{"v":1,"type":"heartbeat","worker":"w","running":["a"]}x"#,
+                    #"{"v":1,"type":"heartbeat","worker":"w","running":[1]}"#, #"{"v":1,"type":"heartbeat","worker":"w\q","running":[]}"#] {
+            #expect(throws: ControlDecodingError.self, "\(bad)") { try ControlMessage(decoding: Array(bad.utf8)) }
+        }
+    }
+
     @Test func assignmentIdsNameTheirJobAttemptAndRank() {
         #expect(RankAssignment.parse(id: "digits-1/3/2").map { [$0.job, String($0.attempt), String($0.rank)] } == ["digits-1", "3", "2"])
         for bad in ["", "job", "job/1", "job/x/0", "job/0/0", "job/1/-1", "/1/0", "job/1/0/extra"] {
