@@ -15,8 +15,8 @@ struct CoordinatorCommand: ParsableCommand {
         State (the SQLite store forge.sqlite, job folders, checkpoints) lives under --state; the \
         local object store (s3://bucket/key is STORE/bucket/key) under --store. The HTTP port \
         serves AWS's own protocols, routed by the service of each request's signature: SageMaker \
-        (CreateTrainingJob, DescribeTrainingJob, ListTrainingJobs, StopTrainingJob, \
-        ListClusterNodes), CloudWatch Logs (DescribeLogStreams, GetLogEvents), STS \
+        (CreateTrainingJob, DescribeTrainingJob, ListTrainingJobs, StopTrainingJob, AddTags, \
+        ListTags, DeleteTags, ListClusterNodes), CloudWatch Logs (DescribeLogStreams, GetLogEvents), STS \
         (GetCallerIdentity) and S3 over the local object store (path-style buckets and objects, \
         listings, ranges, multipart uploads; aws s3 cp/ls/rm work with --endpoint-url); see \
         docs/api.md.
@@ -25,7 +25,8 @@ struct CoordinatorCommand: ParsableCommand {
         --credentials FILE (AWS shared-credentials format; every profile's key pair is accepted). \
         Every request must then carry a valid AWS Signature Version 4 made with one of them \
         (boto3, the AWS CLI and the forge clients sign with the usual AWS variables). With no key \
-        configured, the API accepts any request and says so in the log.
+        configured, the API accepts any request and says so in the log. Prometheus metrics at \
+        GET /metrics need no signature.
 
         SIGTERM or SIGINT stops it; jobs stay in the store.
         """
