@@ -147,14 +147,14 @@ struct S3Store: Sendable {
         let manager = FileManager.default
         var isDirectory: ObjCBool = false
         if manager.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
-            throw S3Error(409, "InvalidArgument", "Forge stores objects as files: '\(key)' is already a prefix of other keys", [("Key", key)])
+            throw S3Error(400, "InvalidArgument", "Forge stores objects as files: '\(key)' is already a prefix of other keys", [("Key", key)])
         }
         do {
             try manager.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             if manager.fileExists(atPath: path) { try manager.removeItem(atPath: path) }
             try manager.moveItem(atPath: temporary, toPath: path)
         } catch {
-            throw S3Error(409, "InvalidArgument", "cannot store '\(key)' (a file stands where a prefix of it should be a folder?): \(error.localizedDescription)", [("Key", key)])
+            throw S3Error(400, "InvalidArgument", "cannot store '\(key)' (a file stands where a prefix of it should be a folder?): \(error.localizedDescription)", [("Key", key)])
         }
         var stored = record
         let attributes = try? manager.attributesOfItem(atPath: path)

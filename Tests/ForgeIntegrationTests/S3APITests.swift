@@ -61,6 +61,8 @@ import Testing
         out["afterDelete"] = code(lambda: s3.head_object(Bucket="forge-bkt", Key="copy.txt"))
         s3.delete_object(Bucket="forge-bkt", Key="page/k4")
         out["deleteMissing"] = code(lambda: s3.delete_object(Bucket="forge-bkt", Key="page/k4"))
+        out["prefixAsObject"] = code(lambda: s3.put_object(Bucket="forge-bkt", Key="page", Body=b"x"))
+        out["underAnObject"] = code(lambda: s3.put_object(Bucket="forge-bkt", Key="data/hello.txt/child", Body=b"x"))
         big = os.path.join(scratch, "big.bin")
         with open(big, "wb") as f:
             f.write(os.urandom(20 * 1024 * 1024 + 5))
@@ -132,6 +134,8 @@ import Testing
         #expect(answer["deleted"] as? [String] == ["copy.txt", "never-was"])
         #expect(answer["afterDelete"] as? String == "404")
         #expect(answer["deleteMissing"] as? String == "accepted")
+        #expect(answer["prefixAsObject"] as? String == "InvalidArgument", "a key that is a prefix of others has no file of its own")
+        #expect(answer["underAnObject"] as? String == "InvalidArgument", "\(answer)")
         #expect(answer["bigRoundTrip"] as? Bool == true)
         #expect((answer["bigETag"] as? String)?.hasSuffix("-3\"") == true, "20 MiB in 8 MiB parts: \(answer)")
         #expect(answer["tooSmall"] as? String == "EntityTooSmall")
