@@ -61,6 +61,12 @@ extension S3API {
         var headers: [(String, String)] = [("ETag", etag), ("Last-Modified", S3XML.httpDate(object.modified)), ("Accept-Ranges", "bytes"),
                                            ("Content-Type", record.contentType ?? "binary/octet-stream")]
         headers += record.metadata.sorted { $0.key < $1.key }.map { ("x-amz-meta-\($0.key)", $0.value) }
+        // response-content-type=… and its siblings (presigned URLs use them) set those headers.
+        for (parameter, header) in S3API.responseOverrides {
+            guard let value = r.query[parameter] else { continue }
+            headers.removeAll { $0.0 == header }
+            headers.append((header, value))
+        }
         if let wanted = r.request.value("if-match"), !S3API.etagMatches(wanted, record.etag) {
             throw S3Error(412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold", [("Condition", "If-Match")])
         }
@@ -86,6 +92,10 @@ extension S3API {
         if !head, length > 0 { reply.file = APIReply.FileRange(path: object.path, offset: offset, length: length) }
         return reply
     }
+
+    static let responseOverrides = [("response-content-type", "Content-Type"), ("response-content-disposition", "Content-Disposition"),
+                                    ("response-content-encoding", "Content-Encoding"), ("response-content-language", "Content-Language"),
+                                    ("response-cache-control", "Cache-Control"), ("response-expires", "Expires")]
 
     /// `bytes=a-b`, `bytes=a-`, `bytes=-n` as an inclusive range within `size`; nil (the whole
     /// object) for forms S3 ignores; InvalidRange when it starts past the end.

@@ -91,7 +91,8 @@ import Testing
             "get_object", Params={"Bucket": "forge-bkt", "Key": "data/hello.txt"}, ExpiresIn=60)
         out["presigned"] = urllib.request.urlopen(url).read().decode()
         v2 = s3.generate_presigned_url("get_object", Params={"Bucket": "forge-bkt", "Key": odd, "ResponseContentType": "text/plain"}, ExpiresIn=60)
-        out["presignedV2"] = ["sigv2" if "&Signature=" in v2 else v2, urllib.request.urlopen(v2).read().decode()]
+        opened = urllib.request.urlopen(v2)
+        out["presignedV2"] = ["sigv2" if "&Signature=" in v2 else v2, opened.read().decode(), opened.headers["Content-Type"]]
         try:
             urllib.request.urlopen(v2.replace("Expires=", "Expires=1"))
             out["presignedV2Changed"] = 200
@@ -149,7 +150,7 @@ import Testing
         #expect(answer["unsigned"] as? String == "AccessDenied")
         #expect(answer["forged"] as? String == "404", "a refused upload stored nothing")
         #expect(answer["presigned"] as? String == "hello world")
-        #expect(answer["presignedV2"] as? [String] == ["sigv2", "odd"], "boto3's default (SigV2) presigned URL: \(answer)")
+        #expect(answer["presignedV2"] as? [String] == ["sigv2", "odd", "text/plain"], "boto3's default (SigV2) presigned URL: \(answer)")
         #expect(answer["presignedV2Changed"] as? Int == 403)
         #expect(answer["notEmpty"] as? String == "BucketNotEmpty")
         #expect(answer["finalBuckets"] as? [String] == ["data", "forge-bkt"])
