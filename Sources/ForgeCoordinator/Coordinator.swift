@@ -361,7 +361,7 @@ public final class Coordinator {
                                            registeredAt: now)
             if let status = workers[worker] { registeredNodes.append(status.record) }
             for assignment in stale { send(.stop(assignment: assignment, graceSeconds: configuration.stopGraceSeconds), to: worker) }
-            logger.info("worker \(worker) registered: \(resources.host), \(resources.cores) cores\(resources.instanceType.map { ", \($0)" } ?? "")")
+            logger.info("worker \(worker) registered: \(resources.host), \(resources.cores) cores, \(resources.memoryBytes >> 20) MiB, devices \((resources.devices ?? ["cpu"]).joined(separator: " "))\(resources.instanceType.map { ", \($0)" } ?? "")")
             send(.registered(worker: worker, heartbeatMilliseconds: configuration.heartbeatMilliseconds), to: worker)
         case .heartbeat(_, let running):
             guard var status = workers[worker] else {
