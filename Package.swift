@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // 1. C shims: headers and link lines, no logic (CFloatEnv holds the MXCSR lines Swift cannot express).
@@ -78,17 +79,30 @@ let package = Package(
             dependencies: ["ForgeTransport", "ForgeWire", "ForgeCollectives", .product(name: "Logging", package: "swift-log")],
             swiftSettings: forgeSettings
         ),
-        // 13. API: the coordinator's HTTP port (SageMaker JSON 1.1 so far).
+        // AWS Signature Version 4: the canonical request, a signer (CLI clients) and a verifier
+        // (the HTTP port), access keys and the shared-credentials file.
+        .target(
+            name: "ForgeSigning",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: forgeSettings
+        ),
+        // 13. API: the coordinator's HTTP port (SageMaker JSON 1.1, CloudWatch Logs, STS, S3),
+        // every request checked with SigV4.
         .target(
             name: "ForgeAPI",
-            dependencies: ["ForgeCoordinator", .product(name: "Hummingbird", package: "hummingbird")],
+            dependencies: [
+                "ForgeCoordinator", "ForgeSigning", "CZlib",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: forgeSettings
         ),
         // 15. The one executable.
         .executableTarget(
             name: "forge",
             dependencies: [
-                "ForgeTraining", "ForgeTensor", "ForgeTransport", "ForgeCollectives", "CForgeSystem", "ForgeCoordinator", "ForgeWorker", "ForgeAPI",
+                "ForgeTraining", "ForgeTensor", "ForgeTransport", "ForgeCollectives", "CForgeSystem", "ForgeCoordinator", "ForgeWorker", "ForgeAPI", "ForgeSigning",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -114,6 +128,8 @@ let package = Package(
             dependencies: ["ForgeTraining", "ForgeData", "ForgeArchive", "ForgeNN", "ForgeTensor", "ForgeCollectives", "ForgeTestSupport"],
             swiftSettings: forgeSettings
         ),
+        .testTarget(name: "ForgeSigningTests", dependencies: ["ForgeSigning", "ForgeTestSupport"], swiftSettings: forgeSettings),
+        .testTarget(name: "ForgeAPITests", dependencies: ["ForgeAPI", "ForgeSigning", "ForgeCoordinator", "ForgeTestSupport"], swiftSettings: forgeSettings),
         .testTarget(name: "ForgeCoordinatorTests", dependencies: ["ForgeCoordinator", "ForgeTestSupport"], swiftSettings: forgeSettings),
         .testTarget(
             name: "ForgeIntegrationTests",

@@ -1,7 +1,9 @@
-// The coordinator's command-line clients: forge submit, jobs, describe, stop. Each is an AWS
-// JSON 1.1 client of the HTTP API (the same calls boto3 makes), at --endpoint or FORGE_ENDPOINT.
+// The coordinator's command-line clients: forge submit, jobs, describe, logs, stop, nodes. Each
+// is an AWS JSON 1.1 client of the HTTP API (the same calls boto3 makes), at --endpoint or
+// FORGE_ENDPOINT, signing with SigV4 when it finds an access key where the AWS SDKs look.
 import ArgumentParser
 import ForgeCoordinator
+import ForgeSigning
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -26,8 +28,10 @@ struct EndpointOptions: ParsableArguments {
         request.httpMethod = "POST"
         request.setValue("application/x-amz-json-1.1", forHTTPHeaderField: "Content-Type")
         request.setValue(target, forHTTPHeaderField: "X-Amz-Target")
-        request.httpBody = try JSONSerialization.data(withJSONObject: input)
+        let body = try JSONSerialization.data(withJSONObject: input)
+        request.httpBody = body
         request.timeoutInterval = 30
+        try sign(&request, body: body, service: target.hasPrefix("Logs_") ? "logs" : "sagemaker")
         let box = ResponseBox()
         let done = DispatchSemaphore(value: 0)
         URLSession.shared.dataTask(with: request) { data, response, error in
@@ -48,6 +52,31 @@ struct EndpointOptions: ParsableArguments {
             throw ExitCode.failure
         }
         return object
+    }
+
+    /// Signs `request` with the key the AWS SDKs would find (AWS_ACCESS_KEY_ID…, AWS_PROFILE and
+    /// the shared-credentials file, then FORGE_ACCESS_KEY_ID…); leaves it unsigned without one.
+    private func sign(_ request: inout URLRequest, body: Data, service: String) throws {
+        let environment = ProcessInfo.processInfo.environment
+        let key: AccessKey?
+        do {
+            key = try ClientCredentials.resolve(environment: environment, homeDirectory: NSHomeDirectory())
+        } catch {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+        guard let key, let url = request.url, let host = url.host else { return }
+        // The Host field the HTTP client will send: the port only when it is not the scheme's default.
+        let defaultPort = url.scheme == "https" ? 443 : 80
+        let authority = url.port.map { $0 == defaultPort ? host : "\(host):\($0)" } ?? host
+        var signable = SignableRequest(method: request.httpMethod ?? "POST", path: url.path.isEmpty ? "/" : url.path,
+                                       query: url.query ?? "", fields: [SignableRequest.Field(name: "host", value: authority)])
+        for (name, value) in request.allHTTPHeaderFields ?? [:] { signable.fields.append(SignableRequest.Field(name: name, value: value)) }
+        SigV4Signer(key: key, region: ClientCredentials.region(environment: environment), service: service)
+            .sign(&signable, payloadHash: SigV4.hexSHA256(body), at: Date())
+        for field in signable.fields where field.name.hasPrefix("x-amz-") || field.name == "authorization" {
+            request.setValue(field.value, forHTTPHeaderField: field.name)
+        }
     }
 }
 

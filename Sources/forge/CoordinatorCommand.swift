@@ -3,6 +3,7 @@
 import ArgumentParser
 import ForgeAPI
 import ForgeCoordinator
+import ForgeSigning
 import Foundation
 import Logging
 
@@ -13,9 +14,21 @@ struct CoordinatorCommand: ParsableCommand {
         discussion: """
         State (the SQLite store forge.sqlite, job folders, checkpoints) lives under --state; the \
         local object store (s3://bucket/key is STORE/bucket/key) under --store. The HTTP port \
-        speaks SageMaker's JSON 1.1 for CreateTrainingJob, DescribeTrainingJob, ListTrainingJobs \
-        and StopTrainingJob (signatures are not checked yet). SIGTERM or SIGINT stops it; jobs stay \
-        in the store.
+        serves AWS's own protocols, routed by the service of each request's signature: SageMaker \
+        (CreateTrainingJob, DescribeTrainingJob, ListTrainingJobs, StopTrainingJob, AddTags, \
+        ListTags, DeleteTags, ListClusterNodes), CloudWatch Logs (DescribeLogStreams, GetLogEvents), STS \
+        (GetCallerIdentity) and S3 over the local object store (path-style buckets and objects, \
+        listings, ranges, multipart uploads; aws s3 cp/ls/rm work with --endpoint-url); see \
+        docs/api.md.
+
+        Access keys: FORGE_ACCESS_KEY_ID and FORGE_SECRET_ACCESS_KEY in the environment, and/or \
+        --credentials FILE (AWS shared-credentials format; every profile's key pair is accepted). \
+        Every request must then carry a valid AWS Signature Version 4 made with one of them \
+        (boto3, the AWS CLI and the forge clients sign with the usual AWS variables). With no key \
+        configured, the API accepts any request and says so in the log. Prometheus metrics at \
+        GET /metrics need no signature.
+
+        SIGTERM or SIGINT stops it; jobs stay in the store.
         """
     )
 
@@ -31,6 +44,9 @@ struct CoordinatorCommand: ParsableCommand {
     @Option(name: .long, help: "Local object store folder (default STATE/objects).")
     var store: String?
 
+    @Option(name: .long, help: "An AWS shared-credentials file whose key pairs may sign API requests.")
+    var credentials: String?
+
     @Option(name: .long, help: "A cluster key file (forge keygen) for CURVE on the control plane.")
     var clusterKey: String?
 
@@ -43,6 +59,7 @@ struct CoordinatorCommand: ParsableCommand {
             throw ValidationError("--api must be HOST:PORT, not \(api)")
         }
         let host = String(api[..<colon])
+        let keys = try accessKeys()
         let configuration = CoordinatorConfiguration(listen: listen, stateDirectory: state, objectRoot: store,
                                                      heartbeatTimeoutMilliseconds: heartbeatTimeout, clusterKeyPath: clusterKey)
         let coordinator: Coordinator
@@ -59,7 +76,8 @@ struct CoordinatorCommand: ParsableCommand {
             let done = DispatchSemaphore(value: 0)
             Task {
                 do {
-                    try await APIServer.run(api: api, logs: LogsAPI(store: api.store), metrics: metrics, host: host, port: port, logger: logger) { bound in
+                    try await APIServer.run(api: api, logs: LogsAPI(store: api.store), metrics: metrics, keys: keys, host: host, port: port,
+                                            logger: logger) { bound in
                         logger.info("HTTP API at http://\(host):\(bound)")
                     }
                 } catch {
@@ -75,6 +93,32 @@ struct CoordinatorCommand: ParsableCommand {
         // so does the scheduler loop.
         coordinator.run { stopping.isSet }
         logger.info("coordinator stopped; jobs stay in \(coordinator.store.path)")
+    }
+
+    /// The keys of FORGE_ACCESS_KEY_ID/FORGE_SECRET_ACCESS_KEY and of --credentials.
+    private func accessKeys() throws -> AccessKeyStore {
+        let environment = ProcessInfo.processInfo.environment
+        var keys = [AccessKey]()
+        switch (environment["FORGE_ACCESS_KEY_ID"].flatMap { $0.isEmpty ? nil : $0 },
+                environment["FORGE_SECRET_ACCESS_KEY"].flatMap { $0.isEmpty ? nil : $0 }) {
+        case let (id?, secret?): keys.append(AccessKey(id: id, secret: secret))
+        case (.some, nil): throw ValidationError("FORGE_ACCESS_KEY_ID is set but FORGE_SECRET_ACCESS_KEY is not; set both or neither")
+        case (nil, .some): throw ValidationError("FORGE_SECRET_ACCESS_KEY is set but FORGE_ACCESS_KEY_ID is not; set both or neither")
+        case (nil, nil): break
+        }
+        if let credentials {
+            let file: CredentialsFile
+            do {
+                file = try CredentialsFile(contentsOf: credentials)
+            } catch {
+                throw ValidationError("--credentials: \(error)")
+            }
+            guard !file.keys.isEmpty else {
+                throw ValidationError("--credentials: \(credentials) has no profile with both aws_access_key_id and aws_secret_access_key")
+            }
+            keys += file.keys
+        }
+        return AccessKeyStore(keys)
     }
 }
 

@@ -1,6 +1,7 @@
 // `forge coordinator` and `forge worker` as real processes, driven the way users drive them:
 // boto3 (create, describe, list, the completion waiter, stop, the errors botocore models) and
-// the forge CLI (submit a YAML job file, jobs, describe, stop).
+// the forge CLI (submit a YAML job file, jobs, describe, stop). The coordinator has an access
+// key, so every request here is signed and checked.
 import ForgeTestSupport
 import Foundation
 import Testing
@@ -14,7 +15,18 @@ final class LocalCluster {
     private var processes: [Process] = []
     private var coordinator: Process?
 
-    init(workers: Int) throws {
+    /// The key the coordinator accepts and the `forge` clients sign with; nil: none configured.
+    let key: (id: String, secret: String)?
+    private let keysInEnvironment: Bool
+    private let coordinatorArguments: [String]
+
+    /// `key` reaches the coordinator as FORGE_ACCESS_KEY_ID/FORGE_SECRET_ACCESS_KEY unless
+    /// `keysInEnvironment` is false (then `coordinatorArguments` may name a --credentials file).
+    init(workers: Int, key: (id: String, secret: String)? = ("AKIDEXAMPLE", "secret"), keysInEnvironment: Bool = true,
+         coordinatorArguments: [String] = []) throws {
+        self.key = key
+        self.keysInEnvironment = keysInEnvironment
+        self.coordinatorArguments = coordinatorArguments
         directory = try TemporaryDirectory()
         control = MultiNodeLaunchTests.freePort()
         api = MultiNodeLaunchTests.freePort()
@@ -31,7 +43,8 @@ final class LocalCluster {
     /// Starts the coordinator (again: same state, same ports) and waits for its API.
     func startCoordinator() throws {
         coordinator = try launch(["coordinator", "--state", directory.file("state"), "--listen", "tcp://127.0.0.1:\(control)",
-                                  "--api", "127.0.0.1:\(api)", "--heartbeat-timeout", "10000"], log: "coordinator.log")
+                                  "--api", "127.0.0.1:\(api)", "--heartbeat-timeout", "10000"] + coordinatorArguments, log: "coordinator.log",
+                             environment: keysInEnvironment ? ["FORGE_ACCESS_KEY_ID": key?.id, "FORGE_SECRET_ACCESS_KEY": key?.secret] : [:])
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
             if (try? forge(["jobs"]))?.status == 0 { return }
@@ -48,12 +61,13 @@ final class LocalCluster {
     }
 
     @discardableResult
-    private func launch(_ arguments: [String], log: String) throws -> Process {
+    private func launch(_ arguments: [String], log: String, environment extra: [String: String?] = [:]) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try ForgeProcess.binary())
         process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
-        for name in ForgeProcess.blasVariables { environment[name] = nil }
+        for name in ForgeProcess.blasVariables + LocalCluster.keyVariables { environment[name] = nil }
+        for (name, value) in extra { environment[name] = value }
         process.environment = environment
         _ = FileManager.default.createFile(atPath: directory.file(log), contents: nil)
         let handle = FileHandle(forWritingAtPath: directory.file(log))
@@ -67,8 +81,21 @@ final class LocalCluster {
 
     func log(_ name: String) -> String { (try? String(contentsOfFile: directory.file(name), encoding: .utf8)) ?? "" }
 
-    func forge(_ arguments: [String]) throws -> ForgeRun {
-        try ForgeProcess.run(arguments, environment: ["FORGE_ENDPOINT": endpoint], timeout: .seconds(60))
+    /// Variables that carry access keys; no child inherits them from the test's environment.
+    static let keyVariables = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
+                               "AWS_SHARED_CREDENTIALS_FILE", "FORGE_ACCESS_KEY_ID", "FORGE_SECRET_ACCESS_KEY"]
+
+    /// Runs a forge client against this cluster, signing with `key` unless `environment`
+    /// says otherwise (no shared-credentials file is found unless it names one).
+    func forge(_ arguments: [String], environment extra: [String: String?] = [:]) throws -> ForgeRun {
+        var environment: [String: String?] = ["FORGE_ENDPOINT": endpoint, "AWS_SHARED_CREDENTIALS_FILE": directory.file("no-credentials")]
+        for name in LocalCluster.keyVariables where environment[name] == nil { environment[name] = .some(nil) }
+        if let key {
+            environment["AWS_ACCESS_KEY_ID"] = key.id
+            environment["AWS_SECRET_ACCESS_KEY"] = key.secret
+        }
+        for (name, value) in extra { environment[name] = value }
+        return try ForgeProcess.run(arguments, environment: environment, timeout: .seconds(60))
     }
 
     deinit {
