@@ -102,6 +102,8 @@ public final class Coordinator {
 
     private struct Attempt {
         var number: Int
+        /// The epoch second in its log streams' names (`JOB/algo-N-EPOCH`).
+        var streamEpoch: Int
         /// Per rank: the worker and the assignment id.
         var ranks: [(worker: String, assignment: String)]
         var started: Set<Int> = []
@@ -117,6 +119,7 @@ public final class Coordinator {
     /// What a restarted coordinator has learnt of a running job's ranks from its workers.
     private struct Recovery {
         var attempt: Int
+        var streamEpoch: Int
         /// How long to wait for the workers before restarting the job from its checkpoint.
         var deadline: Date
         var worldSize: Int?
@@ -159,7 +162,8 @@ public final class Coordinator {
             switch (job.state.status, job.state.secondaryStatus) {
             case (.inProgress, .downloading), (.inProgress, .training), (.inProgress, .uploading), (.stopping, _):
                 logger.info("job \(job.name) was running when the coordinator stopped: waiting up to \(Int(window)) s for its workers")
-                recovering[job.name] = Recovery(attempt: job.state.attempt, deadline: now.addingTimeInterval(window))
+                recovering[job.name] = Recovery(attempt: job.state.attempt, streamEpoch: Coordinator.streamEpoch(of: job, now: now),
+                                                deadline: now.addingTimeInterval(window))
             default:
                 break
             }
@@ -188,7 +192,8 @@ public final class Coordinator {
         let ranks = (0..<worldSize).map { rank in
             recovery.running[rank] ?? (recovery.exited[rank]?.worker ?? "", "\(job)/\(recovery.attempt)/\(rank)")
         }
-        var attempt = Attempt(number: recovery.attempt, ranks: ranks, deadline: Coordinator.deadline(of: record, now: now))
+        var attempt = Attempt(number: recovery.attempt, streamEpoch: recovery.streamEpoch, ranks: ranks,
+                              deadline: Coordinator.deadline(of: record, now: now))
         attempt.started = Set(0..<worldSize)
         for (rank, ended) in recovery.exited { attempt.exited[rank] = ended.exit }
         let host = { (worker: String) in self.workers[worker]?.resources.host ?? worker }
@@ -227,6 +232,19 @@ public final class Coordinator {
     private static func deadline(of record: JobRecord, now: Date) -> Date {
         let began = record.state.transitions.last { $0.status == .downloading }?.startTime ?? now
         return began.addingTimeInterval(Double(record.spec.maxRuntimeSeconds))
+    }
+
+    /// The epoch second that names an attempt's log streams: when it began downloading, plus
+    /// the attempts before it, so that attempts started within one second still get streams of
+    /// their own (and a restarted coordinator computes the same from the store).
+    private static func streamEpoch(of record: JobRecord, now: Date) -> Int {
+        let began = record.state.transitions.last { $0.status == .downloading }?.startTime ?? now
+        return Int(began.timeIntervalSince1970) + record.state.attempt - 1
+    }
+
+    /// A rank's log stream, named as SageMaker names an instance's: `JOB/algo-(RANK+1)-EPOCH`.
+    public static func logStream(job: String, rank: Int, epoch: Int) -> String {
+        "\(job)/algo-\(rank + 1)-\(epoch)"
     }
 
     /// ": the last line of standard error", or nothing.
@@ -361,7 +379,7 @@ public final class Coordinator {
                                            registeredAt: now)
             if let status = workers[worker] { registeredNodes.append(status.record) }
             for assignment in stale { send(.stop(assignment: assignment, graceSeconds: configuration.stopGraceSeconds), to: worker) }
-            logger.info("worker \(worker) registered: \(resources.host), \(resources.cores) cores\(resources.instanceType.map { ", \($0)" } ?? "")")
+            logger.info("worker \(worker) registered: \(resources.host), \(resources.cores) cores, \(resources.memoryBytes >> 20) MiB, devices \((resources.devices ?? ["cpu"]).joined(separator: " "))\(resources.instanceType.map { ", \($0)" } ?? "")")
             send(.registered(worker: worker, heartbeatMilliseconds: configuration.heartbeatMilliseconds), to: worker)
         case .heartbeat(_, let running):
             guard var status = workers[worker] else {
@@ -387,8 +405,9 @@ public final class Coordinator {
                 apply(.trainingStarted, to: job, at: now)
             }
         case .rankOutput(let assignment, let lines):
-            guard let (job, attempt, rank) = RankAssignment.parse(id: assignment), isCurrent(assignment) else { return }
-            try? store.appendLog(job: job, stream: "\(job)/attempt-\(attempt)/rank-\(rank)", lines: lines, at: now)
+            guard let (job, _, rank) = RankAssignment.parse(id: assignment), isCurrent(assignment),
+                  let epoch = attempts[job]?.streamEpoch ?? recovering[job].map(\.streamEpoch) else { return }
+            try? store.appendLog(job: job, stream: Coordinator.logStream(job: job, rank: rank, epoch: epoch), lines: lines, at: now)
             if let patterns = metricPatterns[job] { try? store.recordMetrics(job: job, values: Coordinator.metrics(in: lines, patterns), at: now) }
             metrics.observe(job: job, rank: rank, worldSize: attempts[job]?.ranks.count ?? 1, lines: lines, at: now)
             outputHandler?(job, rank, lines)
@@ -588,7 +607,7 @@ public final class Coordinator {
             ranks.append((worker.id, id))
             send(.assign(assignment), to: worker.id)
         }
-        attempts[job.name] = Attempt(number: job.state.attempt, ranks: ranks,
+        attempts[job.name] = Attempt(number: job.state.attempt, streamEpoch: Int(now.timeIntervalSince1970) + job.state.attempt - 1, ranks: ranks,
                                      deadline: now.addingTimeInterval(Double(spec.maxRuntimeSeconds)))
         watchMetrics(of: spec)
         logger.info("job \(job.name) attempt \(job.state.attempt): \(chosen.count) rank(s) on \(chosen.map(\.resources.host).joined(separator: ", "))")

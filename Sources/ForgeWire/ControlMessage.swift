@@ -17,11 +17,14 @@ public struct WorkerResources: Codable, Sendable, Equatable {
     /// What it knows of its recent ranks, running or ended (the newest few): a restarted
     /// coordinator re-attaches a job whose every rank it can account for.
     public var ranks: [RankReport]?
+    /// The compute devices it offers ranks (`cpu`, and accelerator plugins' devices).
+    public var devices: [String]?
 
     public init(host: String, cores: Int, memoryBytes: Int64, instanceType: String?, instanceGroup: String?, pid: Int32,
-                running: [String]? = nil, ranks: [RankReport]? = nil) {
+                running: [String]? = nil, ranks: [RankReport]? = nil, devices: [String]? = nil) {
         self.running = running
         self.ranks = ranks
+        self.devices = devices
         self.host = host
         self.cores = cores
         self.memoryBytes = memoryBytes

@@ -100,7 +100,8 @@ public final class WorkerAgent {
                                         instanceType: configuration.instanceType, instanceGroup: configuration.instanceGroup, pid: getpid(),
                                         running: ranks.keys.sorted(),
                                         ranks: ranks.values.map { RankReport(assignment: $0.assignment.id, worldSize: $0.assignment.worldSize, exit: nil) }
-                                            .sorted { $0.assignment < $1.assignment } + ended)
+                                            .sorted { $0.assignment < $1.assignment } + ended,
+                                        devices: ["cpu"])
         try send(.register(worker: id, resources: resources))
         logger.info("worker \(id): registering with \(configuration.coordinator)")
     }

@@ -93,6 +93,14 @@ final class WorkerProcesses {
         }
     }
 
+    /// The log stream of `rank` in the job's `attempt`-th attempt: streams are named
+    /// `JOB/algo-(RANK+1)-EPOCH`, and each attempt's epoch is later than the one before.
+    static func stream(_ store: JobStore, job: String, attempt: Int, rank: Int) throws -> String {
+        let epochs = Set(try store.logStreams(of: job).compactMap { $0.split(separator: "-").last.flatMap { Int($0) } }).sorted()
+        guard attempt <= epochs.count else { return "\(job)/no attempt \(attempt) in \(try store.logStreams(of: job))" }
+        return Coordinator.logStream(job: job, rank: rank, epoch: epochs[attempt - 1])
+    }
+
     static func accuracy(_ path: String) throws -> Double {
         let metrics = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Double]
         return try #require(metrics?["validation:accuracy"] ?? metrics?["validation:multiclass_accuracy"], "\(String(describing: metrics))")
@@ -132,7 +140,7 @@ final class WorkerProcesses {
             #expect(try coordinator.store.events(of: name).map(\.kind) == ["Created", "Assigned", "TrainingStarted", "UploadStarted", "Succeeded"])
             let streams = try coordinator.store.logStreams(of: name)
             #expect(streams.count == job.spec.instanceCount, "\(name): \(streams)")
-            let lines = try coordinator.store.logLines(of: name, stream: "\(name)/attempt-1/rank-0")
+            let lines = try coordinator.store.logLines(of: name, stream: try Self.stream(coordinator.store, job: name, attempt: 1, rank: 0))
             #expect(lines.contains { $0.hasPrefix("epoch=8 ") }, "\(name): rank 0's log has no final metric line: \(lines.suffix(5))")
         }
     }
@@ -164,7 +172,7 @@ final class WorkerProcesses {
         #expect(job.state.attempt == 2)
         let restart = try #require(job.state.transitions.first { $0.status == .restarting })
         #expect(restart.message.contains("rank"), "the restart names the rank: \(restart.message)")
-        let attempt2 = try coordinator.store.logLines(of: "tough", stream: "tough/attempt-2/rank-0")
+        let attempt2 = try coordinator.store.logLines(of: "tough", stream: try Self.stream(coordinator.store, job: "tough", attempt: 2, rank: 0))
         #expect(attempt2.contains { $0.contains("resum") }, "attempt 2 resumed from a checkpoint: \(attempt2.prefix(10))")
         // The killed worker's rank died with it (it does not train on as an orphan).
         #expect(Self.processes(startedBy: workers.processes[victim].processIdentifier).isEmpty)
@@ -201,9 +209,11 @@ final class WorkerProcesses {
         #expect(job.state.attempt == 2)
         let events = try coordinator.store.events(of: "stretchy")
         #expect(events.contains { $0.kind == "Elastic" && $0.message.contains("resuming on 2 of 3 instances") }, "\(events.map(\.message))")
-        let streams = try coordinator.store.logStreams(of: "stretchy").filter { $0.hasPrefix("stretchy/attempt-2/") }
-        #expect(streams.sorted() == ["stretchy/attempt-2/rank-0", "stretchy/attempt-2/rank-1"], "\(streams)")
-        let attempt2 = try coordinator.store.logLines(of: "stretchy", stream: "stretchy/attempt-2/rank-0")
+        let second = try Self.stream(coordinator.store, job: "stretchy", attempt: 2, rank: 0)
+        let epoch = String(second.split(separator: "-").last ?? "")
+        let streams = try coordinator.store.logStreams(of: "stretchy").filter { $0.hasSuffix("-" + epoch) }
+        #expect(streams.sorted() == ["stretchy/algo-1-\(epoch)", "stretchy/algo-2-\(epoch)"], "attempt 2 ran on 2 hosts: \(streams)")
+        let attempt2 = try coordinator.store.logLines(of: "stretchy", stream: second)
         #expect(attempt2.contains { $0.contains("resuming from checkpoint") }, "\(attempt2.prefix(12))")
         #expect(attempt2.contains { $0.contains("data parallel: 2 ranks") }, "\(attempt2.prefix(12))")
         let elastic = try Self.accuracy(directory.file("state/objects/data/models/stretchy/output/metrics.json"))
