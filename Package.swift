@@ -65,7 +65,7 @@ let package = Package(
         .target(
             name: "ForgeCoordinator",
             dependencies: [
-                "ForgeArchive", "ForgeData", "ForgeTransport", "ForgeWire",
+                "ForgeArchive", "ForgeData", "ForgeTransport", "ForgeWire", "ForgeS3",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Yams", package: "Yams"),
@@ -86,6 +86,9 @@ let package = Package(
             dependencies: [.product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: forgeSettings
         ),
+        // An S3 client for the S3-compatible stores where users keep data (ranks fetch channels
+        // and upload models through it).
+        .target(name: "ForgeS3", dependencies: ["ForgeSigning"], swiftSettings: forgeSettings),
         // 13. API: the coordinator's HTTP port (SageMaker JSON 1.1, CloudWatch Logs, STS, S3),
         // every request checked with SigV4.
         .target(
@@ -102,7 +105,7 @@ let package = Package(
         .executableTarget(
             name: "forge",
             dependencies: [
-                "ForgeTraining", "ForgeTensor", "ForgeTransport", "ForgeCollectives", "CForgeSystem", "ForgeCoordinator", "ForgeWorker", "ForgeAPI", "ForgeSigning",
+                "ForgeTraining", "ForgeTensor", "ForgeTransport", "ForgeCollectives", "CForgeSystem", "ForgeCoordinator", "ForgeWorker", "ForgeAPI", "ForgeSigning", "ForgeS3",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -2,6 +2,7 @@
 // scheduler (priority, then FIFO; gang: a job starts only when all its ranks have a worker),
 // and the handling of what workers report. Durable state lives in the JobStore; what is only
 // in memory (workers, which rank runs where) is rebuilt from heartbeats after a restart.
+import ForgeS3
 import ForgeTransport
 import ForgeWire
 import Foundation
@@ -24,6 +25,8 @@ public struct CoordinatorConfiguration: Sendable {
     /// Where rank 0's MASTER_PORT is drawn from: below Linux's ephemeral range (32768-60999),
     /// so no outgoing connection on its host holds it.
     public var masterPorts: Range<Int>
+    /// Buckets kept in external S3-compatible stores (`--config`).
+    public var buckets = BucketMap()
 
     public init(listen: String, stateDirectory: String, objectRoot: String? = nil, heartbeatMilliseconds: Int = 1000,
                 heartbeatTimeoutMilliseconds: Int = 5000, stopGraceSeconds: Int = 120, clusterKeyPath: String? = nil,
@@ -410,6 +413,9 @@ public final class Coordinator {
             try? store.appendLog(job: job, stream: Coordinator.logStream(job: job, rank: rank, epoch: epoch), lines: lines, at: now)
             if let patterns = metricPatterns[job] { try? store.recordMetrics(job: job, values: Coordinator.metrics(in: lines, patterns), at: now) }
             metrics.observe(job: job, rank: rank, worldSize: attempts[job]?.ranks.count ?? 1, lines: lines, at: now)
+            // A built-in's closing line (`final: validation:accuracy=0.98 …`) holds its final
+            // metrics, wherever its metrics.json went.
+            if rank == 0 { try? store.recordMetrics(job: job, values: Coordinator.finalMetrics(in: lines), at: now) }
             outputHandler?(job, rank, lines)
         case .rankExited(let exit):
             metrics.rankExited(succeeded: exit.succeeded)
@@ -442,6 +448,19 @@ public final class Coordinator {
                 guard let span = Range(group, in: line), let value = Double(line[span].trimmingCharacters(in: .whitespaces)),
                       value.isFinite else { continue }
                 found.append((name, value))
+            }
+        }
+        return found
+    }
+
+    /// The `name=value` pairs of a built-in's `final: …` log line.
+    static func finalMetrics(in lines: [String]) -> [(name: String, value: Double)] {
+        var found = [(name: String, value: Double)]()
+        for line in lines {
+            guard let marker = line.range(of: "] final: ") ?? (line.hasPrefix("final: ") ? line.range(of: "final: ") : nil) else { continue }
+            for pair in line[marker.upperBound...].split(separator: " ") {
+                let parts = pair.split(separator: "=", maxSplits: 1)
+                if parts.count == 2, let value = Double(parts[1]), value.isFinite { found.append((String(parts[0]), value)) }
             }
         }
         return found
@@ -503,11 +522,25 @@ public final class Coordinator {
                 // The ranks' /opt/ml/model folders, merged, become model.tar.gz (and their
                 // output/data folders output.tar.gz), where SageMaker puts them.
                 do {
-                    try ScriptArtifacts.pack(plan.modelGather(attempt: attempt.number),
-                                             to: (plan.outputDirectory as NSString).appendingPathComponent("model.tar.gz"))
+                    // Packed into the job's folder; from there to the store, or up to the
+                    // external bucket that holds the output.
+                    let packed = (plan.jobDirectory as NSString).appendingPathComponent("attempt-\(attempt.number)/packed")
+                    try ScriptArtifacts.pack(plan.modelGather(attempt: attempt.number), to: packed + "/model.tar.gz")
+                    var names = ["model.tar.gz"]
                     if FileManager.default.fileExists(atPath: plan.outputDataGather(attempt: attempt.number)) {
-                        try ScriptArtifacts.pack(plan.outputDataGather(attempt: attempt.number),
-                                                 to: (plan.outputDirectory as NSString).appendingPathComponent("output.tar.gz"))
+                        try ScriptArtifacts.pack(plan.outputDataGather(attempt: attempt.number), to: packed + "/output.tar.gz")
+                        names.append("output.tar.gz")
+                    }
+                    for name in names {
+                        if plan.outputIsExternal, let endpoint = configuration.buckets.endpoint(of: plan.outputDirectory),
+                           let (bucket, key) = S3Client.split(plan.outputDirectory + "/" + name) {
+                            try S3Client(endpoint: endpoint).put(bucket: bucket, key: key, file: packed + "/" + name)
+                        } else {
+                            let target = (plan.outputDirectory as NSString).appendingPathComponent(name)
+                            try FileManager.default.createDirectory(atPath: plan.outputDirectory, withIntermediateDirectories: true)
+                            _ = try? FileManager.default.removeItem(atPath: target)
+                            try FileManager.default.copyItem(atPath: packed + "/" + name, toPath: target)
+                        }
                     }
                 } catch {
                     apply(.attemptFailed(reason: "packing the model folder into model.tar.gz failed: \(error)"), to: job, at: now)
@@ -599,7 +632,7 @@ public final class Coordinator {
             let id = "\(job.name)/\(job.state.attempt)/\(rank)"
             let environment = ["RANK": String(rank), "LOCAL_RANK": "0", "WORLD_SIZE": String(chosen.count), "LOCAL_WORLD_SIZE": "1",
                                "GROUP_RANK": String(rank), "MASTER_ADDR": chosen[0].resources.host, "MASTER_PORT": String(port),
-                               "OPENBLAS_NUM_THREADS": "1", "FORGE_JOB_NAME": job.name]
+                               "OPENBLAS_NUM_THREADS": "1", "FORGE_JOB_NAME": job.name].merging(plan.environment) { first, _ in first }
             let assignment = RankAssignment(id: id, job: job.name, attempt: job.state.attempt, rank: rank, worldSize: chosen.count,
                                             arguments: plan.arguments, environment: environment,
                                             workDirectory: (plan.jobDirectory as NSString).appendingPathComponent("attempt-\(job.state.attempt)/rank-\(rank)"))

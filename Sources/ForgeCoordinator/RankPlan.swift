@@ -57,7 +57,12 @@ public struct RankPlanError: Error, CustomStringConvertible {
 /// The command every rank of a job runs.
 public struct RankPlan: Sendable {
     public let arguments: [String]
+    /// Where the model goes: a folder of the local store, or `s3://…/JOB/output` in a bucket
+    /// of an external endpoint (`outputIsExternal`).
     public let outputDirectory: String
+    public let outputIsExternal: Bool
+    /// Added to every rank's environment: the endpoints of the job's external buckets.
+    public let environment: [String: String]
     public let checkpointDirectory: String
     public let jobDirectory: String
 
@@ -76,8 +81,13 @@ public struct RankPlan: Sendable {
 
     public init(spec: TrainingJobSpec, configuration: CoordinatorConfiguration, attempt: Int = 1) throws {
         let store = LocalObjectStore(root: configuration.objectRoot)
+        let buckets = configuration.buckets
         jobDirectory = (configuration.stateDirectory as NSString).appendingPathComponent("jobs/\(spec.name)")
-        outputDirectory = try store.path(of: spec.outputPath.hasSuffix("/") ? "\(spec.outputPath)\(spec.name)/output" : "\(spec.outputPath)/\(spec.name)/output")
+        let outputURI = spec.outputPath.hasSuffix("/") ? "\(spec.outputPath)\(spec.name)/output" : "\(spec.outputPath)/\(spec.name)/output"
+        outputIsExternal = buckets.endpoint(of: outputURI) != nil
+        outputDirectory = outputIsExternal ? outputURI : try store.path(of: outputURI)
+        let source = ScriptHyperparameters.reserved("sagemaker_submit_directory", in: spec.hyperParameters)
+        environment = buckets.environment(for: spec.channels.map(\.uri) + [outputURI] + (source.map { [$0] } ?? []))
         checkpointDirectory = try spec.checkpointUri.map { uri throws in try store.path(of: uri) }
             ?? (configuration.stateDirectory as NSString).appendingPathComponent("checkpoints/\(spec.name)")
         guard let algorithm = spec.builtInAlgorithm else {
@@ -86,7 +96,7 @@ public struct RankPlan: Sendable {
                     + "script mode, which needs the hyperparameter sagemaker_program (the entry point; the SageMaker SDK sets it)")
             }
             isScriptMode = true
-            arguments = try RankPlan.containerArguments(spec: spec, store: store, jobDirectory: jobDirectory,
+            arguments = try RankPlan.containerArguments(spec: spec, store: store, buckets: buckets, jobDirectory: jobDirectory,
                                                         checkpointDirectory: checkpointDirectory, attempt: attempt)
             return
         }
@@ -94,11 +104,13 @@ public struct RankPlan: Sendable {
         guard let train = spec.channels.first(where: { $0.name == "train" }) else {
             throw RankPlanError(description: "the job has no channel named train")
         }
-        var arguments = ["forge", "train", "--algorithm", algorithm, "--train", try store.path(of: train.uri),
+        // A channel in an external bucket stays a URI: the rank fetches it.
+        func channel(_ uri: String) throws -> String { buckets.endpoint(of: uri) != nil ? uri : try store.path(of: uri) }
+        var arguments = ["forge", "train", "--algorithm", algorithm, "--train", try channel(train.uri),
                          "--output", outputDirectory, "--checkpoint-dir", checkpointDirectory, "--quiet",
                          "--train-distribution", train.distribution]
         if let validation = spec.channels.first(where: { $0.name == "validation" }) {
-            arguments += ["--validation", try store.path(of: validation.uri)]
+            arguments += ["--validation", try channel(validation.uri)]
         }
         // SageMaker's MIME parameters: `text/csv;header=present` says the files start with a header.
         if let type = train.contentType {

@@ -135,15 +135,17 @@ public enum ScriptHyperparameters {
 
 extension RankPlan {
     /// The command of a script-mode rank: `forge container` with the resolved job.
-    static func containerArguments(spec: TrainingJobSpec, store: LocalObjectStore, jobDirectory: String, checkpointDirectory: String,
-                                   attempt: Int) throws -> [String] {
+    static func containerArguments(spec: TrainingJobSpec, store: LocalObjectStore, buckets: BucketMap, jobDirectory: String,
+                                   checkpointDirectory: String, attempt: Int) throws -> [String] {
+        // A URI in an external bucket stays a URI: the rank fetches it.
+        func local(_ uri: String) throws -> String { buckets.endpoint(of: uri) != nil ? uri : try store.path(of: uri) }
         var channels = [ContainerJob.Channel]()
         for channel in spec.channels {
-            channels.append(ContainerJob.Channel(name: channel.name, path: try store.path(of: channel.uri), distribution: channel.distribution,
+            channels.append(ContainerJob.Channel(name: channel.name, path: try local(channel.uri), distribution: channel.distribution,
                                                  contentType: channel.contentType, inputMode: channel.inputMode ?? spec.inputMode))
         }
         let source = try ScriptHyperparameters.reserved("sagemaker_submit_directory", in: spec.hyperParameters).map { uri throws in
-            try store.path(of: uri)
+            try local(uri)
         }
         let attemptDirectory = (jobDirectory as NSString).appendingPathComponent("attempt-\(attempt)")
         let job = ContainerJob(jobName: spec.name, jobArn: "arn:aws:sagemaker:us-east-1:000000000000:training-job/\(spec.name)",

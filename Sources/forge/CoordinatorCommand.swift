@@ -47,6 +47,9 @@ struct CoordinatorCommand: ParsableCommand {
     @Option(name: .long, help: "An AWS shared-credentials file whose key pairs may sign API requests.")
     var credentials: String?
 
+    @Option(name: .long, help: "A YAML file mapping buckets to external S3-compatible endpoints and their keys (see docs/cluster.md).")
+    var config: String?
+
     @Option(name: .long, help: "A cluster key file (forge keygen) for CURVE on the control plane.")
     var clusterKey: String?
 
@@ -60,8 +63,19 @@ struct CoordinatorCommand: ParsableCommand {
         }
         let host = String(api[..<colon])
         let keys = try accessKeys()
-        let configuration = CoordinatorConfiguration(listen: listen, stateDirectory: state, objectRoot: store,
+        var configuration = CoordinatorConfiguration(listen: listen, stateDirectory: state, objectRoot: store,
                                                      heartbeatTimeoutMilliseconds: heartbeatTimeout, clusterKeyPath: clusterKey)
+        if let config {
+            do {
+                configuration.buckets = try BucketMap.load(path: config)
+            } catch {
+                FileHandle.standardError.write(Data("error: --config: \(error)\n".utf8))
+                throw ExitCode.failure
+            }
+            for (bucket, endpoint) in configuration.buckets.buckets.sorted(by: { $0.key < $1.key }) {
+                logger.info("bucket \(bucket) lives at \(endpoint.url)")
+            }
+        }
         let coordinator: Coordinator
         do {
             coordinator = try Coordinator(configuration: configuration, logger: logger)

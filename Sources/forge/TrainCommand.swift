@@ -122,9 +122,14 @@ struct TrainCommand: ParsableCommand {
             var values = try collectHyperparameters()
             let platform = try PlatformHyperparameters.take(from: &values)
             let threads = self.threads ?? platform.threads ?? (group == nil ? min(ProcessInfo.processInfo.activeProcessorCount, 2) : 1)
+            // s3:// channels are fetched first; an s3:// output is written here and uploaded after.
+            let staging = S3Staging(environment: environment)
+            let trainPath = try staging.channel(train, name: "train")
+            let validationPath = try validation.map { path throws in try staging.channel(path, name: "validation") }
+            let (outputPath, upload) = try staging.output(output)
             let request = TrainingJobRequest(
-                algorithm: AlgorithmKind(rawValue: algorithm) ?? .mlp, trainPath: train, validationPath: validation,
-                hyperparameters: values, outputDirectory: output, contentType: contentType,
+                algorithm: AlgorithmKind(rawValue: algorithm) ?? .mlp, trainPath: trainPath, validationPath: validationPath,
+                hyperparameters: values, outputDirectory: outputPath, contentType: contentType,
                 csvHeader: csvHeader, corruptRecords: skipCorruptRecords || platform.skipCorruptRecords ? .skip : .fail,
                 checkpointDirectory: checkpointDir, resume: !noResume, trainDistribution: trainDistribution.mode)
             let device = CPUDevice(threadCount: threads)
@@ -150,6 +155,10 @@ struct TrainCommand: ParsableCommand {
                 throw ExitCode(128 + signal)
             }
             display.finish()
+            if (group?.rank ?? 0) == 0, let upload {
+                try upload()
+                logger.info("uploaded model.tar.gz and metrics.json to \(output)")
+            }
             let summary = result.metrics.map { "\($0.name)=\(MetricLine.fixed($0.value))" }.joined(separator: " ")
             if (group?.rank ?? 0) == 0 { logger.info("final: \(summary)") }
         } catch let exit as ExitCode {
