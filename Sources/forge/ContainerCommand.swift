@@ -7,6 +7,7 @@
 import ArgumentParser
 import ForgeArchive
 import ForgeCoordinator
+import ForgeS3
 import Foundation
 
 struct ContainerCommand: ParsableCommand {
@@ -175,6 +176,22 @@ struct ScriptContainer {
             let target = path("input/data/\(channel.name)")
             if fileManager.fileExists(atPath: target) { try fileManager.removeItem(atPath: target) }
             try fileManager.createDirectory(atPath: target, withIntermediateDirectories: true)
+            if let (bucket, prefix) = S3Client.split(channel.path) {
+                // A bucket of an external store: this rank's objects are fetched into the folder.
+                let client = try S3Staging(environment: ProcessInfo.processInfo.environment).client(for: channel.path)
+                var objects = try client.list(bucket: bucket, prefix: prefix).filter { !$0.key.hasSuffix("/") }
+                if channel.distribution == "ShardedByS3Key" {
+                    objects = objects.enumerated().filter { $0.offset % max(worldSize, 1) == rank }.map(\.element)
+                }
+                let base = prefix.hasSuffix("/") || prefix.isEmpty ? prefix : prefix + "/"
+                for object in objects {
+                    let relative = object.key.hasPrefix(base) ? String(object.key.dropFirst(base.count)) : (object.key as NSString).lastPathComponent
+                    let parts = relative.split(separator: "/", omittingEmptySubsequences: false)
+                    guard !relative.isEmpty, !parts.contains(".."), !parts.contains("."), !parts.contains("") else { continue }
+                    try client.get(bucket: bucket, key: object.key, to: (target as NSString).appendingPathComponent(relative))
+                }
+                continue
+            }
             var isDirectory: ObjCBool = false
             guard fileManager.fileExists(atPath: channel.path, isDirectory: &isDirectory) else {
                 throw ContainerError("channel \(channel.name): \(channel.path) does not exist")
@@ -218,7 +235,12 @@ struct ScriptContainer {
     /// sagemaker_submit_directory: a .tar.gz (what the SDK uploads) unpacked into code/, or a
     /// folder copied there.
     private func unpackSource() throws {
-        guard let source = job.sourceDirectory else { return }
+        guard var source = job.sourceDirectory else { return }
+        if let (bucket, key) = S3Client.split(source) {
+            let fetched = path("input/sourcedir.tar.gz")
+            try S3Staging(environment: ProcessInfo.processInfo.environment).client(for: source).get(bucket: bucket, key: key, to: fetched)
+            source = fetched
+        }
         var isDirectory: ObjCBool = false
         guard fileManager.fileExists(atPath: source, isDirectory: &isDirectory) else {
             throw ContainerError("sagemaker_submit_directory \(source) does not exist")

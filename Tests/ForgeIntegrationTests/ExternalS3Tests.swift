@@ -53,6 +53,7 @@ final class MotoServer {
         """, to: "forge.yaml")
         let train = try scratch.write(SyntheticCSV(count: 600, seed: 1).labelled, to: "train.csv")
         let validation = try scratch.write(SyntheticCSV(count: 200, seed: 2).labelled, to: "validation.csv")
+        let program = try scratch.write(ScriptModeTests.trainScript, to: "train.py")
         let cluster = try LocalCluster(workers: 2, coordinatorArguments: ["--config", config])
         let script = """
         import boto3, json, sys
@@ -80,11 +81,39 @@ final class MotoServer {
                "keys": sorted(o["Key"] for o in lake.list_objects_v2(Bucket="lake", Prefix="models/").get("Contents", []))}
         body = lake.get_object(Bucket="lake", Key="models/lake-job/output/model.tar.gz")["Body"].read() if out["keys"] else b""
         out["gzip"] = body[:2] == b"\\x1f\\x8b"
+        # Script mode from the same bucket: the source tarball and the channels come from there,
+        # the packed model goes back.
+        import io, tarfile
+        source = io.BytesIO()
+        with tarfile.open(fileobj=source, mode="w:gz") as tar:
+            data = open(sys.argv[5], "rb").read()
+            info = tarfile.TarInfo("train.py"); info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        lake.put_object(Bucket="lake", Key="code/sourcedir.tar.gz", Body=source.getvalue())
+        sm.create_training_job(TrainingJobName="rf-lake", RoleArn="arn:aws:iam::123456789012:role/forge",
+            AlgorithmSpecification={"TrainingImage": "sagemaker-scikit-learn:1.2-1-cpu-py3", "TrainingInputMode": "File",
+                                    "MetricDefinitions": [{"Name": "validation:accuracy", "Regex": "validation-accuracy: ([0-9.]+)"}]},
+            HyperParameters={"sagemaker_program": json.dumps("train.py"), "sagemaker_submit_directory": json.dumps("s3://lake/code/sourcedir.tar.gz"),
+                             "n-estimators": "5"},
+            InputDataConfig=[{"ChannelName": c, "ContentType": "text/csv",
+                              "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://lake/digits/" + c}}}
+                             for c in ("train", "validation")],
+            OutputDataConfig={"S3OutputPath": "s3://lake/models"},
+            ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 2, "VolumeSizeInGB": 1},
+            StoppingCondition={"MaxRuntimeInSeconds": 600})
+        try:
+            sm.get_waiter("training_job_completed_or_stopped").wait(TrainingJobName="rf-lake", WaiterConfig={"Delay": 1, "MaxAttempts": 300})
+        except Exception:
+            pass
+        d = sm.describe_training_job(TrainingJobName="rf-lake")
+        out["script"] = {"status": d["TrainingJobStatus"], "reason": d.get("FailureReason", ""),
+                         "metrics": {m["MetricName"]: m["Value"] for m in d.get("FinalMetricDataList", [])},
+                         "keys": sorted(o["Key"] for o in lake.list_objects_v2(Bucket="lake", Prefix="models/rf-lake/").get("Contents", []))}
         print(json.dumps(out))
         """
         let answer: [String: Any]
         do {
-            answer = try ExternalTool.pythonJSON(script, [moto.endpoint, cluster.endpoint, train, validation]) as? [String: Any] ?? [:]
+            answer = try ExternalTool.pythonJSON(script, [moto.endpoint, cluster.endpoint, train, validation, program]) as? [String: Any] ?? [:]
         } catch {
             Issue.record("\(error)\ncoordinator: \(cluster.log("coordinator.log").suffix(3000))")
             return
@@ -97,5 +126,9 @@ final class MotoServer {
         let accuracy = (answer["metrics"] as? [String: Double])?["validation:accuracy"] ?? 0
         #expect(accuracy > 0.9, "the final metrics reach DescribeTrainingJob from rank 0's closing line: \(answer)")
         #expect(!FileManager.default.fileExists(atPath: cluster.directory.file("state/objects/lake")), "nothing of the bucket lands in the local store")
+        let scripted = answer["script"] as? [String: Any] ?? [:]
+        #expect(scripted["status"] as? String == "Completed", "\(scripted)")
+        #expect(scripted["keys"] as? [String] == ["models/rf-lake/output/model.tar.gz", "models/rf-lake/output/output.tar.gz"], "\(scripted)")
+        #expect(((scripted["metrics"] as? [String: Double])?["validation:accuracy"] ?? 0) > 0.9, "\(scripted)")
     }
 }
