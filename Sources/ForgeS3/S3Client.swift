@@ -185,14 +185,7 @@ public struct S3Client: Sendable {
             request.httpBody = body
             request.setValue(String(body.count), forHTTPHeaderField: "content-length")
         }
-        let box = S3ResponseBox()
-        let done = DispatchSemaphore(value: 0)
-        URLSession.shared.dataTask(with: request) { data, response, error in
-            box.set(data, response as? HTTPURLResponse, error)
-            done.signal()
-        }.resume()
-        done.wait()
-        let (data, response, error) = box.get()
+        let (data, response, error) = BlockingHTTP.send(request)
         if let error {
             throw S3ClientError(operation: operation, status: 0, code: "", message: "cannot reach \(endpoint.url): \(error.localizedDescription)")
         }
@@ -244,10 +237,26 @@ public struct S3Client: Sendable {
     }
 }
 
+/// An HTTP exchange that blocks the calling thread (the forge clients and the S3 client are
+/// synchronous programs).
+public enum BlockingHTTP {
+    /// Sends `request` and waits for its answer.
+    public static func send(_ request: URLRequest) -> (data: Data?, response: HTTPURLResponse?, error: (any Error)?) {
+        let box = ResponseBox()
+        let done = DispatchSemaphore(value: 0)
+        URLSession.shared.dataTask(with: request) { data, response, error in
+            box.set(data, response as? HTTPURLResponse, error)
+            done.signal()
+        }.resume()
+        done.wait()
+        return box.get()
+    }
+}
+
 /// One response, handed from URLSession's thread.
 ///
 /// Concurrency: Sendable; guarded by a lock.
-private final class S3ResponseBox: @unchecked Sendable {
+private final class ResponseBox: @unchecked Sendable {
     private let lock = NSLock()
     private var data: Data?
     private var response: HTTPURLResponse?

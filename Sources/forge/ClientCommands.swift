@@ -3,6 +3,7 @@
 // FORGE_ENDPOINT, signing with SigV4 when it finds an access key where the AWS SDKs look.
 import ArgumentParser
 import ForgeCoordinator
+import ForgeS3
 import ForgeSigning
 import Foundation
 #if canImport(FoundationNetworking)
@@ -32,14 +33,8 @@ struct EndpointOptions: ParsableArguments {
         request.httpBody = body
         request.timeoutInterval = 30
         try sign(&request, body: body, service: target.hasPrefix("Logs_") ? "logs" : "sagemaker")
-        let box = ResponseBox()
-        let done = DispatchSemaphore(value: 0)
-        URLSession.shared.dataTask(with: request) { data, response, error in
-            box.set(data, (response as? HTTPURLResponse)?.statusCode, error)
-            done.signal()
-        }.resume()
-        done.wait()
-        let (data, status, error) = box.get()
+        let (data, response, error) = BlockingHTTP.send(request)
+        let status = response?.statusCode
         if let error {
             FileHandle.standardError.write(Data("error: cannot reach the coordinator at \(url): \(error.localizedDescription) (is forge coordinator running? set --endpoint or FORGE_ENDPOINT)\n".utf8))
             throw ExitCode.failure
@@ -77,26 +72,6 @@ struct EndpointOptions: ParsableArguments {
         for field in signable.fields where field.name.hasPrefix("x-amz-") || field.name == "authorization" {
             request.setValue(field.value, forHTTPHeaderField: field.name)
         }
-    }
-}
-
-/// The answer of one request, handed from URLSession's thread.
-///
-/// Concurrency: Sendable; guarded by a lock.
-private final class ResponseBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var data: Data?
-    private var status: Int?
-    private var error: (any Error)?
-    func set(_ data: Data?, _ status: Int?, _ error: (any Error)?) {
-        lock.lock()
-        (self.data, self.status, self.error) = (data, status, error)
-        lock.unlock()
-    }
-    func get() -> (Data?, Int?, (any Error)?) {
-        lock.lock()
-        defer { lock.unlock() }
-        return (data, status, error)
     }
 }
 

@@ -106,6 +106,30 @@ final class WorkerProcesses {
         return try #require(metrics?["validation:accuracy"] ?? metrics?["validation:multiclass_accuracy"], "\(String(describing: metrics))")
     }
 
+    /// A coordinator and `count` registered worker processes.
+    static func cluster(_ directory: TemporaryDirectory, workers count: Int, masterPorts: Range<Int> = 20_000..<32_768) throws -> (Coordinator, WorkerProcesses) {
+        let coordinator = try Self.coordinator(directory, masterPorts: masterPorts)
+        let workers = WorkerProcesses()
+        try workers.start(count, coordinator: coordinator.endpoint, directory: directory)
+        #expect(run(coordinator, seconds: 60) { coordinator.workers.count == count }, "the workers did not register")
+        return (coordinator, workers)
+    }
+
+    /// Steps the coordinator until `job` has written its first checkpoint (in the default folder).
+    static func awaitCheckpoint(_ coordinator: Coordinator, _ directory: TemporaryDirectory, job: String) -> Bool {
+        let checkpoints = directory.file("state/checkpoints/\(job)")
+        return run(coordinator, seconds: 120) {
+            ((try? FileManager.default.contentsOfDirectory(atPath: checkpoints)) ?? []).contains { $0.hasPrefix("step-") }
+        }
+    }
+
+    /// Steps the coordinator until `job` has ended; returns it as stored.
+    static func awaitEnd(_ coordinator: Coordinator, job: String, seconds: Double = 300) throws -> JobRecord {
+        let finished = run(coordinator, seconds: seconds) { (try? coordinator.store.job(named: job).state.status.isTerminal) == true }
+        #expect(finished, "\(job) did not end in \(Int(seconds)) s")
+        return try coordinator.store.job(named: job)
+    }
+
     /// Steps the coordinator until `done` or the deadline; returns whether `done` held.
     static func run(_ coordinator: Coordinator, seconds: Double, until done: () -> Bool) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
@@ -118,10 +142,7 @@ final class WorkerProcesses {
 
     @Test func twoJobsOnThreeWorkersCompleteWithTheirModelsEventsAndLogs() throws {
         let directory = try TemporaryDirectory()
-        let coordinator = try Self.coordinator(directory)
-        let workers = WorkerProcesses()
-        try workers.start(3, coordinator: coordinator.endpoint, directory: directory)
-        #expect(Self.run(coordinator, seconds: 60) { coordinator.workers.count == 3 }, "the workers did not register")
+        let (coordinator, workers) = try Self.cluster(directory, workers: 3)
         try coordinator.submit(try TrainingJobSpec.decode(json: Data(Self.spec("pair", algorithm: "mlp", instances: 2, epochs: 8, bucket: "data").utf8)))
         try coordinator.submit(try TrainingJobSpec.decode(json: Data(Self.spec("solo", algorithm: "linear-learner", instances: 1, epochs: 8, bucket: "data").utf8)))
         let finished = Self.run(coordinator, seconds: 240) {
@@ -143,31 +164,21 @@ final class WorkerProcesses {
             let lines = try coordinator.store.logLines(of: name, stream: try Self.stream(coordinator.store, job: name, attempt: 1, rank: 0))
             #expect(lines.contains { $0.hasPrefix("epoch=8 ") }, "\(name): rank 0's log has no final metric line: \(lines.suffix(5))")
         }
+        withExtendedLifetime(workers) {}  // the worker processes live until the test ends
     }
 
     @Test func aWorkerKilledMidJobFailsTheAttemptAndTheJobResumesFromItsCheckpoint() throws {
         let directory = try TemporaryDirectory()
-        let coordinator = try Self.coordinator(directory)
-        let workers = WorkerProcesses()
-        try workers.start(3, coordinator: coordinator.endpoint, directory: directory)
-        #expect(Self.run(coordinator, seconds: 60) { coordinator.workers.count == 3 }, "the workers did not register")
+        let (coordinator, workers) = try Self.cluster(directory, workers: 3)
         try coordinator.submit(try TrainingJobSpec.decode(json: Data(Self.spec("tough", algorithm: "mlp", instances: 2, epochs: 60, bucket: "data", retries: 2).utf8)))
         // Wait for training and its first checkpoint, then kill a worker that runs a rank.
-        let checkpoints = directory.file("state/checkpoints/tough")
-        let training = Self.run(coordinator, seconds: 120) {
-            ((try? FileManager.default.contentsOfDirectory(atPath: checkpoints)) ?? []).contains { $0.hasPrefix("step-") }
-        }
-        #expect(training, "no checkpoint appeared")
+        #expect(Self.awaitCheckpoint(coordinator, directory, job: "tough"), "no checkpoint appeared")
         let busy = coordinator.workers.values.filter { $0.assignment != nil }.map(\.resources.pid)
         let victim = try #require(workers.processes.firstIndex { busy.contains($0.processIdentifier) })
         let killed = workers.processes[victim].processIdentifier
         #expect(!Self.processes(startedBy: killed).isEmpty, "the worker's rank is found by its FORGE_WORKER_PID")
         workers.kill(victim)
-        let finished = Self.run(coordinator, seconds: 240) {
-            (try? coordinator.store.job(named: "tough").state.status.isTerminal) == true
-        }
-        #expect(finished)
-        let job = try coordinator.store.job(named: "tough")
+        let job = try Self.awaitEnd(coordinator, job: "tough", seconds: 240)
         #expect(job.state.status == .completed, "\(job.state.failureReason ?? "") \(job.state.transitions.map(\.message))")
         #expect(job.state.attempt == 2)
         let restart = try #require(job.state.transitions.first { $0.status == .restarting })
@@ -186,25 +197,14 @@ final class WorkerProcesses {
     /// batch re-sliced, and ends where the uninterrupted run ends.
     @Test func aJobThatLosesAWorkerWithNoSpareFinishesOnTheWorkersItHas() throws {
         let directory = try TemporaryDirectory()
-        let coordinator = try Self.coordinator(directory)
-        let workers = WorkerProcesses()
-        try workers.start(3, coordinator: coordinator.endpoint, directory: directory)
-        #expect(Self.run(coordinator, seconds: 60) { coordinator.workers.count == 3 }, "the workers did not register")
+        let (coordinator, workers) = try Self.cluster(directory, workers: 3)
         try coordinator.submit(try TrainingJobSpec.decode(json: Data(Self.spec("stretchy", algorithm: "mlp", instances: 3, epochs: 40, bucket: "data",
                                                                                  retries: 1, extra: #", "forge_min_instance_count": "2""#).utf8)))
-        let checkpoints = directory.file("state/checkpoints/stretchy")
-        let training = Self.run(coordinator, seconds: 120) {
-            ((try? FileManager.default.contentsOfDirectory(atPath: checkpoints)) ?? []).contains { $0.hasPrefix("step-") }
-        }
-        #expect(training, "no checkpoint appeared")
+        #expect(Self.awaitCheckpoint(coordinator, directory, job: "stretchy"), "no checkpoint appeared")
         let busy = coordinator.workers.values.filter { $0.assignment?.hasSuffix("/1") == true }.map(\.resources.pid)
         let victim = try #require(workers.processes.firstIndex { busy.contains($0.processIdentifier) })
         workers.kill(victim)
-        let finished = Self.run(coordinator, seconds: 300) {
-            (try? coordinator.store.job(named: "stretchy").state.status.isTerminal) == true
-        }
-        #expect(finished)
-        let job = try coordinator.store.job(named: "stretchy")
+        let job = try Self.awaitEnd(coordinator, job: "stretchy", seconds: 300)
         #expect(job.state.status == .completed, "\(job.state.failureReason ?? "") \(job.state.transitions.map(\.message))")
         #expect(job.state.attempt == 2)
         let events = try coordinator.store.events(of: "stretchy")
@@ -269,10 +269,7 @@ final class WorkerProcesses {
         #expect(bound == 0 && listen(listener, 8) == 0, "the test holds port \(port)")
         var open = true
         defer { if open { close(listener) } }
-        let coordinator = try Self.coordinator(directory, masterPorts: port..<(port + 1))
-        let workers = WorkerProcesses()
-        try workers.start(2, coordinator: coordinator.endpoint, directory: directory)
-        #expect(Self.run(coordinator, seconds: 60) { coordinator.workers.count == 2 }, "the workers did not register")
+        let (coordinator, workers) = try Self.cluster(directory, workers: 2, masterPorts: port..<(port + 1))
         var spec = try TrainingJobSpec.decode(json: Data(Self.spec("porty", algorithm: "mlp", instances: 2, epochs: 3, bucket: "data").utf8))
         spec.maxRetryAttempts = 0
         try coordinator.submit(spec)
@@ -288,5 +285,6 @@ final class WorkerProcesses {
         #expect(job.state.status == .completed, "\(job.state.failureReason ?? "") \(job.state.transitions.map(\.message))")
         let restart = try #require(job.state.transitions.first { $0.status == .restarting })
         #expect(restart.message.contains("MASTER_PORT was taken"), "\(restart.message)")
+        withExtendedLifetime(workers) {}  // the worker processes live until the test ends
     }
 }
