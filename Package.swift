@@ -136,7 +136,7 @@ let package = Package(
         .testTarget(name: "ForgeCoordinatorTests", dependencies: ["ForgeCoordinator", "ForgeTestSupport"], swiftSettings: forgeSettings),
         .testTarget(
             name: "ForgeIntegrationTests",
-            dependencies: ["ForgeArchive", "ForgeTransport", "ForgeCoordinator", "ForgeAPI", "ForgeTestSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["ForgeArchive", "ForgeTransport", "ForgeCoordinator", "ForgeAPI", "ForgeS3", "ForgeTestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: forgeSettings
         ),
     ]

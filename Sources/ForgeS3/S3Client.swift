@@ -172,9 +172,13 @@ public struct S3Client: Sendable {
         let defaultPort = base.scheme == "https" ? 443 : 80
         let authority = base.port.map { $0 == defaultPort ? host : "\(host):\($0)" } ?? host
         let payloadHash = SigV4.hexSHA256(body)
-        var signable = SignableRequest(method: method, path: path, query: queryString,
-                                       fields: [SignableRequest.Field(name: "host", value: authority),
-                                                SignableRequest.Field(name: "x-amz-content-sha256", value: payloadHash)])
+        var fields = [SignableRequest.Field(name: "host", value: authority), SignableRequest.Field(name: "x-amz-content-sha256", value: payloadHash)]
+        // Said outright: an HTTP client left alone calls a POST body a form, and some servers
+        // then read it as one.
+        if method == "PUT" || method == "POST" {
+            fields.append(SignableRequest.Field(name: "content-type", value: method == "POST" ? "application/xml" : "application/octet-stream"))
+        }
+        var signable = SignableRequest(method: method, path: path, query: queryString, fields: fields)
         SigV4Signer(key: AccessKey(id: endpoint.accessKeyID, secret: endpoint.secretAccessKey, sessionToken: endpoint.sessionToken),
                     region: endpoint.region, service: "s3").sign(&signable, payloadHash: payloadHash, at: Date())
         var request = URLRequest(url: url)

@@ -2,6 +2,7 @@
 // process speaking the S3 protocol; a peer, not a mock of Forge) holds a bucket that the
 // coordinator's --config maps to it. A 2-instance built-in job reads its channels from there
 // and writes its model there; its final metrics still reach DescribeTrainingJob.
+import ForgeS3
 import ForgeTestSupport
 import Foundation
 import Testing
@@ -130,5 +131,39 @@ final class MotoServer {
         #expect(scripted["status"] as? String == "Completed", "\(scripted)")
         #expect(scripted["keys"] as? [String] == ["models/rf-lake/output/model.tar.gz", "models/rf-lake/output/output.tar.gz"], "\(scripted)")
         #expect(((scripted["metrics"] as? [String: Double])?["validation:accuracy"] ?? 0) > 0.9, "\(scripted)")
+    }
+
+    /// Forge's S3 client against the peer: a file larger than a part goes up in parts
+    /// (multipart upload) and comes back byte for byte; listing pages; a missing key is S3's error.
+    @Test func theS3ClientUploadsLargeFilesInPartsAndReadsThemBack() throws {
+        let moto = try MotoServer()
+        let scratch = try TemporaryDirectory()
+        let client = S3Client(endpoint: S3Endpoint(url: moto.endpoint, accessKeyID: "k", secretAccessKey: "s"), partBytes: 5 << 20)
+        #expect(try ExternalTool.pythonJSON("""
+        import boto3, json, sys
+        boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s").create_bucket(Bucket="big")
+        print(json.dumps({"made": True}))
+        """, [moto.endpoint]) as? [String: Bool] == ["made": true])
+        var random = SplitMix64(seed: 11)
+        let bytes = (0..<(13 << 20)).map { _ in UInt8.random(in: 0...255, using: &random) }
+        let file = scratch.file("big.bin")
+        try Data(bytes).write(to: URL(fileURLWithPath: file))
+        try client.put(bucket: "big", key: "a/b/big.bin", file: file)
+        for index in 0..<3 {
+            _ = try scratch.write("\(index)\n", to: "small-\(index).txt")
+            try client.put(bucket: "big", key: "a/small-\(index).txt", file: scratch.file("small-\(index).txt"))
+        }
+        let listed = try client.list(bucket: "big", prefix: "a/")
+        #expect(listed.map(\.key) == ["a/b/big.bin", "a/small-0.txt", "a/small-1.txt", "a/small-2.txt"])
+        #expect(listed.first?.size == bytes.count)
+        let fetched = try client.download(bucket: "big", prefix: "a/", into: scratch.file("copy"))
+        #expect(fetched.count == 4)
+        #expect(FileManager.default.contents(atPath: scratch.file("copy/b/big.bin")) == Data(bytes), "the parts came back in order")
+        #expect(throws: S3ClientError.self) { try client.get(bucket: "big", key: "missing", to: scratch.file("missing")) }
+        do {
+            try client.get(bucket: "big", key: "missing", to: scratch.file("missing"))
+        } catch {
+            #expect(error.status == 404 && error.code == "NoSuchKey", "\(error)")
+        }
     }
 }
