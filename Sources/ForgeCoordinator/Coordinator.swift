@@ -633,6 +633,7 @@ public final class Coordinator {
             let environment = ["RANK": String(rank), "LOCAL_RANK": "0", "WORLD_SIZE": String(chosen.count), "LOCAL_WORLD_SIZE": "1",
                                "GROUP_RANK": String(rank), "MASTER_ADDR": chosen[0].resources.host, "MASTER_PORT": String(port),
                                "OPENBLAS_NUM_THREADS": "1", "FORGE_JOB_NAME": job.name].merging(plan.environment) { first, _ in first }
+                .merging(spec.environment) { first, _ in first }
             let assignment = RankAssignment(id: id, job: job.name, attempt: job.state.attempt, rank: rank, worldSize: chosen.count,
                                             arguments: plan.arguments, environment: environment,
                                             workDirectory: (plan.jobDirectory as NSString).appendingPathComponent("attempt-\(job.state.attempt)/rank-\(rank)"))

@@ -26,6 +26,7 @@ struct EmbeddedCluster {
     let csvHeader: Bool
     let resume: Bool
     let clusterKey: String?
+    let quiet: Bool
 
     /// Runs the job to its end; throws an `ExitCode` for a failed or stopped job.
     func run() throws {
@@ -57,6 +58,9 @@ struct EmbeddedCluster {
                                        clusterKey: configuration.clusterKeyPath)
         defer { workers.stop() }
 
+        // At a terminal, rank 0 reports its steps and the bar is drawn here.
+        let display = ProgressDisplay(logger: logger, quiet: quiet)
+        defer { display.finish() }
         var rankLogs = [Int: FileHandle]()
         defer { for handle in rankLogs.values { try? handle.close() } }
         coordinator.outputHandler = { _, rank, lines in
@@ -70,12 +74,15 @@ struct EmbeddedCluster {
             // output, the rest on standard error. The other ranks' lines follow on standard
             // error, marked with their rank (as torchrun marks them).
             for line in lines {
+                if rank == 0, display.drawReported(line) { continue }
+                display.clearForLine()
                 if rank == 0, line.hasPrefix("epoch=") {
                     FileHandle.standardOutput.write(Data((line + "\n").utf8))
                 } else {
                     FileHandle.standardError.write(Data(((rank == 0 ? "" : "[rank \(rank)] ") + line + "\n").utf8))
                 }
             }
+            display.redrawReported()
         }
         // The job goes in once every worker has registered, so it starts at once (no Pending).
         let registration = Date().addingTimeInterval(60)
@@ -154,6 +161,7 @@ struct EmbeddedCluster {
             "ResourceConfig": ["InstanceType": "local", "InstanceCount": instanceCount],
             "StoppingCondition": ["MaxRuntimeInSeconds": 2_419_200],
             "CheckpointConfig": ["S3Uri": checkpoints],
+            "Environment": isatty(STDERR_FILENO) == 1 && !quiet ? ["FORGE_PROGRESS": "report"] : [String: String](),
         ]
     }
 

@@ -17,11 +17,18 @@ final class ProgressDisplay: TrainingObserver {
     private var firstStep = 0
     private var barVisible = false
     private var lastLoss = 0.0
+    /// Progress as plain `forge-progress …` lines for a `forge train` that draws the bar for
+    /// this rank (the embedded cluster's front at a terminal).
+    private let report: Bool
+    private var lastReported: (epoch: Int, step: Int, loss: Double)?
+    /// The prefix of those lines.
+    static let reportPrefix = "forge-progress "
 
-    init(logger: Logger, quiet: Bool) {
+    init(logger: Logger, quiet: Bool, report: Bool = false) {
         self.interactive = isatty(STDERR_FILENO) == 1 && !quiet
         self.logger = logger
         self.quiet = quiet
+        self.report = report
     }
 
     func trainingStarted(_ summary: RunSummary) {
@@ -39,10 +46,54 @@ final class ProgressDisplay: TrainingObserver {
 
     func stepCompleted(epoch: Int, batch: Int, batches: Int, step: Int, loss: Double) {
         lastLoss = loss
+        if report {
+            let now = Date()
+            guard now.timeIntervalSince(lastDraw) > 0.25 || step == totalSteps else { return }
+            lastDraw = now
+            let line = String(format: "%@epoch=%d epochs=%d step=%d steps=%d first=%d loss=%.6f\n",
+                              ProgressDisplay.reportPrefix, epoch, epochs, step, totalSteps, firstStep, loss)
+            FileHandle.standardError.write(Data(line.utf8))
+            return
+        }
         guard interactive else { return }
         let now = Date()
         guard now.timeIntervalSince(lastDraw) > 0.1 || step == totalSteps else { return }
         lastDraw = now
+        draw(epoch: epoch, step: step, loss: loss, now: now)
+    }
+
+    /// Draws a step another process reported (a `forge-progress` line); false for a line of
+    /// another kind.
+    func drawReported(_ line: String) -> Bool {
+        guard line.hasPrefix(ProgressDisplay.reportPrefix) else { return false }
+        var values = [String: String]()
+        for pair in line.dropFirst(ProgressDisplay.reportPrefix.count).split(separator: " ") {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            if parts.count == 2 { values[String(parts[0])] = String(parts[1]) }
+        }
+        guard interactive, let epoch = values["epoch"].flatMap(Int.init), let step = values["step"].flatMap(Int.init),
+              let steps = values["steps"].flatMap(Int.init), let loss = values["loss"].flatMap(Double.init) else { return true }
+        if totalSteps != steps {
+            totalSteps = steps
+            epochs = values["epochs"].flatMap(Int.init) ?? epochs
+            firstStep = values["first"].flatMap(Int.init) ?? 0
+            started = Date()
+        }
+        lastReported = (epoch, step, loss)
+        draw(epoch: epoch, step: step, loss: loss, now: Date())
+        return true
+    }
+
+    /// Draws the last reported step again (after plain lines were written over the bar).
+    func redrawReported() {
+        guard interactive, let (epoch, step, loss) = lastReported else { return }
+        draw(epoch: epoch, step: step, loss: loss, now: Date())
+    }
+
+    /// Clears the bar so that a plain line can be written.
+    func clearForLine() { clearBar() }
+
+    private func draw(epoch: Int, step: Int, loss: Double, now: Date) {
         let fraction = totalSteps > 0 ? Double(step) / Double(totalSteps) : 1
         let width = 30
         let filled = min(width, Int(fraction * Double(width)))
@@ -72,6 +123,7 @@ final class ProgressDisplay: TrainingObserver {
 
     func finish() {
         clearBar()
+        lastReported = nil
     }
 
     private func clearBar() {

@@ -108,7 +108,8 @@ struct TrainCommand: ParsableCommand {
         }
         let logger = Log.logger(verbose: verbose)
         let rank = isRank ? environment["RANK"].flatMap(Int.init) : nil
-        let display = ProgressDisplay(logger: logger, quiet: quiet || (rank ?? 0) != 0)
+        let display = ProgressDisplay(logger: logger, quiet: quiet || (rank ?? 0) != 0,
+                                      report: (rank ?? 0) == 0 && environment["FORGE_PROGRESS"] == "report")
         do {
             let group: ProcessGroup?
             do {
@@ -181,7 +182,7 @@ struct TrainCommand: ParsableCommand {
         _ = try TrainingPlan.make(algorithm: AlgorithmKind(rawValue: algorithm) ?? .mlp, hyperparameters: check)
         try EmbeddedCluster(algorithm: algorithm, train: train, validation: validation, hyperparameters: values, output: output,
                             checkpointDirectory: checkpointDir, instanceCount: instanceCount, distribution: trainDistribution,
-                            contentType: contentType, csvHeader: csvHeader, resume: !noResume, clusterKey: clusterKey).run()
+                            contentType: contentType, csvHeader: csvHeader, resume: !noResume, clusterKey: clusterKey, quiet: quiet).run()
     }
 
     /// The JSON file's values, then each -H (later wins).

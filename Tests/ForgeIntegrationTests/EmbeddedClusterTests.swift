@@ -23,6 +23,7 @@ import Testing
         #expect(run.standardError.contains("train.csv:302:"), "the skipped record is reported: \(run)")
         #expect(run.standardError.contains("300 records"), "\(run)")
         #expect(run.standardError.contains("device cpu: 1 thread(s)"), "\(run)")
+        #expect(!run.standardError.contains("forge-progress"), "off a terminal there is no bar, and rank 0 reports none")
         for name in ["model.tar.gz", "metrics.json"] {
             #expect(FileManager.default.fileExists(atPath: "\(output)/\(name)"), "no \(name)")
         }
@@ -47,6 +48,18 @@ import Testing
         #expect(resumed.status == 0, "\(resumed)")
         #expect(resumed.standardError.contains("resuming from checkpoint"), "\(resumed)")
         #expect(try store.jobs().count == 3)
+    }
+
+    @Test func rank0ReportsItsStepsForTheBarWhenAsked() throws {
+        let directory = try TemporaryDirectory()
+        let train = try directory.write(SyntheticCSV(count: 200, seed: 4).labelled, to: "train.csv")
+        let run = try ForgeProcess.run(["train", "--algorithm", "mlp", "--train", train, "--output", directory.file("out"), "--quiet",
+                                        "-H", "epochs=2", "-H", "mini_batch_size=20"], environment: ["FORGE_PROGRESS": "report"])
+        #expect(run.status == 0, "\(run)")
+        let reports = run.standardError.split(separator: "\n").filter { $0.hasPrefix("forge-progress ") }
+        #expect(reports.first == "forge-progress epoch=1 epochs=2 step=1 steps=20 first=0 loss=" + (reports.first?.split(separator: "=").last ?? ""),
+                "\(reports)")
+        #expect(reports.last?.contains("step=20 steps=20") == true, "the last step is always reported: \(reports)")
     }
 
     @Test func badHyperparametersAreRefusedBeforeAnyProcessStarts() throws {
