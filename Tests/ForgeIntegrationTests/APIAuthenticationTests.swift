@@ -49,13 +49,7 @@ import Testing
         out["stsUnknown"] = code(lambda: client("sts", key="NOBODY").get_caller_identity())
         print(json.dumps(out))
         """
-        let result: Any
-        do {
-            result = try ExternalTool.pythonJSON(script, [cluster.endpoint])
-        } catch {
-            Issue.record("\(error)\ncoordinator: \(cluster.log("coordinator.log").suffix(3000))")
-            return
-        }
+        guard let result = cluster.pythonJSON(script) else { return }
         let answer = try #require(result as? [String: Any])
         #expect(answer["wrong"] as? String == "InvalidSignatureException 403", "\(answer)")
         #expect(answer["unknown"] as? String == "UnrecognizedClientException 400", "\(answer)")

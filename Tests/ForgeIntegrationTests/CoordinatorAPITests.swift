@@ -81,6 +81,17 @@ final class LocalCluster {
 
     func log(_ name: String) -> String { (try? String(contentsOfFile: directory.file(name), encoding: .utf8)) ?? "" }
 
+    /// Runs a Python script with the API's URL as its first argument (then `more`) and reads the
+    /// JSON it prints; a failure is recorded as an issue with the coordinator's log, and is nil.
+    func pythonJSON(_ script: String, _ more: [String] = []) -> Any? {
+        do {
+            return try ExternalTool.pythonJSON(script, [endpoint] + more)
+        } catch {
+            Issue.record("\(error)\ncoordinator: \(log("coordinator.log").suffix(3000))")
+            return nil
+        }
+    }
+
     /// Variables that carry access keys; no child inherits them from the test's environment.
     static let keyVariables = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
                                "AWS_SHARED_CREDENTIALS_FILE", "FORGE_ACCESS_KEY_ID", "FORGE_SECRET_ACCESS_KEY"]

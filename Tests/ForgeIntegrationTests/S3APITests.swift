@@ -104,13 +104,7 @@ import Testing
         out["finalBuckets"] = [b["Name"] for b in s3.list_buckets()["Buckets"]]
         print(json.dumps(out))
         """
-        let result: Any
-        do {
-            result = try ExternalTool.pythonJSON(script, [cluster.endpoint, cluster.directory.file("")])
-        } catch {
-            Issue.record("\(error)\ncoordinator: \(cluster.log("coordinator.log").suffix(3000))")
-            return
-        }
+        guard let result = cluster.pythonJSON(script, [cluster.directory.file("")]) else { return }
         let answer = try #require(result as? [String: Any])
         #expect(answer["buckets"] as? [String] == ["data"], "the jobs' data folder is a bucket: \(answer)")
         #expect(answer["headMissing"] as? String == "404")
@@ -255,13 +249,7 @@ import Testing
         out["rawEscape"] = send("PUT", "/chunk-bkt/../../escaped.txt", {}, b"x", hashlib.sha256(b"x").hexdigest())
         print(json.dumps(out))
         """
-        let result: Any
-        do {
-            result = try ExternalTool.pythonJSON(script, [cluster.endpoint])
-        } catch {
-            Issue.record("\(error)\ncoordinator: \(cluster.log("coordinator.log").suffix(3000))")
-            return
-        }
+        guard let result = cluster.pythonJSON(script) else { return }
         let answer = try #require(result as? [String: [AnyHashable]])
         #expect(answer["bucket"] == [200, ""])
         #expect(answer["signed"] == [200, ""], "\(answer)")
