@@ -58,10 +58,10 @@ public final class ClusterMetrics: Sendable {
             }
             let labels = [("job", job)]
             if advanced > 0 {
-                registry.makeCounter(descriptor: ClusterMetrics.metric("forge_training_steps_total", "Optimizer steps taken by running jobs"), labels: labels).increment(by: Int64(advanced))
+                registry.makeCounter(descriptor: ClusterMetrics.metric("forge_training_steps_total", "Optimizer steps taken by running jobs"), labels: labels).increment(by: Double(advanced))
                 if worldSize > 1, parameters > 0 {
                     registry.makeCounter(descriptor: ClusterMetrics.metric("forge_allreduce_bytes_total", "Gradient bytes all-reduced (payload per step × steps)"), labels: labels)
-                        .increment(by: Int64(advanced * parameters * 4))
+                        .increment(by: Double(advanced) * Double(parameters) * 4)
                 }
             }
             if let rate {

@@ -86,6 +86,8 @@ public final class Coordinator {
     /// Attempts per job that went again because MASTER_PORT was taken (at most `portRetryLimit`).
     private var portRetries: [String: Int] = [:]
     static let portRetryLimit = 5
+    /// The most ranks a job has (CreateTrainingJob's InstanceCount limit).
+    static let maxWorldSize = 4096
     /// The compiled MetricDefinitions of jobs with ranks running, by job.
     private var metricPatterns: [String: [(name: String, regex: NSRegularExpression)]] = [:]
     /// Jobs that were running when this coordinator started, waiting for their workers to
@@ -176,8 +178,11 @@ public final class Coordinator {
     /// Takes what a worker reports of a rank into the recovery of its job.
     private func adopt(_ assignment: String, worldSize: Int?, exit: RankExit?, worker: String, at now: Date) {
         guard let (job, attempt, rank) = RankAssignment.parse(id: assignment), var recovery = recovering[job],
-              recovery.attempt == attempt else { return }
-        if let worldSize { recovery.worldSize = worldSize }
+              recovery.attempt == attempt, rank < Coordinator.maxWorldSize else { return }
+        if let worldSize {
+            guard (1...Coordinator.maxWorldSize).contains(worldSize), rank < worldSize else { return }
+            recovery.worldSize = worldSize
+        }
         if let exit {
             recovery.running[rank] = nil
             recovery.exited[rank] = (worker, exit)
@@ -190,8 +195,13 @@ public final class Coordinator {
 
     /// Makes a recovered job's ranks the running attempt again.
     private func reattach(_ job: String, at now: Date) {
-        guard let recovery = recovering.removeValue(forKey: job), let worldSize = recovery.worldSize,
-              let record = try? store.job(named: job) else { return }
+        guard let record = try? store.job(named: job), let recovery = recovering.removeValue(forKey: job),
+              let worldSize = recovery.worldSize else { return }
+        if record.state.status.isTerminal {
+            // It ended while it was being recovered (say, stopped with no rank to stop yet).
+            for rank in recovery.running.values { send(.stop(assignment: rank.assignment, graceSeconds: 10), to: rank.worker) }
+            return
+        }
         let ranks = (0..<worldSize).map { rank in
             recovery.running[rank] ?? (recovery.exited[rank]?.worker ?? "", "\(job)/\(recovery.attempt)/\(rank)")
         }
@@ -209,7 +219,13 @@ public final class Coordinator {
         logger.info("job \(job): \(message)")
         try? store.note(job: job, kind: "Reattached", message: message, at: now)
         if record.state.secondaryStatus == .downloading { apply(.trainingStarted, to: job, at: now) }
-        if attempt.failure != nil, !attempt.stopping { stopRunningRanks(of: attempt, graceSeconds: 10) }
+        if record.state.status == .stopping {
+            // A stop asked for before (or while) the coordinator was away: carried out now.
+            attempts[job]?.stopping = true
+            stopRunningRanks(of: attempt, graceSeconds: configuration.stopGraceSeconds)
+        } else if attempt.failure != nil {
+            stopRunningRanks(of: attempt, graceSeconds: 10)
+        }
         finishIfDone(job, at: now)
     }
 
@@ -217,10 +233,10 @@ public final class Coordinator {
     /// are stopped, and the job restarts from its checkpoint (or, when stopping, is stopped).
     private func abandonRecoveries(_ now: Date) {
         for (job, recovery) in recovering where now > recovery.deadline {
+            guard let record = try? store.job(named: job) else { continue }
             recovering[job] = nil
             for rank in recovery.running.values { send(.stop(assignment: rank.assignment, graceSeconds: 10), to: rank.worker) }
             let found = "\(recovery.running.count + recovery.exited.count) of \(recovery.worldSize.map(String.init) ?? "its") ranks"
-            guard let record = try? store.job(named: job) else { continue }
             if record.state.status == .stopping {
                 apply(.ranksStopped, to: job, at: now)
             } else {
@@ -273,7 +289,7 @@ public final class Coordinator {
     /// `Stopped` at once for one that runs nowhere.
     private func stopRequested(_ now: Date) {
         guard let stopping = try? store.jobs(status: .stopping) else { return }
-        for job in stopping {
+        for job in stopping where recovering[job.name] == nil {
             guard var attempt = attempts[job.name] else {
                 apply(.ranksStopped, to: job.name, at: now)
                 continue
@@ -477,7 +493,7 @@ public final class Coordinator {
     /// Whether `assignment` is a rank of a running attempt, or of one being recovered.
     private func isCurrent(_ assignment: String) -> Bool {
         if locate(assignment) != nil { return true }
-        guard let (job, attempt, _) = RankAssignment.parse(id: assignment) else { return false }
+        guard let (job, attempt, rank) = RankAssignment.parse(id: assignment), rank < Coordinator.maxWorldSize else { return false }
         return recovering[job]?.attempt == attempt
     }
 
@@ -518,7 +534,14 @@ public final class Coordinator {
             apply(.attemptFailed(reason: failure), to: job, at: now)
         } else {
             apply(.uploadStarted, to: job, at: now)
-            if let plan = try? RankPlan(spec: record.spec, configuration: configuration, attempt: attempt.number), plan.isScriptMode {
+            let plan: RankPlan
+            do {
+                plan = try RankPlan(spec: record.spec, configuration: configuration, attempt: attempt.number)
+            } catch {
+                apply(.attemptFailed(reason: "the job's output cannot be placed: \(error)"), to: job, at: now)
+                return
+            }
+            if plan.isScriptMode {
                 // The ranks' /opt/ml/model folders, merged, become model.tar.gz (and their
                 // output/data folders output.tar.gz), where SageMaker puts them.
                 do {
@@ -585,7 +608,10 @@ public final class Coordinator {
     // MARK: Scheduling
 
     private func schedule(_ now: Date) {
-        guard let jobs = try? store.jobs(status: .inProgress) else { return }
+        guard let jobs = try? store.jobs(status: .inProgress) else {
+            scheduledRevision = (-1, -1)  // look again on the next sweep
+            return
+        }
         let waiting = jobs.filter { attempts[$0.name] == nil && [.starting, .pending, .restarting].contains($0.state.secondaryStatus) }
             .sorted { ($0.priority, $1.createdAt) > ($1.priority, $0.createdAt) }
         for job in waiting {

@@ -163,25 +163,50 @@ extension RankPlan {
     }
 }
 
+/// Why a model folder could not be packed.
+public struct ScriptArtifactError: Error, CustomStringConvertible {
+    public let description: String
+}
+
 /// Packs a script-mode job's artifacts once every rank has succeeded.
 public enum ScriptArtifacts {
+    /// The folders and regular files under `folder` (relative names, sorted), never following
+    /// a symbolic link nor descending through one: a script must not get files of the host
+    /// into its model by linking to them.
+    public static func contents(of folder: String) -> [(name: String, isDirectory: Bool)] {
+        let fileManager = FileManager.default
+        var names = [String]()
+        if let walker = fileManager.enumerator(atPath: folder) {
+            while let name = walker.nextObject() as? String { names.append(name) }
+        }
+        var links = [String]()
+        var found = [(name: String, isDirectory: Bool)]()
+        for name in names.sorted() {
+            if links.contains(where: { name.hasPrefix($0 + "/") }) { continue }
+            let type = (try? fileManager.attributesOfItem(atPath: (folder as NSString).appendingPathComponent(name)))?[.type] as? FileAttributeType
+            switch type {
+            case .typeDirectory?: found.append((name, true))
+            case .typeRegular?: found.append((name, false))
+            case .typeSymbolicLink?: links.append(name)
+            default: continue
+            }
+        }
+        return found
+    }
+
     /// Tars and gzips everything under `folder` (relative names, sorted) into `archive`; an
     /// absent folder gives an empty archive, as SageMaker uploads one for an empty model folder.
     public static func pack(_ folder: String, to archive: String) throws {
         var entries = [TarEntry]()
         let fileManager = FileManager.default
-        if let walker = fileManager.enumerator(atPath: folder) {
-            var names = [String]()
-            while let name = walker.nextObject() as? String { names.append(name) }
-            for name in names.sorted() {
-                let path = (folder as NSString).appendingPathComponent(name)
-                var isDirectory: ObjCBool = false
-                guard fileManager.fileExists(atPath: path, isDirectory: &isDirectory) else { continue }
-                if isDirectory.boolValue {
-                    entries.append(TarEntry(name: name, kind: .directory))
-                } else if let bytes = fileManager.contents(atPath: path) {
-                    entries.append(TarEntry(name: name, bytes: [UInt8](bytes)))
+        for (name, isDirectory) in contents(of: folder) {
+            if isDirectory {
+                entries.append(TarEntry(name: name, kind: .directory))
+            } else {
+                guard let bytes = fileManager.contents(atPath: (folder as NSString).appendingPathComponent(name)) else {
+                    throw ScriptArtifactError(description: "cannot read \(name) in the model folder")
                 }
+                entries.append(TarEntry(name: name, bytes: [UInt8](bytes)))
             }
         }
         try fileManager.createDirectory(atPath: (archive as NSString).deletingLastPathComponent, withIntermediateDirectories: true)

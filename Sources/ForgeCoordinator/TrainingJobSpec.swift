@@ -150,6 +150,7 @@ public struct TrainingJobSpec: Codable, Sendable, Equatable {
                 continue
             }
             let channelName = check.string(channel, "ChannelName", at: at, required: true, length: 1...64, pattern: "^[A-Za-z0-9.\\-_]+$")
+            if channelName == "." || channelName == ".." { check.problem("\(at).channelName", "'\(channelName ?? "")' cannot name a channel folder") }
             let source = check.object(channel, "DataSource", at: at, required: true) ?? [:]
             let s3 = check.object(source, "S3DataSource", at: "\(at).dataSource", required: channel["DataSource"] != nil) ?? [:]
             let s3At = "\(at).dataSource.s3DataSource"

@@ -127,7 +127,9 @@ public final class WorkerAgent {
         case .stop(let assignment, let grace):
             guard let rank = ranks[assignment], rank.process.isRunning else { return }
             rank.process.terminate()
-            rank.stopDeadline = .now() + .seconds(grace)
+            // A repeated stop never moves the SIGKILL deadline later.
+            let deadline = DispatchTime.now() + .seconds(grace)
+            rank.stopDeadline = rank.stopDeadline.map { min($0, deadline) } ?? deadline
         case .unknownWorker:
             try? register()
         default:

@@ -5,6 +5,7 @@
 // variables, runs the entry point with the hyperparameters as arguments, forwards SIGTERM, and
 // afterwards leaves the model folder for the coordinator to pack, or says why it failed.
 import ArgumentParser
+import CForgeSystem
 import ForgeArchive
 import ForgeCoordinator
 import ForgeS3
@@ -36,6 +37,10 @@ struct ContainerCommand: ParsableCommand {
             throw ValidationError("--job is not a script-mode job description: \(error)")
         }
         let environment = ProcessInfo.processInfo.environment
+        // Like a built-in rank, it dies with the worker that started it.
+        if let worker = environment["FORGE_WORKER_PID"].flatMap(Int32.init), forge_die_with_parent(worker) != 0 {
+            throw ExitCode.failure
+        }
         let rank = environment["RANK"].flatMap(Int.init) ?? 0
         let worldSize = environment["WORLD_SIZE"].flatMap(Int.init) ?? 1
         let container = ScriptContainer(job: job, rank: rank, worldSize: worldSize,
@@ -224,7 +229,12 @@ struct ScriptContainer {
         try fileManager.createDirectory(atPath: job.checkpointDirectory, withIntermediateDirectories: true)
         let relative = job.checkpointLocalPath.hasPrefix("/opt/ml/") ? String(job.checkpointLocalPath.dropFirst("/opt/ml/".count))
             : String(job.checkpointLocalPath.drop { $0 == "/" })
-        let local = path(relative.hasSuffix("/") ? String(relative.dropLast()) : relative)
+        let parts = relative.split(separator: "/").map(String.init)
+        guard !parts.isEmpty, !parts.contains(".."), !parts.contains("."),
+              !["input", "model", "output", "code"].contains(parts[0]) else {
+            throw ContainerError("CheckpointConfig.LocalPath \(job.checkpointLocalPath) must name a folder of its own under /opt/ml (like /opt/ml/checkpoints)")
+        }
+        let local = path(parts.joined(separator: "/"))
         try fileManager.createDirectory(atPath: (local as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         if (try? fileManager.destinationOfSymbolicLink(atPath: local)) != nil || fileManager.fileExists(atPath: local) {
             try fileManager.removeItem(atPath: local)
@@ -264,16 +274,20 @@ struct ScriptContainer {
     /// Merges a folder's files into the attempt's shared folder (other ranks' files stay).
     private func gather(_ folder: String, into shared: String) throws {
         try fileManager.createDirectory(atPath: shared, withIntermediateDirectories: true)
-        for name in (fileManager.enumerator(atPath: folder)?.allObjects as? [String] ?? []).sorted() {
+        for (name, isDirectory) in ScriptArtifacts.contents(of: folder) {
             let source = (folder as NSString).appendingPathComponent(name)
             let target = (shared as NSString).appendingPathComponent(name)
-            var isDirectory: ObjCBool = false
-            guard fileManager.fileExists(atPath: source, isDirectory: &isDirectory) else { continue }
-            if isDirectory.boolValue {
+            if isDirectory {
                 try fileManager.createDirectory(atPath: target, withIntermediateDirectories: true)
             } else {
-                if fileManager.fileExists(atPath: target) { try fileManager.removeItem(atPath: target) }
-                try fileManager.copyItem(atPath: source, toPath: target)
+                // Ranks gather at the same moment: each copies beside the target and renames
+                // over it, so a reader never sees half a file and two ranks never collide.
+                let temporary = target + ".rank-\(rank).partial"
+                _ = try? fileManager.removeItem(atPath: temporary)
+                try fileManager.copyItem(atPath: source, toPath: temporary)
+                guard rename(temporary, target) == 0 else {
+                    throw ContainerError("cannot move \(name) into \(shared): \(String(cString: strerror(errno)))")
+                }
             }
         }
     }

@@ -41,6 +41,14 @@ struct EmbeddedCluster {
             FileHandle.standardError.write(Data("removed earlier checkpoints in \(checkpoints) (--no-resume)\n".utf8))
         }
 
+        // Jobs of an earlier run that was killed outright have no workers any more: they end
+        // as stopped, so that they are not taken up again beside this one.
+        if let earlier = try? JobStore(path: (state as NSString).appendingPathComponent("forge.sqlite")) {
+            for job in (try? earlier.jobs()) ?? [] where !job.state.status.isTerminal {
+                _ = try? earlier.apply(.stopRequested, to: job.name, at: Date())
+                _ = try? earlier.apply(.ranksStopped, to: job.name, at: Date())
+            }
+        }
         var logger = Log.logger(verbose: false)
         logger.logLevel = .warning
         let configuration = CoordinatorConfiguration(listen: "tcp://127.0.0.1:*", stateDirectory: state, heartbeatMilliseconds: 250,
@@ -63,7 +71,8 @@ struct EmbeddedCluster {
         defer { display.finish() }
         var rankLogs = [Int: FileHandle]()
         defer { for handle in rankLogs.values { try? handle.close() } }
-        coordinator.outputHandler = { _, rank, lines in
+        coordinator.outputHandler = { job, rank, lines in
+            guard job == spec.name else { return }
             if rankLogs[rank] == nil {
                 let path = (logs as NSString).appendingPathComponent("\(spec.name)-rank-\(rank).log")
                 _ = FileManager.default.createFile(atPath: path, contents: nil)

@@ -94,9 +94,9 @@ final class ProgressDisplay: TrainingObserver {
     func clearForLine() { clearBar() }
 
     private func draw(epoch: Int, step: Int, loss: Double, now: Date) {
-        let fraction = totalSteps > 0 ? Double(step) / Double(totalSteps) : 1
+        let fraction = totalSteps > 0 ? min(max(Double(step) / Double(totalSteps), 0), 1) : 1
         let width = 30
-        let filled = min(width, Int(fraction * Double(width)))
+        let filled = min(width, max(0, Int(fraction * Double(width))))
         let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
         let elapsed = now.timeIntervalSince(started)
         let done = Double(step - firstStep)

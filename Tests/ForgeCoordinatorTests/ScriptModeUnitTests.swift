@@ -2,6 +2,8 @@
 // gives a script (decoded as JSON where they parse, written as Python's str() writes them),
 // reserved keys stay out, and image URIs pick a framework environment.
 import ForgeCoordinator
+import ForgeTestSupport
+import Foundation
 import Testing
 
 @Suite struct ScriptModeUnitTests {
@@ -26,5 +28,18 @@ import Testing
         #expect(ScriptFramework(image: "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.1-cpu-py310") == .pytorch)
         #expect(ScriptFramework(image: "my-registry/my-image:1") == .python)
         #expect(ScriptFramework.sklearn.packages.contains("pandas"))
+    }
+
+    @Test func packingNeverFollowsALinkOutOfTheModelFolder() throws {
+        let directory = try TemporaryDirectory()
+        _ = try directory.write("weights", to: "model/weights.bin")
+        _ = try directory.write("secret", to: "outside/secret.txt")
+        try FileManager.default.createSymbolicLink(atPath: directory.file("model/leak.txt"), withDestinationPath: directory.file("outside/secret.txt"))
+        try FileManager.default.createSymbolicLink(atPath: directory.file("model/tree"), withDestinationPath: directory.file("outside"))
+        let contents = ScriptArtifacts.contents(of: directory.file("model"))
+        #expect(contents.map(\.name) == ["weights.bin"], "links and what lies behind them stay out: \(contents)")
+        try ScriptArtifacts.pack(directory.file("model"), to: directory.file("model.tar.gz"))
+        let listed = try ExternalTool.run(["tar", "-tzf", directory.file("model.tar.gz")])
+        #expect(listed.text.split(separator: "\n") == ["weights.bin"], "\(listed.text)")
     }
 }

@@ -121,6 +121,14 @@ import Testing
         #expect(error.problems.contains { $0.contains("metricDefinitions.2.member.name") }, "\(error)")
     }
 
+    @Test func channelNamesCannotBeDotFolders() throws {
+        for name in [".", ".."] {
+            let body = Self.valid.replacingOccurrences(of: #""ChannelName": "validation""#, with: #""ChannelName": "\#(name)""#)
+            let error = try #require(throws: SpecError.self) { try TrainingJobSpec.decode(json: Data(body.utf8)) }
+            #expect(error.problems.contains { $0.contains("channelName") }, "\(error)")
+        }
+    }
+
     @Test func notJSONAndNotAnObjectAreErrorsToo() {
         #expect(throws: SpecError.self) { try TrainingJobSpec.decode(json: Data("{".utf8)) }
         #expect(throws: SpecError.self) { try TrainingJobSpec.decode(json: Data("[1, 2]".utf8)) }

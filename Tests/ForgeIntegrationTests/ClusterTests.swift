@@ -287,4 +287,27 @@ final class WorkerProcesses {
         #expect(restart.message.contains("MASTER_PORT was taken"), "\(restart.message)")
         withExtendedLifetime(workers) {}  // the worker processes live until the test ends
     }
+
+    /// A stop asked for while the coordinator is away reaches the ranks it re-attaches: they
+    /// get SIGTERM (checkpoint, exit), the job ends Stopped, and their workers take new work.
+    @Test func aStopAskedForWhileTheCoordinatorWasAwayStopsTheReattachedRanks() throws {
+        let directory = try TemporaryDirectory()
+        let port = MultiNodeLaunchTests.freePort()
+        let workers = WorkerProcesses()
+        try { () throws in
+            let first = try Self.coordinator(directory, listen: "tcp://127.0.0.1:\(port)")
+            try workers.start(2, coordinator: "tcp://127.0.0.1:\(port)", directory: directory)
+            #expect(Self.run(first, seconds: 60) { first.workers.count == 2 }, "the workers did not register")
+            try first.submit(try TrainingJobSpec.decode(json: Data(Self.spec("halted", algorithm: "mlp", instances: 2, epochs: 100_000, bucket: "data").utf8)))
+            #expect(Self.awaitCheckpoint(first, directory, job: "halted"), "no checkpoint appeared")
+            try first.store.apply(.stopRequested, to: "halted", at: Date())
+        }()
+        let second = try Self.coordinator(directory, listen: "tcp://127.0.0.1:\(port)")
+        let job = try Self.awaitEnd(second, job: "halted", seconds: 120)
+        #expect(job.state.status == .stopped, "\(job.state.transitions.map(\.message))")
+        #expect(try second.store.events(of: "halted").contains { $0.kind == "Reattached" }, "its ranks were found and re-attached, then stopped")
+        // The workers are free again: a short job runs on both.
+        try second.submit(try TrainingJobSpec.decode(json: Data(Self.spec("after", algorithm: "mlp", instances: 2, epochs: 2, bucket: "data").utf8)))
+        #expect(try Self.awaitEnd(second, job: "after", seconds: 120).state.status == .completed)
+    }
 }
