@@ -83,6 +83,8 @@ public final class Coordinator {
     public var outputHandler: ((String, Int, [String]) -> Void)?
     /// Running attempts: job → its ranks.
     private var attempts: [String: Attempt] = [:]
+    /// Script-mode jobs whose model is being packed and uploaded, by job.
+    private var packings: [String: PackingTask] = [:]
     /// Attempts per job that went again because MASTER_PORT was taken (at most `portRetryLimit`).
     private var portRetries: [String: Int] = [:]
     static let portRetryLimit = 5
@@ -543,32 +545,22 @@ public final class Coordinator {
             }
             if plan.isScriptMode {
                 // The ranks' /opt/ml/model folders, merged, become model.tar.gz (and their
-                // output/data folders output.tar.gz), where SageMaker puts them.
-                do {
-                    // Packed into the job's folder; from there to the store, or up to the
-                    // external bucket that holds the output.
-                    let packed = (plan.jobDirectory as NSString).appendingPathComponent("attempt-\(attempt.number)/packed")
-                    try ScriptArtifacts.pack(plan.modelGather(attempt: attempt.number), to: packed + "/model.tar.gz")
-                    var names = ["model.tar.gz"]
-                    if FileManager.default.fileExists(atPath: plan.outputDataGather(attempt: attempt.number)) {
-                        try ScriptArtifacts.pack(plan.outputDataGather(attempt: attempt.number), to: packed + "/output.tar.gz")
-                        names.append("output.tar.gz")
+                // output/data folders output.tar.gz), where SageMaker puts them. That can take
+                // long for a large model, so it runs on a thread of its own while the job is
+                // Uploading, and the loop picks up the outcome (collectPackings).
+                let task = PackingTask()
+                let buckets = configuration.buckets
+                let number = attempt.number
+                packings[job] = task
+                Thread.detachNewThread {
+                    do {
+                        try ScriptArtifacts.publish(plan: plan, attempt: number, buckets: buckets)
+                        task.finish(nil)
+                    } catch {
+                        task.finish("packing the model folder into model.tar.gz failed: \(error)")
                     }
-                    for name in names {
-                        if plan.outputIsExternal, let endpoint = configuration.buckets.endpoint(of: plan.outputDirectory),
-                           let (bucket, key) = S3Client.split(plan.outputDirectory + "/" + name) {
-                            try S3Client(endpoint: endpoint).put(bucket: bucket, key: key, file: packed + "/" + name)
-                        } else {
-                            let target = (plan.outputDirectory as NSString).appendingPathComponent(name)
-                            try FileManager.default.createDirectory(atPath: plan.outputDirectory, withIntermediateDirectories: true)
-                            _ = try? FileManager.default.removeItem(atPath: target)
-                            try FileManager.default.copyItem(atPath: packed + "/" + name, toPath: target)
-                        }
-                    }
-                } catch {
-                    apply(.attemptFailed(reason: "packing the model folder into model.tar.gz failed: \(error)"), to: job, at: now)
-                    return
                 }
+                return
             }
             apply(.succeeded, to: job, at: now)
             logger.info("job \(job) completed")
@@ -577,7 +569,22 @@ public final class Coordinator {
 
     // MARK: Health and limits
 
+    /// Jobs whose packing ended: they complete, or their attempt fails with the reason.
+    private func collectPackings(_ now: Date) {
+        for (job, task) in packings {
+            guard let outcome = task.outcome else { continue }
+            packings[job] = nil
+            if let failure = outcome {
+                apply(.attemptFailed(reason: failure), to: job, at: now)
+            } else {
+                apply(.succeeded, to: job, at: now)
+                logger.info("job \(job) completed")
+            }
+        }
+    }
+
     private func sweep(_ now: Date) {
+        collectPackings(now)
         let limit = Double(configuration.heartbeatTimeoutMilliseconds) / 1000
         abandonRecoveries(now)
         for (id, worker) in workers where now.timeIntervalSince(worker.lastHeartbeat) > limit {
@@ -671,5 +678,26 @@ public final class Coordinator {
                                      deadline: now.addingTimeInterval(Double(spec.maxRuntimeSeconds)))
         watchMetrics(of: spec)
         logger.info("job \(job.name) attempt \(job.state.attempt): \(chosen.count) rank(s) on \(chosen.map(\.resources.host).joined(separator: ", "))")
+    }
+}
+
+/// The outcome of packing a script-mode job's model on a thread of its own: nil while it runs,
+/// then nil inside for success or the reason it failed.
+///
+/// Concurrency: Sendable; guarded by a lock.
+final class PackingTask: @unchecked Sendable {
+    private let lock = NSLock()
+    private var result: String??
+
+    func finish(_ failure: String?) {
+        lock.lock()
+        result = .some(failure)
+        lock.unlock()
+    }
+
+    var outcome: String?? {
+        lock.lock()
+        defer { lock.unlock() }
+        return result
     }
 }

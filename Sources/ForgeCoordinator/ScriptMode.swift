@@ -4,6 +4,7 @@
 // rank and runs the program, and the coordinator packs the ranks' model folders into
 // model.tar.gz when every rank has succeeded.
 import ForgeArchive
+import ForgeS3
 import Foundation
 
 /// What one script-mode rank needs, with every URI already resolved to a local path.
@@ -192,6 +193,29 @@ public enum ScriptArtifacts {
             }
         }
         return found
+    }
+
+    /// Packs an attempt's gathered model (and output data) into the job's folder, then puts
+    /// the archives where the output goes: the local store, or the external bucket.
+    public static func publish(plan: RankPlan, attempt: Int, buckets: BucketMap) throws {
+        let packed = (plan.jobDirectory as NSString).appendingPathComponent("attempt-\(attempt)/packed")
+        try pack(plan.modelGather(attempt: attempt), to: packed + "/model.tar.gz")
+        var names = ["model.tar.gz"]
+        if FileManager.default.fileExists(atPath: plan.outputDataGather(attempt: attempt)) {
+            try pack(plan.outputDataGather(attempt: attempt), to: packed + "/output.tar.gz")
+            names.append("output.tar.gz")
+        }
+        for name in names {
+            if plan.outputIsExternal, let endpoint = buckets.endpoint(of: plan.outputDirectory),
+               let (bucket, key) = S3Client.split(plan.outputDirectory + "/" + name) {
+                try S3Client(endpoint: endpoint).put(bucket: bucket, key: key, file: packed + "/" + name)
+            } else {
+                let target = (plan.outputDirectory as NSString).appendingPathComponent(name)
+                try FileManager.default.createDirectory(atPath: plan.outputDirectory, withIntermediateDirectories: true)
+                _ = try? FileManager.default.removeItem(atPath: target)
+                try FileManager.default.copyItem(atPath: packed + "/" + name, toPath: target)
+            }
+        }
     }
 
     /// Tars and gzips everything under `folder` (relative names, sorted) into `archive`; an
