@@ -103,9 +103,13 @@ struct ScriptContainer {
         for (key, value) in job.environment { environment[key] = value }
         FileHandle.standardError.write(Data("forge container: \(job.jobName) on \(currentHost) (rank \(rank) of \(worldSize)): \(command.joined(separator: " "))\n".utf8))
 
+        // The program starts through `forge container-exec`, which asks the kernel to kill it
+        // when this process dies: a script that ignores SIGTERM cannot outlive the SIGKILL
+        // that follows the grace period.
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: command[0])
-        process.arguments = Array(command.dropFirst())
+        process.executableURL = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+                                    ?? CommandLine.arguments[0])
+        process.arguments = ["container-exec", "--parent", String(getpid()), "--"] + command
         process.environment = environment
         process.currentDirectoryURL = URL(fileURLWithPath: codeDirectory)
         let signals = SignalLatch(signals: [SIGTERM, SIGINT])
@@ -408,5 +412,34 @@ enum PythonEnvironments {
             let tail = String(decoding: output.suffix(600), as: UTF8.self).replacingOccurrences(of: "\n", with: " ")
             throw ContainerError("\(what) failed (status \(process.terminationStatus)): \(tail)")
         }
+    }
+}
+
+/// `forge container-exec --parent PID -- PROGRAM ARGS…`: becomes PROGRAM (exec), after asking the
+/// kernel to kill it when PID, the `forge container` that started it, dies.
+struct ContainerExecCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "container-exec",
+        abstract: "Run a program that dies with the forge container that started it (forge container uses it).",
+        shouldDisplay: false
+    )
+
+    @Option(name: .long, help: "The process whose death ends the program.")
+    var parent: Int32
+
+    @Argument(parsing: .captureForPassthrough, help: "The program and its arguments, after --.")
+    var command: [String] = []
+
+    func run() throws {
+        let program = command.first == "--" ? Array(command.dropFirst()) : command
+        guard let executable = program.first else { throw ValidationError("no program given after --") }
+        guard forge_die_with_parent(parent) == 0 else {
+            FileHandle.standardError.write(Data("error: the process that started this one (pid \(parent)) has gone\n".utf8))
+            throw ExitCode.failure
+        }
+        var arguments = program.map { strdup($0) } + [nil]
+        execvp(executable, &arguments)
+        FileHandle.standardError.write(Data("error: cannot run \(executable): \(String(cString: strerror(errno)))\n".utf8))
+        throw ExitCode(127)
     }
 }

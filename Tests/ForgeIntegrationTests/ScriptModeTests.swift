@@ -167,4 +167,40 @@ import Testing
         #expect(described.contains("\"TrainingJobStatus\" : \"Failed\""), "\(described)")
         #expect(described.contains("sagemaker_program"), "the reason says what is missing: \(described)")
     }
+
+    /// The user's program runs under `forge container-exec`: when the `forge container` above
+    /// it is killed outright, the program goes too, even if it ignores SIGTERM.
+    @Test func aScriptDiesWithTheContainerThatStartedIt() throws {
+        let scratch = try TemporaryDirectory()
+        let pidFile = scratch.file("pid")
+        let shell = Process()
+        shell.executableURL = URL(fileURLWithPath: "/bin/sh")
+        shell.arguments = ["-c", #"trap '' TERM; "$0" container-exec --parent $$ -- sh -c 'trap "" TERM; sleep 60' & echo $! > "$1"; wait"#,
+                           try ForgeProcess.binary(), pidFile]
+        try shell.run()
+        var child: Int32 = 0
+        for _ in 0..<100 where child == 0 {
+            usleep(50_000)
+            child = (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
+        }
+        #expect(child > 0)
+        usleep(300_000)
+        #expect(Self.alive(child), "the program runs")
+        kill(shell.processIdentifier, SIGKILL)
+        shell.waitUntilExit()
+        var gone = false
+        for _ in 0..<50 where !gone {
+            usleep(100_000)
+            gone = !Self.alive(child)
+        }
+        #expect(gone, "the program died with the process that started it")
+    }
+
+    /// Running (not a zombie, not gone).
+    static func alive(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        let state = stat[stat.index(close, offsetBy: 2)]
+        return state != "Z" && state != "X"
+    }
 }
