@@ -81,10 +81,15 @@ public struct S3Client: Sendable {
 
     /// Downloads an object into `path` (written beside it, then renamed).
     public func get(bucket: String, key: String, to path: String) throws(S3ClientError) {
-        let (_, body) = try send("GetObject s3://\(bucket)/\(key)", method: "GET", bucket: bucket, key: key)
+        let operation = "GetObject s3://\(bucket)/\(key)"
         do {
             try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            try body.write(to: URL(fileURLWithPath: path + ".partial"))
+        } catch {
+            throw S3ClientError(operation: operation, status: 0, code: "", message: "cannot make the folder of \(path): \(error)")
+        }
+        // Streamed to a file, not held in memory: channels can be large.
+        try send(operation, method: "GET", bucket: bucket, key: key, downloadTo: path + ".partial")
+        do {
             _ = try? FileManager.default.removeItem(atPath: path)
             try FileManager.default.moveItem(atPath: path + ".partial", toPath: path)
         } catch {
@@ -159,7 +164,7 @@ public struct S3Client: Sendable {
     /// or throws S3's error for a status outside 2xx.
     @discardableResult
     func send(_ operation: String, method: String, bucket: String, key: String, query: [(String, String)] = [],
-              body: Data = Data()) throws(S3ClientError) -> ([String: String], Data) {
+              body: Data = Data(), downloadTo file: String? = nil) throws(S3ClientError) -> ([String: String], Data) {
         guard let base = URL(string: endpoint.url), let host = base.host else {
             throw S3ClientError(operation: operation, status: 0, code: "", message: "the endpoint \(endpoint.url) is not a URL")
         }
@@ -189,7 +194,7 @@ public struct S3Client: Sendable {
             request.httpBody = body
             request.setValue(String(body.count), forHTTPHeaderField: "content-length")
         }
-        let (data, response, error) = BlockingHTTP.send(request)
+        let (data, response, error) = file.map { BlockingHTTP.download(request, to: $0) } ?? BlockingHTTP.send(request)
         if let error {
             throw S3ClientError(operation: operation, status: 0, code: "", message: "cannot reach \(endpoint.url): \(error.localizedDescription)")
         }
@@ -198,7 +203,12 @@ public struct S3Client: Sendable {
         for (name, value) in response?.allHeaderFields ?? [:] {
             if let name = name as? String, let value = value as? String { headers[name.lowercased()] = value }
         }
-        let payload = data ?? Data()
+        var payload = data ?? Data()
+        if let file, !(200..<300).contains(status) {
+            // An error document, not the object.
+            payload = FileManager.default.contents(atPath: file) ?? Data()
+            _ = try? FileManager.default.removeItem(atPath: file)
+        }
         guard (200..<300).contains(status) else {
             let xml = String(decoding: payload, as: UTF8.self)
             throw S3ClientError(operation: operation, status: status, code: S3Client.elements("Code", in: xml).first ?? "",
@@ -250,6 +260,31 @@ public enum BlockingHTTP {
         let done = DispatchSemaphore(value: 0)
         URLSession.shared.dataTask(with: request) { data, response, error in
             box.set(data, response as? HTTPURLResponse, error)
+            done.signal()
+        }.resume()
+        done.wait()
+        return box.get()
+    }
+}
+
+extension BlockingHTTP {
+    /// Sends `request` and streams its body into `path` (replacing what was there); the
+    /// answer's data is nil.
+    public static func download(_ request: URLRequest, to path: String) -> (data: Data?, response: HTTPURLResponse?, error: (any Error)?) {
+        let box = ResponseBox()
+        let done = DispatchSemaphore(value: 0)
+        URLSession.shared.downloadTask(with: request) { location, response, error in
+            var failure = error
+            if let location {
+                // The temporary file is gone once this handler returns.
+                do {
+                    _ = try? FileManager.default.removeItem(atPath: path)
+                    try FileManager.default.moveItem(at: location, to: URL(fileURLWithPath: path))
+                } catch {
+                    failure = failure ?? error
+                }
+            }
+            box.set(nil, response as? HTTPURLResponse, failure)
             done.signal()
         }.resume()
         done.wait()
