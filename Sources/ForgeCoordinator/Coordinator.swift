@@ -657,6 +657,12 @@ public final class Coordinator {
             return
         }
         apply(.assigned(workers: chosen.count), to: job.name, at: now)
+        if let uri = spec.checkpointUri, configuration.buckets.endpoint(of: uri) != nil, job.state.attempt == 1 {
+            // Said, not hidden: checkpoints are not synced to external endpoints yet.
+            try? store.note(job: job.name, kind: "CheckpointsLocal",
+                            message: "checkpoints for \(uri) are kept in this coordinator's store (\(plan.checkpointDirectory)), not at the bucket's external endpoint",
+                            at: now)
+        }
         // A port another program listens on makes rank 0 exit with `portTakenStatus`, and the
         // attempt goes again on another (see finishIfDone).
         let port = Int.random(in: configuration.masterPorts)

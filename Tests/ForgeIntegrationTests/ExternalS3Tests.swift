@@ -2,6 +2,7 @@
 // process speaking the S3 protocol; a peer, not a mock of Forge) holds a bucket that the
 // coordinator's --config maps to it. A 2-instance built-in job reads its channels from there
 // and writes its model there; its final metrics still reach DescribeTrainingJob.
+import ForgeCoordinator
 import ForgeS3
 import ForgeTestSupport
 import Foundation
@@ -69,7 +70,7 @@ final class MotoServer {
             InputDataConfig=[{"ChannelName": c, "ContentType": "text/csv",
                               "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://lake/digits/" + c}}}
                              for c in ("train", "validation")],
-            OutputDataConfig={"S3OutputPath": "s3://lake/models"},
+            OutputDataConfig={"S3OutputPath": "s3://lake/models"}, CheckpointConfig={"S3Uri": "s3://lake/checkpoints"},
             ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 2, "VolumeSizeInGB": 1},
             StoppingCondition={"MaxRuntimeInSeconds": 600})
         try:
@@ -126,7 +127,10 @@ final class MotoServer {
         #expect(answer["gzip"] as? Bool == true)
         let accuracy = (answer["metrics"] as? [String: Double])?["validation:accuracy"] ?? 0
         #expect(accuracy > 0.9, "the final metrics reach DescribeTrainingJob from rank 0's closing line: \(answer)")
-        #expect(!FileManager.default.fileExists(atPath: cluster.directory.file("state/objects/lake")), "nothing of the bucket lands in the local store")
+        let local = (try? FileManager.default.contentsOfDirectory(atPath: cluster.directory.file("state/objects/lake"))) ?? []
+        #expect(local == ["checkpoints"], "of the bucket only the checkpoints are kept locally (channels and models are not): \(local)")
+        let events = try JobStore(path: cluster.directory.file("state/forge.sqlite")).events(of: "lake-job")
+        #expect(events.contains { $0.kind == "CheckpointsLocal" }, "where the checkpoints went is said: \(events.map(\.kind))")
         let scripted = answer["script"] as? [String: Any] ?? [:]
         #expect(scripted["status"] as? String == "Completed", "\(scripted)")
         #expect(scripted["keys"] as? [String] == ["models/rf-lake/output/model.tar.gz", "models/rf-lake/output/output.tar.gz"], "\(scripted)")
