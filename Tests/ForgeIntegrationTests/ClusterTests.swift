@@ -75,13 +75,13 @@ final class WorkerProcesses {
     /// The validation accuracy of the same job run without interruption: one `forge train`
     /// process on the same files, seed and global batch, which any world size matches
     /// (CONVENTIONS.md; DataParallelTests checks that equivalence to 1e-5 per parameter).
-    static func uninterruptedAccuracy(_ directory: TemporaryDirectory, epochs: Int) throws -> Double {
+    static func uninterruptedMetrics(_ directory: TemporaryDirectory, epochs: Int) throws -> [String: Double] {
         let run = try ForgeProcess.run(["train", "--algorithm", "mlp", "--train", directory.file("state/objects/data/train"),
                                         "--validation", directory.file("state/objects/data/validation"), "--output", directory.file("reference"),
                                         "--quiet", "-H", "epochs=\(epochs)", "-H", "mini_batch_size=32", "-H", "hidden_layer_sizes=16"],
                                        timeout: .seconds(300))
         #expect(run.status == 0, "\(run)")
-        return try accuracy(directory.file("reference/metrics.json"))
+        return try metrics(directory.file("reference/metrics.json"))
     }
 
     /// Live processes whose environment names `worker` as the worker that started them.
@@ -99,6 +99,22 @@ final class WorkerProcesses {
         let epochs = Set(try store.logStreams(of: job).compactMap { $0.split(separator: "-").last.flatMap { Int($0) } }).sorted()
         guard attempt <= epochs.count else { return "\(job)/no attempt \(attempt) in \(try store.logStreams(of: job))" }
         return Coordinator.logStream(job: job, rank: rank, epoch: epochs[attempt - 1])
+    }
+
+    static func metrics(_ path: String) throws -> [String: Double] {
+        try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Double] ?? [:]
+    }
+
+    /// The interrupted job ends where the uninterrupted one does: accuracy within 0.5 points
+    /// (the bound) and, since FullyReplicated training matches one process up to float
+    /// summation order, validation loss within 1e-3 relative (a far finer check: these classes
+    /// are easy, and both runs reach accuracy 1.0).
+    static func expectSameEnd(_ job: [String: Double], as reference: [String: Double], _ label: String) {
+        let accuracy = job["validation:accuracy"] ?? -1, referenceAccuracy = reference["validation:accuracy"] ?? 1
+        let loss = job["validation:loss"] ?? -1, referenceLoss = reference["validation:loss"] ?? 1
+        print("figure: \(label) validation:accuracy \(accuracy) loss \(loss); uninterrupted accuracy \(referenceAccuracy) loss \(referenceLoss)")
+        #expect(abs(accuracy - referenceAccuracy) <= 0.005, "\(label): accuracy \(accuracy) against uninterrupted \(referenceAccuracy)")
+        #expect(abs(loss - referenceLoss) <= 1e-3 * abs(referenceLoss), "\(label): validation loss \(loss) against uninterrupted \(referenceLoss)")
     }
 
     static func accuracy(_ path: String) throws -> Double {
@@ -187,9 +203,8 @@ final class WorkerProcesses {
         #expect(attempt2.contains { $0.contains("resum") }, "attempt 2 resumed from a checkpoint: \(attempt2.prefix(10))")
         // The killed worker's rank died with it (it does not train on as an orphan).
         #expect(Self.processes(startedBy: workers.processes[victim].processIdentifier).isEmpty)
-        let resumed = try Self.accuracy(directory.file("state/objects/data/models/tough/output/metrics.json"))
-        let reference = try Self.uninterruptedAccuracy(directory, epochs: 60)
-        #expect(abs(resumed - reference) <= 0.005, "resumed \(resumed) against uninterrupted \(reference)")
+        Self.expectSameEnd(try Self.metrics(directory.file("state/objects/data/models/tough/output/metrics.json")),
+                           as: try Self.uninterruptedMetrics(directory, epochs: 60), "killed-worker job")
     }
 
     /// Elastic resume: a 3-rank job that allows 2 (forge_min_instance_count) loses a worker
@@ -216,9 +231,8 @@ final class WorkerProcesses {
         let attempt2 = try coordinator.store.logLines(of: "stretchy", stream: second)
         #expect(attempt2.contains { $0.contains("resuming from checkpoint") }, "\(attempt2.prefix(12))")
         #expect(attempt2.contains { $0.contains("data parallel: 2 ranks") }, "\(attempt2.prefix(12))")
-        let elastic = try Self.accuracy(directory.file("state/objects/data/models/stretchy/output/metrics.json"))
-        let reference = try Self.uninterruptedAccuracy(directory, epochs: 40)
-        #expect(abs(elastic - reference) <= 0.005, "elastic \(elastic) against uninterrupted \(reference)")
+        Self.expectSameEnd(try Self.metrics(directory.file("state/objects/data/models/stretchy/output/metrics.json")),
+                           as: try Self.uninterruptedMetrics(directory, epochs: 40), "elastic job")
     }
 
     /// A coordinator that goes away mid-job and comes back (same state, same address) finds a
