@@ -138,15 +138,18 @@ public struct S3Client: Sendable {
         }
     }
 
-    /// Downloads every object under `prefix` into `directory`, keeping the key below the prefix
+    /// Downloads the objects under `prefix` into `directory`, keeping the key below the prefix
     /// as the relative path (folder markers and keys that would leave the folder are skipped).
-    /// Returns the files written.
-    public func download(bucket: String, prefix: String, into directory: String) throws(S3ClientError) -> [String] {
+    /// `keeping` picks objects by their index among the objects in key order (a rank's share
+    /// under ShardedByS3Key); by default all. Returns the files written.
+    public func download(bucket: String, prefix: String, into directory: String,
+                         keeping: (Int) -> Bool = { _ in true }) throws(S3ClientError) -> [String] {
         var written = [String]()
-        let objects = try list(bucket: bucket, prefix: prefix)
+        let objects = try list(bucket: bucket, prefix: prefix).filter { !$0.key.hasSuffix("/") }.enumerated()
+            .filter { keeping($0.offset) }.map(\.element)
         let base = prefix.isEmpty || prefix.hasSuffix("/") || objects.count != 1 || objects[0].key != prefix
             ? prefix : String(prefix[..<(prefix.lastIndex(of: "/").map { prefix.index(after: $0) } ?? prefix.startIndex)])
-        for object in objects where !object.key.hasSuffix("/") {
+        for object in objects {
             var relative = String(object.key.dropFirst(base.count))
             while relative.hasPrefix("/") { relative.removeFirst() }
             let parts = relative.split(separator: "/", omittingEmptySubsequences: false)

@@ -188,17 +188,8 @@ struct ScriptContainer {
             if let (bucket, prefix) = S3Client.split(channel.path) {
                 // A bucket of an external store: this rank's objects are fetched into the folder.
                 let client = try S3Staging(environment: ProcessInfo.processInfo.environment).client(for: channel.path)
-                var objects = try client.list(bucket: bucket, prefix: prefix).filter { !$0.key.hasSuffix("/") }
-                if channel.distribution == "ShardedByS3Key" {
-                    objects = objects.enumerated().filter { $0.offset % max(worldSize, 1) == rank }.map(\.element)
-                }
-                let base = prefix.hasSuffix("/") || prefix.isEmpty ? prefix : prefix + "/"
-                for object in objects {
-                    let relative = object.key.hasPrefix(base) ? String(object.key.dropFirst(base.count)) : (object.key as NSString).lastPathComponent
-                    let parts = relative.split(separator: "/", omittingEmptySubsequences: false)
-                    guard !relative.isEmpty, !parts.contains(".."), !parts.contains("."), !parts.contains("") else { continue }
-                    try client.get(bucket: bucket, key: object.key, to: (target as NSString).appendingPathComponent(relative))
-                }
+                let sharded = channel.distribution == "ShardedByS3Key"
+                _ = try client.download(bucket: bucket, prefix: prefix, into: target) { !sharded || $0 % max(worldSize, 1) == rank }
                 continue
             }
             var isDirectory: ObjCBool = false

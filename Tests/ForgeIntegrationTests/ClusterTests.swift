@@ -117,11 +117,6 @@ final class WorkerProcesses {
         #expect(abs(loss - referenceLoss) <= 1e-3 * abs(referenceLoss), "\(label): validation loss \(loss) against uninterrupted \(referenceLoss)")
     }
 
-    static func accuracy(_ path: String) throws -> Double {
-        let metrics = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Double]
-        return try #require(metrics?["validation:accuracy"] ?? metrics?["validation:multiclass_accuracy"], "\(String(describing: metrics))")
-    }
-
     /// A coordinator and `count` registered worker processes.
     static func cluster(_ directory: TemporaryDirectory, workers count: Int, masterPorts: Range<Int> = 20_000..<32_768) throws -> (Coordinator, WorkerProcesses) {
         let coordinator = try Self.coordinator(directory, masterPorts: masterPorts)
