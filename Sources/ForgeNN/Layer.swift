@@ -7,17 +7,22 @@ public struct ForwardContext: Sendable, Hashable {
     public var training: Bool
     /// The optimizer step this pass belongs to (keys dropout masks).
     public var step: Int
-    /// Global index of the batch's first sample in this step's global batch (keys dropout masks,
-    /// so any split of the batch across ranks draws the same masks).
+    /// Global index of the batch's first row in this step's global batch (keys dropout masks,
+    /// so any split of the batch across ranks draws the same masks). For sequence models it
+    /// counts tokens: the first sequence's index times the sequence length.
     public var firstSample: Int
     /// The run's seed.
     public var seed: UInt64
+    /// Rows per sequence for sequence models (a batch's rows are its sequences' tokens, one
+    /// sequence after another); 1 for models of independent rows.
+    public var sequenceLength: Int
 
-    public init(training: Bool, step: Int = 0, firstSample: Int = 0, seed: UInt64 = 0) {
+    public init(training: Bool, step: Int = 0, firstSample: Int = 0, seed: UInt64 = 0, sequenceLength: Int = 1) {
         self.training = training
         self.step = step
         self.firstSample = firstSample
         self.seed = seed
+        self.sequenceLength = sequenceLength
     }
 }
 

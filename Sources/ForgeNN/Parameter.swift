@@ -48,13 +48,73 @@ public enum Initializer: Sendable, Hashable {
 public struct ParameterSpec: Sendable, Hashable {
     /// Name within the layer ("weight", "bias").
     public var name: String
+    /// This rank's shape (under tensor parallelism, its part of the logical tensor).
     public var shape: [Int]
     public var initializer: Initializer
+    /// How the logical tensor is split across tensor-parallel ranks.
+    public var split: TensorSplit
 
-    public init(name: String, shape: [Int], initializer: Initializer) {
+    public init(name: String, shape: [Int], initializer: Initializer, split: TensorSplit = .replicated) {
         self.name = name
         self.shape = shape
         self.initializer = initializer
+        self.split = split
+    }
+}
+
+/// How a tensor-parallel rank's parameter relates to the logical (whole-model) tensor, so
+/// initial values, checkpoints and final models are the same whatever the tensor degree.
+public enum TensorSplit: Sendable, Hashable, Codable {
+    /// Every rank holds the whole tensor (layer norms, biases added after a reduction).
+    case replicated
+    /// Dimension 0 is `groups` equal blocks, each cut into contiguous equal parts; rank r holds
+    /// part r of every block, in block order (a QKV projection: groups 3, so each rank keeps
+    /// the rows of its heads' queries, keys and values).
+    case rows(groups: Int)
+    /// Dimension 1 cut into contiguous equal parts; rank r holds part r.
+    case columns
+
+    /// The logical shape of a tensor whose part on one of `parts` ranks has shape `local`.
+    public func logicalShape(local: [Int], parts: Int) -> [Int] {
+        var shape = local
+        switch self {
+        case .replicated: break
+        case .rows: shape[0] *= parts
+        case .columns: shape[1] *= parts
+        }
+        return shape
+    }
+
+    /// For each contiguous run of the local tensor (row-major), where it lies in the logical
+    /// tensor: (logical offset, local offset, count).
+    public func runs(local: [Int], part: Int, parts: Int) -> [(logical: Int, local: Int, count: Int)] {
+        let count = local.reduce(1, *)
+        switch self {
+        case .replicated:
+            return [(0, 0, count)]
+        case .rows(let groups):
+            let rowWidth = local.dropFirst().reduce(1, *)
+            let partRows = local[0] / groups
+            let blockRows = partRows * parts
+            return (0..<groups).map { group in
+                ((group * blockRows + part * partRows) * rowWidth, group * partRows * rowWidth, partRows * rowWidth)
+            }
+        case .columns:
+            let rows = local[0], columns = local.count > 1 ? local[1] : 1
+            let inner = local.dropFirst(2).reduce(1, *)
+            let logicalRow = columns * parts * inner
+            return (0..<rows).map { row in (row * logicalRow + part * columns * inner, row * columns * inner, columns * inner) }
+        }
+    }
+
+    /// Part `part` of `parts` of a logical tensor's values.
+    public func slice(_ logical: [Float], local: [Int], part: Int, parts: Int) -> [Float] {
+        guard parts > 1, self != .replicated else { return logical }
+        var result = [Float](repeating: 0, count: local.reduce(1, *))
+        for run in runs(local: local, part: part, parts: parts) {
+            for i in 0..<run.count { result[run.local + i] = logical[run.logical + i] }
+        }
+        return result
     }
 }
 

@@ -16,7 +16,12 @@ public final class ParameterBlock {
     public var count: Int { values.count }
 
     /// Lays out `specs` (full names → spec) in order and fills them from `seed`.
-    public init(specs: [(name: String, spec: ParameterSpec)], seed: UInt64, device: any Device) {
+    ///
+    /// Under tensor parallelism (`tensorRank` of `tensorDegree`) each spec is this rank's part of
+    /// a logical tensor: the logical values are drawn, as one process draws them, and this
+    /// rank's part kept, so every layout starts from the same model.
+    public init(specs: [(name: String, spec: ParameterSpec)], seed: UInt64, device: any Device,
+                tensorRank: Int = 0, tensorDegree: Int = 1) {
         self.device = device
         let total = specs.reduce(0) { $0 + $1.spec.shape.reduce(1, *) }
         values = Tensor(zeros: [total], on: device)
@@ -28,7 +33,9 @@ public final class ParameterBlock {
             let count = spec.shape.reduce(1, *)
             let value = Tensor(storage: values.storage, offset: offset, shape: spec.shape)
             let gradient = Tensor(storage: gradients.storage, offset: offset, shape: spec.shape)
-            let initial = spec.initializer.values(count: count, random: &random)
+            let logicalCount = spec.split.logicalShape(local: spec.shape, parts: tensorDegree).reduce(1, *)
+            let logical = spec.initializer.values(count: logicalCount, random: &random)
+            let initial = spec.split.slice(logical, local: spec.shape, part: tensorRank, parts: tensorDegree)
             initial.withUnsafeBufferPointer { device.copy(from: $0, to: value) }
             bound.append(Parameter(name: name, value: value, gradient: gradient, offset: offset))
             offset += count

@@ -138,6 +138,21 @@ public protocol Device: AnyObject, Sendable {
     /// through `CounterRandom`-style hashing so every layout draws the same mask.
     func dropoutMask(_ mask: Tensor, rate: Float, seed: UInt64, step: UInt64, firstRow: Int)
 
+    // MARK: Sequence models
+    /// C[i] = alpha · op(A[i]) · op(B[i]) + beta · C[i] for every i (the matrices may be strided
+    /// views into larger buffers, such as one head of one sequence in a QKV projection).
+    func gemmBatched(_ a: [Tensor], transposeA: Bool, _ b: [Tensor], transposeB: Bool, into c: [Tensor], alpha: Float, beta: Float)
+    /// In place, row-wise softmax over the causal prefix of a [queries, keys] score matrix: query
+    /// r is token keys − queries + r and sees keys 0 through that one; the rest become 0.
+    func causalSoftmax(_ scores: Tensor)
+    /// gradInput = p ⊙ (gradOutput − Σ_j p ⊙ gradOutput) per row: the softmax's backward from
+    /// its output `probabilities`.
+    func softmaxBackward(probabilities: Tensor, gradOutput: Tensor, into gradInput: Tensor)
+    /// out[r] = table[indices[r]] (indices stored as floats).
+    func gatherRows(_ table: Tensor, indices: Tensor, into out: Tensor)
+    /// table[indices[r]] += source[r] for every r (repeated indices add up).
+    func scatterAddRows(_ source: Tensor, indices: Tensor, into table: Tensor)
+
     // MARK: Optimizers (in place over flat parameter, gradient and state buffers)
     func adamStep(parameters: Tensor, gradients: Tensor, firstMoment: Tensor, secondMoment: Tensor, _ options: AdamParameters)
     func sgdStep(parameters: Tensor, gradients: Tensor, velocity: Tensor?, _ options: SGDParameters)
