@@ -35,6 +35,7 @@ public final class TransformerBlock: Layer {
     private let fc1: Linear
     private let fc2: Linear
     private let dropout2: Dropout
+    private var qkvBias: Parameter?
     private var projectionBias: Parameter?
     private var fc2Bias: Parameter?
 
@@ -102,6 +103,7 @@ public final class TransformerBlock: Layer {
     public func bind(_ parameters: [Parameter]) {
         norm1.bind(Array(parameters[0..<2]))
         qkv.bind(Array(parameters[2..<4]))
+        qkvBias = parameters[3]
         projection.bind([parameters[4]])
         projectionBias = parameters[5]
         norm2.bind(Array(parameters[6..<8]))
@@ -220,6 +222,12 @@ public final class TransformerBlock: Layer {
             }
         }
         guard let dNormed1 = qkv.backward(dq, needInputGradient: true) else { preconditionFailure("linear input gradient") }
+        // The key bias adds q·b to every score of a query, which its softmax ignores: its true
+        // gradient is zero and the computed one rounding noise, which Adam would scale up into
+        // a random walk that differs with the summation order. It stays at zero instead.
+        if let qkvBias {
+            device.fill(Tensor(storage: qkvBias.gradient.storage, offset: qkvBias.gradient.offset + localWidth, shape: [localWidth]), value: 0)
+        }
         group?.allReduceSum(dNormed1)
         guard let dBranch1 = norm1.backward(dNormed1, needInputGradient: true) else { preconditionFailure("layer norm input gradient") }
         let dx = gradInput.rows(0..<rows)

@@ -33,10 +33,20 @@ public struct ModelSpec: Codable, Sendable, Equatable {
     /// Classes of a classifier (2 for binary); 1 for a regressor.
     public var numClasses: Int
     public var layers: [LayerSpec]
+    /// A language model's shape (then `layers` is empty, the input is one token id per row and
+    /// the classes are the 256 byte values).
+    public var transformer: TransformerHyperparameters?
 
     /// The network `plan` asks for on data of `inputWidth` features and `numClasses` classes.
     public init(plan: TrainingPlan, inputWidth: Int, numClasses: Int) {
         predictorType = plan.predictorType
+        if let transformer = plan.transformer {
+            self.inputWidth = 1
+            self.numClasses = 256
+            layers = []
+            self.transformer = transformer
+            return
+        }
         self.inputWidth = inputWidth
         self.numClasses = numClasses
         var layers = [LayerSpec]()
@@ -55,8 +65,21 @@ public struct ModelSpec: Codable, Sendable, Equatable {
         Sequential(makeLayers(), maxBatch: maxBatch, seed: seed, device: device)
     }
 
-    /// Fresh layer objects for this architecture (not yet bound to parameters).
-    public func makeLayers() -> [any Layer] {
+    /// Fresh layer objects for this architecture (not yet bound to parameters); a transformer's
+    /// blocks hold their part of the heads and MLP units of `tensorGroup`.
+    public func makeLayers(tensorGroup: (any TensorParallelGroup)? = nil) -> [any Layer] {
+        if let t = transformer {
+            // Layer i of every layout: embedding, its dropout, the blocks, the head. Dropout
+            // salts are fixed per layer, so masks do not depend on how layers are split.
+            let embedding = Embedding(vocabulary: 256, width: t.width, contextLength: t.contextLength)
+            var layers: [any Layer] = [embedding, Dropout(rate: t.dropout, width: t.width, salt: 1)]
+            for block in 0..<t.layers {
+                layers.append(TransformerBlock(width: t.width, heads: t.heads, hiddenWidth: 4 * t.width, contextLength: t.contextLength,
+                                               dropout: t.dropout, layers: t.layers, salt: UInt64(2 + 2 * block), group: tensorGroup))
+            }
+            layers.append(OutputHead(width: t.width, vocabulary: 256, tiedTo: t.tieEmbeddings ? embedding : nil))
+            return layers
+        }
         var salt: UInt64 = 0
         return layers.map { spec -> any Layer in
             switch spec.kind {
@@ -69,6 +92,9 @@ public struct ModelSpec: Codable, Sendable, Equatable {
         }
     }
 
+    /// Rows per sample: a language model's sample is a sequence of tokens.
+    public var sequenceLength: Int { transformer?.contextLength ?? 1 }
+
     /// The loss matching the predictor type.
     public var loss: any Loss {
         switch predictorType {
@@ -80,6 +106,11 @@ public struct ModelSpec: Codable, Sendable, Equatable {
 
     /// Checks that the layer chain is consistent (used on specs read from files).
     public var isConsistent: Bool {
+        if let t = transformer {
+            return layers.isEmpty && inputWidth == 1 && numClasses == 256 && predictorType == .multiclassClassifier
+                && t.layers >= 1 && t.layers <= 1024 && t.heads >= 1 && t.width >= 1 && t.width <= 65536 && t.width % t.heads == 0
+                && t.contextLength >= 1 && t.contextLength <= 65536 && t.dropout >= 0 && t.dropout < 1
+        }
         guard let first = layers.first, first.inputs == inputWidth, inputWidth > 0 else { return false }
         guard zip(layers, layers.dropFirst()).allSatisfy({ $0.outputs == $1.inputs }) else { return false }
         guard layers.allSatisfy({ $0.inputs > 0 && $0.outputs > 0 && ($0.kind != .dropout || ($0.rate ?? -1) >= 0 && ($0.rate ?? 1) < 1) })

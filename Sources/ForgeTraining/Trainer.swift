@@ -15,6 +15,9 @@ public struct TrainingResult {
     /// Final metrics in report order (train first).
     public var metrics: [MetricValue]
     public var state: TrainerState
+    /// A language model's train corpus: the entropy of its byte frequencies (nats per byte), the
+    /// loss to beat.
+    public var unigramEntropy: Double?
 }
 
 /// Trains one built-in model on one device.
@@ -29,6 +32,11 @@ public final class Trainer {
     private let optimizer: any Optimizer
     private let loss: any Loss
     private let batchSize: Int
+    /// Model rows per sample: the context length for a language model (a sample is a window of
+    /// text, its rows the window's tokens), else 1.
+    private let sequenceLength: Int
+    /// Optimizer steps the whole run takes (for the learning-rate schedule).
+    private var totalSteps = 0
     private let inputs: Tensor
     private let targets: Tensor
     private let outputGradient: Tensor
@@ -72,8 +80,10 @@ public final class Trainer {
         self.device = device
         spec = ModelSpec(plan: plan, inputWidth: data.train.width, numClasses: data.numClasses)
         batchSize = min(plan.miniBatchSize, data.totalTrainCount)
-        let evaluationRows = max(batchSize, min(1024, max(data.validation?.count ?? 0, data.train.count)))
-        model = spec.build(maxBatch: evaluationRows, seed: plan.seed, device: device)
+        sequenceLength = spec.sequenceLength
+        // A language model evaluates a batch at a time: its activations grow with the context.
+        let evaluationRows = sequenceLength > 1 ? batchSize : max(batchSize, min(1024, max(data.validation?.count ?? 0, data.train.count)))
+        model = spec.build(maxBatch: evaluationRows * sequenceLength, seed: plan.seed, device: device)
         loss = spec.loss
         optimizer = switch plan.optimizer {
         case .sgd: SGD(model.parameters, learningRate: plan.learningRate, momentum: plan.momentum, weightDecay: plan.weightDecay)
@@ -81,12 +91,13 @@ public final class Trainer {
         case .adamw: Adam(model.parameters, learningRate: plan.learningRate, beta1: plan.beta1, beta2: plan.beta2,
                           weightDecay: plan.weightDecay, decoupled: true)
         }
-        inputs = Tensor(zeros: [evaluationRows, data.train.width], on: device)
-        targets = Tensor(zeros: [evaluationRows], on: device)
-        outputGradient = Tensor(zeros: [evaluationRows, model.outputWidth], on: device)
+        let modelRows = evaluationRows * sequenceLength
+        inputs = Tensor(zeros: [modelRows, model.inputWidth], on: device)
+        targets = Tensor(zeros: [modelRows], on: device)
+        outputGradient = Tensor(zeros: [modelRows, model.outputWidth], on: device)
         // Host staging only for devices whose memory the trainer cannot write directly.
-        let staged = device.capabilities.hostVisibleMemory ? 0 : evaluationRows
-        stagingFeatures = [Float](repeating: 0, count: staged * data.train.width)
+        let staged = device.capabilities.hostVisibleMemory ? 0 : modelRows
+        stagingFeatures = [Float](repeating: 0, count: staged * model.inputWidth)
         stagingLabels = [Float](repeating: 0, count: staged)
         state.seed = plan.seed
         state.hyperparameters = plan.resolved
@@ -103,11 +114,12 @@ public final class Trainer {
             BLASRuntime.setThreadCount(1)
             pool = cpu.pool
             let (main, spec, outputs) = (model, spec, model.outputWidth)
+            let length = sequenceLength
             replicas = [main] + (1..<parts).map { _ in
-                Sequential(replicaOf: main, layers: spec.makeLayers(), maxBatch: rowsPerPart)
+                Sequential(replicaOf: main, layers: spec.makeLayers(), maxBatch: rowsPerPart * length)
             }
             replicaGradients = [outputGradient] + (1..<parts).map { _ in
-                Tensor(zeros: [rowsPerPart, outputs], on: device)
+                Tensor(zeros: [rowsPerPart * length, outputs], on: device)
             }
         } else {
             pool = nil
@@ -159,13 +171,15 @@ public final class Trainer {
         }
         let batches = BatchSchedule(data: data, batchSize: batchSize, seed: plan.seed,
                                     rank: group?.rank ?? 0, worldSize: group?.worldSize ?? 1)
+        totalSteps = plan.epochs * batches.steps
+        if plan.maxSteps > 0 { totalSteps = min(totalSteps, plan.maxSteps) }
         observer.trainingStarted(RunSummary(trainRecords: data.totalTrainCount, validationRecords: data.validation?.count ?? 0,
                                             features: data.train.width, classes: spec.numClasses,
                                             parameterCount: model.parameters.count, stepsPerEpoch: batches.steps, epochs: plan.epochs))
         while !state.finished && state.epoch < plan.epochs {
             let permutation = batches.permutation(epoch: state.epoch)
             observer.epochStarted(epoch: state.epoch + 1, batches: batches.steps)
-            while state.batchInEpoch < batches.steps {
+            while state.batchInEpoch < batches.steps && !(plan.maxSteps > 0 && state.step >= plan.maxSteps) {
                 let batch = batches.batch(state.batchInEpoch, of: permutation)
                 let batchLoss = try trainStep(local: batch.local, globalRows: batch.globalRows, firstSample: batch.firstSample)
                 state.epochLossSum += batchLoss
@@ -173,7 +187,7 @@ public final class Trainer {
                 state.batchInEpoch += 1
                 state.step += 1
                 observer.stepCompleted(epoch: state.epoch + 1, batch: state.batchInEpoch, batches: batches.steps,
-                                       step: state.step, loss: batchLoss / Double(batch.globalRows))
+                                       step: state.step, loss: batchLoss / Double(batch.globalRows * sequenceLength))
                 var saved: String?
                 if let checkpoints, writesCheckpoints, plan.checkpointSteps > 0, state.step % plan.checkpointSteps == 0 {
                     saved = try checkpoints.save(makeCheckpoint())
@@ -190,6 +204,8 @@ public final class Trainer {
             let report = finishEpoch()
             observer.epochCompleted(report)
             if state.finished { observer.stoppedEarly(epoch: state.epoch, bestEpoch: state.bestEpoch) }
+            // max_steps ends the run, however far into an epoch it falls.
+            if plan.maxSteps > 0 && state.step >= plan.maxSteps { state.finished = true }
             if let checkpoints, writesCheckpoints, plan.checkpointSteps == 0 || state.step % plan.checkpointSteps != 0 {
                 observer.checkpointSaved(path: try checkpoints.save(makeCheckpoint()), step: state.step)
             }
@@ -228,9 +244,10 @@ public final class Trainer {
             device.fill(gradients, value: 0)
         } else {
             let x = load(data.train, indices: local)
-            let job = StepJob(replicas: replicas, gradients: replicaGradients, inputs: x, targets: targets.rows(0..<local.count),
+            let job = StepJob(replicas: replicas, gradients: replicaGradients, inputs: x,
+                              targets: targets.rows(0..<(local.count * sequenceLength)),
                               loss: loss, rows: local.count, globalRows: globalRows, firstSample: firstSample,
-                              step: state.step, seed: plan.seed)
+                              step: state.step, seed: plan.seed, sequenceLength: sequenceLength)
             if pool == nil, let buckets, reducer != nil {
                 // One compute thread: each bucket goes to the reducer the moment backward has
                 // finished its first layer, while the layers below it are still computing
@@ -269,6 +286,12 @@ public final class Trainer {
             lossSum = Double(lossBuffer[0])
             stopAgreed = lossBuffer[1] > 0
         }
+        optimizer.learningRate = plan.learningRate(atStep: state.step, totalSteps: totalSteps)
+        if plan.gradientClip > 0 {
+            // The summed gradient is the same on every rank, so is the clipping.
+            let norm = device.sumOfSquares(gradients).squareRoot()
+            if norm > Double(plan.gradientClip) { device.axpby(alpha: Float(Double(plan.gradientClip) / norm), gradients, beta: 0, gradients) }
+        }
         optimizer.step()
         return lossSum
     }
@@ -276,18 +299,19 @@ public final class Trainer {
     /// Gathers rows of `dataset` into the input and target tensors; returns the input view.
     /// Host-visible devices receive the rows directly; others through one staging copy.
     private func load(_ dataset: Dataset, indices: some Collection<Int>) -> Tensor {
-        let width = dataset.width
-        let rows = indices.count
+        let width = inputs.shape[1]
+        let rows = indices.count * sequenceLength
         let x = inputs.rows(0..<rows)
         let y = targets.rows(0..<rows)
+        let gather = sequenceLength > 1 ? Trainer.gatherWindows : Trainer.gather
         if device.capabilities.hostVisibleMemory {
-            Trainer.gather(dataset, indices: indices, features: x.hostPointer, labels: y.hostPointer)
+            gather(dataset, Array(indices), x.hostPointer, y.hostPointer)
             return x
         }
         stagingFeatures.withUnsafeMutableBufferPointer { features in
             stagingLabels.withUnsafeMutableBufferPointer { labels in
                 guard let f = features.baseAddress, let l = labels.baseAddress else { return }
-                Trainer.gather(dataset, indices: indices, features: f, labels: l)
+                gather(dataset, Array(indices), f, l)
             }
         }
         stagingFeatures.withUnsafeBufferPointer { device.copy(from: UnsafeBufferPointer(rebasing: $0[0..<rows * width]), to: x) }
@@ -295,8 +319,23 @@ public final class Trainer {
         return x
     }
 
-    private static func gather(_ dataset: Dataset, indices: some Collection<Int>,
-                               features: UnsafeMutablePointer<Float>, labels: UnsafeMutablePointer<Float>) {
+    /// Text windows of L + 1 bytes become L rows of one input token each, whose targets are the
+    /// next bytes.
+    private static func gatherWindows(_ dataset: Dataset, _ indices: [Int],
+                                      _ tokens: UnsafeMutablePointer<Float>, _ targets: UnsafeMutablePointer<Float>) {
+        let length = dataset.width - 1
+        dataset.features.withUnsafeBufferPointer { source in
+            guard let base = source.baseAddress else { return }
+            for (row, index) in indices.enumerated() {
+                let window = base + index * dataset.width
+                (tokens + row * length).update(from: window, count: length)
+                (targets + row * length).update(from: window + 1, count: length)
+            }
+        }
+    }
+
+    private static func gather(_ dataset: Dataset, _ indices: [Int],
+                               _ features: UnsafeMutablePointer<Float>, _ labels: UnsafeMutablePointer<Float>) {
         let width = dataset.width
         dataset.features.withUnsafeBufferPointer { source in
             guard let base = source.baseAddress else { return }
@@ -340,7 +379,7 @@ public final class Trainer {
     /// Mean loss in the units users expect: cross-entropy for classifiers, the mean squared
     /// error in label units for regressors.
     private func reportedLoss(sum: Double, count: Int) -> Double {
-        let mean = sum / Double(max(count, 1))
+        let mean = sum / Double(max(count * sequenceLength, 1))
         guard plan.predictorType == .regressor else { return mean }
         let scale = Double(data.labelScaling.scale)
         return 2 * mean / (scale * scale)
@@ -349,13 +388,17 @@ public final class Trainer {
     /// Loss and the algorithm's metric on `dataset` with the current parameters.
     public func evaluate(_ dataset: Dataset) -> [MetricValue] {
         var lossSum = 0.0, correct = 0
-        let rows = model.maxBatch
+        let rows = model.maxBatch / sequenceLength
         var start = 0
         while start < dataset.count {
             let end = min(start + rows, dataset.count)
             let x = load(dataset, indices: start..<end)
-            let output = model.forward(x, context: ForwardContext(training: false))
-            lossSum += loss.evaluate(output: output, targets: targets.rows(0..<(end - start)), gradient: nil, gradScale: 1)
+            let output = model.forward(x, context: ForwardContext(training: false, sequenceLength: sequenceLength))
+            lossSum += loss.evaluate(output: output, targets: targets.rows(0..<((end - start) * sequenceLength)), gradient: nil, gradScale: 1)
+            if sequenceLength > 1 {
+                start = end
+                continue
+            }
             switch plan.predictorType {
             case .multiclassClassifier:
                 for (row, predicted) in device.argmaxRows(output).enumerated() where Float(predicted) == dataset.labels[start + row] {
@@ -371,6 +414,7 @@ public final class Trainer {
             start = end
         }
         let validationLoss = reportedLoss(sum: lossSum, count: dataset.count)
+        if sequenceLength > 1 { return [MetricValue("validation:loss", validationLoss)] }
         if plan.predictorType == .regressor {
             return [MetricValue("validation:loss", validationLoss), MetricValue("validation:mse", validationLoss)]
         }
@@ -457,8 +501,10 @@ private struct StepJob: @unchecked Sendable {
     let firstSample: Int
     let step: Int
     let seed: UInt64
+    /// Model rows per sample (tokens per window for a language model).
+    let sequenceLength: Int
 
-    /// Rows of part `part`: contiguous, sizes differing by at most one, as ranks split a batch.
+    /// Samples of part `part`: contiguous, sizes differing by at most one, as ranks split a batch.
     func slice(_ part: Int) -> Range<Int> {
         (try? Shard(rank: part, worldSize: replicas.count))?.slice(ofBatch: 0..<rows) ?? 0..<0
     }
@@ -469,12 +515,16 @@ private struct StepJob: @unchecked Sendable {
         let rows = slice(part)
         guard !rows.isEmpty else { return 0 }
         let model = replicas[part]
-        // Dropout masks are keyed by the sample's index in the global batch, so any split
-        // draws the masks one thread would.
-        let context = ForwardContext(training: true, step: step, firstSample: firstSample + rows.lowerBound, seed: seed)
-        let output = model.forward(inputs.rows(rows), context: context)
-        let gradient = gradients[part].rows(0..<rows.count)
-        let lossSum = loss.evaluate(output: output, targets: targets.rows(rows), gradient: gradient, gradScale: 1 / Float(globalRows))
+        let length = sequenceLength
+        let modelRows = (rows.lowerBound * length)..<(rows.upperBound * length)
+        // Dropout masks are keyed by the row's index in the global batch, so any split draws
+        // the masks one thread would.
+        let context = ForwardContext(training: true, step: step, firstSample: (firstSample + rows.lowerBound) * length, seed: seed,
+                                     sequenceLength: length)
+        let output = model.forward(inputs.rows(modelRows), context: context)
+        let gradient = gradients[part].rows(0..<modelRows.count)
+        let lossSum = loss.evaluate(output: output, targets: targets.rows(modelRows), gradient: gradient,
+                                    gradScale: 1 / Float(globalRows * length))
         lossComputed?(lossSum)
         model.backward(gradient, layerFinished: layerFinished)
         return lossSum

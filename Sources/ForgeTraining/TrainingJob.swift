@@ -65,13 +65,31 @@ public enum TrainingJob {
         let csv = CSVOptions(hasHeader: request.csvHeader, corruptRecords: request.corruptRecords)
         let shardGroup = request.trainDistribution == .shardedByS3Key ? group.flatMap { $0.worldSize > 1 ? $0 : nil } : nil
         let train: Dataset
-        if let shardGroup {
+        var unigramEntropy: Double?
+        var validation: Dataset?
+        if let length = plan.transformer?.contextLength {
+            // A language model reads any files as text, whatever their names.
+            let files = try Channel.files(at: request.trainPath)
+            let mine = try shardGroup.map { group throws in try Shard(rank: group.rank, worldSize: group.worldSize).files(files) } ?? files
+            let corpus = try TextCorpus.load(files: mine, channel: request.trainPath)
+            train = try corpus.windows(contextLength: length, channel: request.trainPath)
+            unigramEntropy = corpus.unigramEntropy
+            logger.info("train channel: \(corpus.bytes.count) bytes of text from \(mine.count) file(s) → \(train.count) windows of \(length + 1) bytes; unigram entropy \(MetricLine.fixed(corpus.unigramEntropy)) nats/byte")
+            validation = try request.validationPath.map { path throws in
+                let text = try TextCorpus.load(path: path)
+                let windows = try text.windows(contextLength: length, channel: path)
+                logger.info("validation channel: \(text.bytes.count) bytes of text → \(windows.count) windows")
+                return windows
+            }
+        } else if let shardGroup {
             train = try loadShard(path: request.trainPath, format: format, csv: csv, group: shardGroup, logger: logger)
         } else {
             train = try loadChannel("train", path: request.trainPath, format: format, csv: csv, width: nil, logger: logger)
         }
-        let validation = try request.validationPath.map {
-            try loadChannel("validation", path: $0, format: format, csv: csv, width: format == .libsvm ? train.width : nil, logger: logger)
+        if plan.transformer == nil {
+            validation = try request.validationPath.map {
+                try loadChannel("validation", path: $0, format: format, csv: csv, width: format == .libsvm ? train.width : nil, logger: logger)
+            }
         }
         let data = try PreparedData(plan: plan, train: train, validation: validation, shardedAcross: shardGroup)
         let output = request.outputDirectory
@@ -90,7 +108,8 @@ public enum TrainingJob {
             }
             logger.info("removed earlier checkpoints in \(checkpointDirectory) (--no-resume)")
         }
-        let result = try trainer.run(checkpoints: store, observer: observer, shouldStop: shouldStop)
+        var result = try trainer.run(checkpoints: store, observer: observer, shouldStop: shouldStop)
+        result.unigramEntropy = unigramEntropy
         guard writer else { return result }
         let modelPath = (output as NSString).appendingPathComponent("model.tar.gz")
         let metricsPath = (output as NSString).appendingPathComponent("metrics.json")

@@ -13,7 +13,7 @@ struct Forge: ParsableCommand {
           forge predict --model out/model.tar.gz --input data/test.csv
         """,
         version: "0.1.0",
-        subcommands: [TrainCommand.self, PredictCommand.self, LaunchCommand.self, CoordinatorCommand.self, WorkerCommand.self, SubmitCommand.self, JobsCommand.self, DescribeCommand.self, LogsCommand.self, StopCommand.self, NodesCommand.self, KeygenCommand.self, InfoCommand.self, BenchCommand.self, ContainerCommand.self, ContainerExecCommand.self]
+        subcommands: [TrainCommand.self, PredictCommand.self, GenerateCommand.self, LaunchCommand.self, CoordinatorCommand.self, WorkerCommand.self, SubmitCommand.self, JobsCommand.self, DescribeCommand.self, LogsCommand.self, StopCommand.self, NodesCommand.self, KeygenCommand.self, InfoCommand.self, BenchCommand.self, ContainerCommand.self, ContainerExecCommand.self]
     )
 }
 

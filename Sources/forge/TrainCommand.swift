@@ -26,7 +26,7 @@ struct TrainCommand: ParsableCommand {
         """
     )
 
-    @Option(name: .long, help: "Built-in algorithm: mlp or linear-learner.")
+    @Option(name: .long, help: "Built-in algorithm: mlp, linear-learner or transformer-lm.")
     var algorithm: String
 
     @Option(name: .long, help: "Training channel: a file or a folder of files.")
@@ -162,6 +162,11 @@ struct TrainCommand: ParsableCommand {
             }
             let summary = result.metrics.map { "\($0.name)=\(MetricLine.fixed($0.value))" }.joined(separator: " ")
             if (group?.rank ?? 0) == 0 { logger.info("final: \(summary)") }
+            if (group?.rank ?? 0) == 0, let entropy = result.unigramEntropy {
+                let loss = result.metrics.first { $0.name == "validation:loss" } ?? result.metrics.first { $0.name == "train:loss" }
+                let modelPath = (outputPath as NSString).appendingPathComponent("model.tar.gz")
+                for line in try LanguageModelReport.lines(modelPath: modelPath, loss: loss, unigramEntropy: entropy) { print(line) }
+            }
         } catch let exit as ExitCode {
             throw exit
         } catch {

@@ -32,3 +32,27 @@ func expectBitIdentical(_ a: TrainedModel, _ b: TrainedModel, _ comment: String 
 func metricBits(_ metrics: [MetricValue]) -> [String] {
     metrics.map { "\($0.name)=\($0.value.bitPattern)" }
 }
+
+/// Records an issue for each tensor where max|a − b| / max|a| exceeds `bound` (CONVENTIONS.md's
+/// "matches"); returns the largest such ratio seen, for a test to report.
+@discardableResult
+func expectMatching(_ reference: [(name: String, shape: [Int], values: [Float])], _ other: [(name: String, shape: [Int], values: [Float])],
+                    bound: Float = 1e-5, _ comment: String = "", sourceLocation: SourceLocation = #_sourceLocation) -> Float {
+    let byName = Dictionary(uniqueKeysWithValues: other.map { ($0.name, $0) })
+    var worst: Float = 0
+    for tensor in reference {
+        guard let peer = byName[tensor.name], peer.shape == tensor.shape else {
+            Issue.record("\(tensor.name)\(tensor.shape) is missing or has another shape \(comment)", sourceLocation: sourceLocation)
+            continue
+        }
+        let scale = tensor.values.map(abs).max() ?? 0
+        let difference = zip(tensor.values, peer.values).map { abs($0 - $1) }.max() ?? 0
+        let ratio = scale > 0 ? difference / scale : difference
+        worst = max(worst, ratio)
+        if !(ratio <= bound) {
+            Issue.record("\(tensor.name): max|Δ|/max|ref| = \(ratio) > \(bound) \(comment)", sourceLocation: sourceLocation)
+        }
+    }
+    if other.count != reference.count { Issue.record("\(other.count) tensors vs \(reference.count) \(comment)", sourceLocation: sourceLocation) }
+    return worst
+}
