@@ -6,6 +6,7 @@
 // the model and metrics are copied to OUTPUT when the job completes.
 import ArgumentParser
 import ForgeCoordinator
+import ForgeData
 import ForgeTraining
 import Foundation
 import Logging
@@ -137,6 +138,9 @@ struct EmbeddedCluster {
                 try fileManager.copyItem(atPath: source, toPath: target)
             }
             FileHandle.standardError.write(Data("wrote \(output)/model.tar.gz and metrics.json (job \(spec.name); its store and logs are in \(state))\n".utf8))
+            if algorithm == AlgorithmKind.transformerLM.rawValue {
+                try printLanguageModelReport(output: output)
+            }
         case .stopped:
             throw ExitCode(128 + (stopSignal ?? SIGTERM))
         default:
@@ -144,6 +148,18 @@ struct EmbeddedCluster {
             FileHandle.standardError.write(Data("error: \(reason)\nevery rank's output: \(logs)\n".utf8))
             throw ExitCode.failure
         }
+    }
+
+    /// A language model's loss beside its corpus's unigram entropy (when the train channel is a
+    /// local path), and a sampled continuation.
+    private func printLanguageModelReport(output: String) throws {
+        let metricsPath = (output as NSString).appendingPathComponent("metrics.json")
+        let metrics = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: metricsPath)))) as? [String: Double] ?? [:]
+        let loss = metrics["validation:loss"].map { MetricValue("validation:loss", $0) } ?? metrics["train:loss"].map { MetricValue("train:loss", $0) }
+        let entropy = train.hasPrefix("s3://") ? nil : (try? TextCorpus.load(path: train))?.unigramEntropy
+        let report = try LanguageModelReport.lines(modelPath: (output as NSString).appendingPathComponent("model.tar.gz"),
+                                                   loss: loss, unigramEntropy: entropy)
+        for line in report { print(line) }
     }
 
     /// CreateTrainingJob's members for this command's job.

@@ -61,9 +61,9 @@ struct GenerateCommand: ParsableCommand {
 /// What `forge train` prints after training a language model: its loss beside the corpus's
 /// unigram entropy (the loss of a model that ignores context), and a sampled continuation.
 enum LanguageModelReport {
-    static func lines(modelPath: String, loss: MetricValue?, unigramEntropy: Double) throws -> [String] {
+    static func lines(modelPath: String, loss: MetricValue?, unigramEntropy: Double?) throws -> [String] {
         var lines = [String]()
-        if let loss {
+        if let loss, let unigramEntropy {
             let ratio = loss.value / unigramEntropy
             lines.append("\(loss.name) \(MetricLine.fixed(loss.value)) nats/byte (\(MetricLine.fixed(loss.value / log(2))) bits/byte) "
                 + "vs unigram entropy of the corpus \(MetricLine.fixed(unigramEntropy)) nats/byte "

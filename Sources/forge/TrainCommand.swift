@@ -165,7 +165,14 @@ struct TrainCommand: ParsableCommand {
             if (group?.rank ?? 0) == 0, let entropy = result.unigramEntropy {
                 let loss = result.metrics.first { $0.name == "validation:loss" } ?? result.metrics.first { $0.name == "train:loss" }
                 let modelPath = (outputPath as NSString).appendingPathComponent("model.tar.gz")
-                for line in try LanguageModelReport.lines(modelPath: modelPath, loss: loss, unigramEntropy: entropy) { print(line) }
+                let report = try LanguageModelReport.lines(modelPath: modelPath, loss: loss, unigramEntropy: entropy)
+                // Under a worker, the job's log keeps it (forge train --instance-count prints
+                // its own once the job is done).
+                if environment["FORGE_WORKER_PID"] == nil {
+                    for line in report { print(line) }
+                } else {
+                    for line in report { logger.info("\(line)") }
+                }
             }
         } catch let exit as ExitCode {
             throw exit
