@@ -16,19 +16,29 @@ public final class ParameterBlock {
     public var count: Int { values.count }
 
     /// Lays out `specs` (full names → spec) in order and fills them from `seed`.
-    public init(specs: [(name: String, spec: ParameterSpec)], seed: UInt64, device: any Device) {
+    public convenience init(specs: [(name: String, spec: ParameterSpec)], seed: UInt64, device: any Device) {
+        self.init(specs: specs, seed: seed, device: device, keeping: specs.indices)
+    }
+
+    /// Draws every spec's initial values from `seed` exactly as `init(specs:seed:device:)` does,
+    /// but lays out only `specs[keeping]`: the values a model's slice (a pipeline stage) has
+    /// when the whole model is built from the same seed.
+    public init(specs: [(name: String, spec: ParameterSpec)], seed: UInt64, device: any Device, keeping: Range<Int>) {
+        precondition(keeping.lowerBound >= 0 && keeping.upperBound <= specs.count, "kept specs \(keeping) outside 0..<\(specs.count)")
         self.device = device
-        let total = specs.reduce(0) { $0 + $1.spec.shape.reduce(1, *) }
+        let total = specs[keeping].reduce(0) { $0 + $1.spec.shape.reduce(1, *) }
         values = Tensor(zeros: [total], on: device)
         gradients = Tensor(zeros: [total], on: device)
         var random = CounterRandom(seed: seed).stream(0x1417)
         var offset = 0
         var bound = [Parameter]()
-        for (name, spec) in specs {
+        // The draws before the kept range still run: they advance the stream.
+        for (index, (name, spec)) in specs[..<keeping.upperBound].enumerated() {
             let count = spec.shape.reduce(1, *)
+            let initial = spec.initializer.values(count: count, random: &random)
+            guard keeping.contains(index) else { continue }
             let value = Tensor(storage: values.storage, offset: offset, shape: spec.shape)
             let gradient = Tensor(storage: gradients.storage, offset: offset, shape: spec.shape)
-            let initial = spec.initializer.values(count: count, random: &random)
             initial.withUnsafeBufferPointer { device.copy(from: $0, to: value) }
             bound.append(Parameter(name: name, value: value, gradient: gradient, offset: offset))
             offset += count
