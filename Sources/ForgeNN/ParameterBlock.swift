@@ -20,22 +20,33 @@ public final class ParameterBlock {
     /// Under tensor parallelism (`tensorRank` of `tensorDegree`) each spec is this rank's part of
     /// a logical tensor: the logical values are drawn, as one process draws them, and this
     /// rank's part kept, so every layout starts from the same model.
-    public init(specs: [(name: String, spec: ParameterSpec)], seed: UInt64, device: any Device,
+    public convenience init(specs: [(name: String, spec: ParameterSpec)], seed: UInt64, device: any Device,
+                            tensorRank: Int = 0, tensorDegree: Int = 1) {
+        self.init(specs: specs, seed: seed, device: device, keeping: specs.indices, tensorRank: tensorRank, tensorDegree: tensorDegree)
+    }
+
+    /// Draws every spec's initial values from `seed` exactly as `init(specs:seed:device:)` does,
+    /// but lays out only `specs[keeping]`: the values a model's slice (a pipeline stage) has
+    /// when the whole model is built from the same seed.
+    public init(specs: [(name: String, spec: ParameterSpec)], seed: UInt64, device: any Device, keeping: Range<Int>,
                 tensorRank: Int = 0, tensorDegree: Int = 1) {
+        precondition(keeping.lowerBound >= 0 && keeping.upperBound <= specs.count, "kept specs \(keeping) outside 0..<\(specs.count)")
         self.device = device
-        let total = specs.reduce(0) { $0 + $1.spec.shape.reduce(1, *) }
+        let total = specs[keeping].reduce(0) { $0 + $1.spec.shape.reduce(1, *) }
         values = Tensor(zeros: [total], on: device)
         gradients = Tensor(zeros: [total], on: device)
         var random = CounterRandom(seed: seed).stream(0x1417)
         var offset = 0
         var bound = [Parameter]()
-        for (name, spec) in specs {
+        // The draws before the kept range still run: they advance the stream.
+        for (index, (name, spec)) in specs[..<keeping.upperBound].enumerated() {
             let count = spec.shape.reduce(1, *)
-            let value = Tensor(storage: values.storage, offset: offset, shape: spec.shape)
-            let gradient = Tensor(storage: gradients.storage, offset: offset, shape: spec.shape)
             let logicalCount = spec.split.logicalShape(local: spec.shape, parts: tensorDegree).reduce(1, *)
             let logical = spec.initializer.values(count: logicalCount, random: &random)
+            guard keeping.contains(index) else { continue }
             let initial = spec.split.slice(logical, local: spec.shape, part: tensorRank, parts: tensorDegree)
+            let value = Tensor(storage: values.storage, offset: offset, shape: spec.shape)
+            let gradient = Tensor(storage: gradients.storage, offset: offset, shape: spec.shape)
             initial.withUnsafeBufferPointer { device.copy(from: $0, to: value) }
             bound.append(Parameter(name: name, value: value, gradient: gradient, offset: offset))
             offset += count

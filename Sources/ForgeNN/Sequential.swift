@@ -22,6 +22,13 @@ public final class Sequential {
         self.init(layers, parameters: ParameterBlock(sharingValuesOf: model.parameters), maxBatch: maxBatch, device: model.device)
     }
 
+    /// Binds `layers` to an existing block (its parameters in `parameterSpecs(of:)` order, under
+    /// any names) and prepares buffers for batches up to `maxBatch`. A pipeline stage uses it to
+    /// run a slice of a larger model whose parameters keep their global names.
+    public convenience init(_ layers: [any Layer], parameters: ParameterBlock, maxBatch: Int) {
+        self.init(layers, parameters: parameters, maxBatch: maxBatch, device: parameters.device)
+    }
+
     private init(_ layers: [any Layer], parameters: ParameterBlock, maxBatch: Int, device: any Device) {
         for (previous, next) in zip(layers, layers.dropFirst()) {
             precondition(previous.outputWidth == next.inputWidth, "layer widths \(previous.outputWidth) → \(next.inputWidth) do not chain")
@@ -64,13 +71,21 @@ public final class Sequential {
     /// i's parameter gradients are final (last layer first), so a caller can start reducing
     /// them while the earlier layers are still computing.
     public func backward(_ gradOutput: Tensor, layerFinished: ((Int) -> Void)? = nil) {
+        _ = backward(gradOutput, needInputGradient: false, layerFinished: layerFinished)
+    }
+
+    /// Like `backward(_:layerFinished:)`, and with `needInputGradient` also returns the first
+    /// layer's input gradient, [batch, inputWidth] (a view into that layer's buffer, valid until
+    /// its next backward), as a pipeline stage sends back to the stage before it.
+    public func backward(_ gradOutput: Tensor, needInputGradient: Bool, layerFinished: ((Int) -> Void)? = nil) -> Tensor? {
         var gradient = gradOutput
         for (index, layer) in layers.enumerated().reversed() {
-            let next = layer.backward(gradient, needInputGradient: index > 0)
+            let next = layer.backward(gradient, needInputGradient: index > 0 || needInputGradient)
             layerFinished?(index)
-            guard let next else { break }
+            guard let next else { return nil }
             gradient = next
         }
+        return needInputGradient ? gradient : nil
     }
 
     /// The range of the flat parameter block that layer `index` owns (empty for layers
