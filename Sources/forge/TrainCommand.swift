@@ -73,6 +73,21 @@ struct TrainCommand: ParsableCommand {
     @Flag(name: .long, help: "Start afresh: remove earlier checkpoints instead of resuming.")
     var noResume = false
 
+    @Option(name: .long, help: "Pipeline stages (forge_pipeline_degree): the model's layers split across this many ranks.")
+    var pipelineDegree: Int?
+
+    @Option(name: .long, help: "Tensor-parallel ranks (forge_tensor_degree): each layer's heads and MLP units split across them.")
+    var tensorDegree: Int?
+
+    @Option(name: .long, help: "Micro-batches per step under pipeline parallelism (forge_micro_batches; default: the pipeline degree).")
+    var microBatches: Int?
+
+    @Option(name: .long, help: "Pipeline schedule (forge_pipeline_schedule): gpipe or 1f1b.")
+    var schedule: String?
+
+    @Option(name: .long, help: "Layers per pipeline stage, e.g. 0-3,4-7 (forge_stage_map; default balances parameter counts).")
+    var stageMap: String?
+
     @Flag(name: .long, help: "No progress bar.")
     var quiet = false
 
@@ -122,6 +137,14 @@ struct TrainCommand: ParsableCommand {
             }
             var values = try collectHyperparameters()
             let platform = try PlatformHyperparameters.take(from: &values)
+            if group == nil {
+                let plan = try TrainingPlan.make(algorithm: AlgorithmKind(rawValue: algorithm) ?? .mlp, hyperparameters: values)
+                let ranks = plan.layout.pipelineDegree * plan.layout.tensorDegree
+                guard ranks == 1 else {
+                    throw ValidationError("this layout needs \(ranks) ranks (pipeline \(plan.layout.pipelineDegree) × tensor \(plan.layout.tensorDegree)); "
+                        + "add --instance-count \(ranks) (or a multiple), or run under forge launch --nproc \(ranks)")
+                }
+            }
             let threads = self.threads ?? platform.threads ?? (group == nil ? min(ProcessInfo.processInfo.activeProcessorCount, 2) : 1)
             // s3:// channels are fetched first; an s3:// output is written here and uploaded after.
             let staging = S3Staging(environment: environment)
@@ -191,7 +214,8 @@ struct TrainCommand: ParsableCommand {
         // Problems with the hyperparameters are reported here, before any process starts.
         var check = values
         _ = try PlatformHyperparameters.take(from: &check)
-        _ = try TrainingPlan.make(algorithm: AlgorithmKind(rawValue: algorithm) ?? .mlp, hyperparameters: check)
+        let plan = try TrainingPlan.make(algorithm: AlgorithmKind(rawValue: algorithm) ?? .mlp, hyperparameters: check)
+        if case .failure(let error) = plan.layout.dataParallelDegree(worldSize: instanceCount) { throw error }
         try EmbeddedCluster(algorithm: algorithm, train: train, validation: validation, hyperparameters: values, output: output,
                             checkpointDirectory: checkpointDir, instanceCount: instanceCount, distribution: trainDistribution,
                             contentType: contentType, csvHeader: csvHeader, resume: !noResume, clusterKey: clusterKey, quiet: quiet).run()
@@ -209,6 +233,12 @@ struct TrainCommand: ParsableCommand {
             }
             values[String(item[..<equals])] = String(item[item.index(after: equals)...])
         }
+        // The layout flags say what a job spec says with these keys.
+        let layout: [(String, String?)] = [("forge_pipeline_degree", pipelineDegree.map(String.init)),
+                                           ("forge_tensor_degree", tensorDegree.map(String.init)),
+                                           ("forge_micro_batches", microBatches.map(String.init)),
+                                           ("forge_pipeline_schedule", schedule), ("forge_stage_map", stageMap)]
+        for case let (key, value?) in layout { values[key] = value }
         return values
     }
 }
