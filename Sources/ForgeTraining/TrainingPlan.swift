@@ -15,12 +15,6 @@ public enum LearningRateSchedule: String, CaseIterable, Sendable, Codable {
     case constant, cosine
 }
 
-/// A pipeline's order of micro-batch forwards and backwards.
-public enum PipelineScheduleName: String, CaseIterable, Sendable, Codable {
-    case gpipe
-    case oneForwardOneBackward = "1f1b"
-}
-
 /// The shape of `transformer-lm`: a byte-level decoder-only transformer.
 public struct TransformerHyperparameters: Sendable, Equatable, Codable {
     public var layers: Int
@@ -38,7 +32,7 @@ public struct ParallelLayoutPlan: Sendable, Equatable {
     public var tensorDegree: Int = 1
     /// Micro-batches per step under pipeline parallelism (default: the pipeline degree).
     public var microBatches: Int?
-    public var schedule: PipelineScheduleName = .oneForwardOneBackward
+    public var schedule: PipelineScheduleKind = .oneForwardOneBackward
     /// Layers per stage as "0-3,4-7", or nil to balance parameter counts.
     public var stageMap: String?
 
@@ -206,7 +200,7 @@ public struct TrainingPlan: Sendable, Equatable {
         layout.pipelineDegree = r.int("forge_pipeline_degree", default: 1, in: 1...1024) ?? 1
         layout.tensorDegree = r.int("forge_tensor_degree", default: 1, in: 1...1024) ?? 1
         layout.microBatches = r.int("forge_micro_batches", default: nil, in: 1...1_000_000)
-        layout.schedule = r.choice("forge_pipeline_schedule", default: PipelineScheduleName.oneForwardOneBackward,
+        layout.schedule = r.choice("forge_pipeline_schedule", default: PipelineScheduleKind.oneForwardOneBackward,
                                    aliases: ["pipedream": .oneForwardOneBackward, "1f1b": .oneForwardOneBackward]) ?? .oneForwardOneBackward
         layout.stageMap = r.string("forge_stage_map", default: nil)
         return layout
