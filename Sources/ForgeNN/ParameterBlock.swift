@@ -54,6 +54,19 @@ public final class ParameterBlock {
         parameters = bound
     }
 
+    /// A block laid out like `other` (names, shapes, offsets) with values and gradients of its
+    /// own, all zero: room to keep a copy of `other`'s values.
+    public init(zerosLike other: ParameterBlock) {
+        device = other.device
+        let values = Tensor(zeros: [other.count], on: other.device), gradients = Tensor(zeros: [other.count], on: other.device)
+        self.values = values
+        self.gradients = gradients
+        parameters = other.parameters.map {
+            Parameter(name: $0.name, value: Tensor(storage: values.storage, offset: $0.offset, shape: $0.value.shape),
+                      gradient: Tensor(storage: gradients.storage, offset: $0.offset, shape: $0.value.shape), offset: $0.offset)
+        }
+    }
+
     /// A block over `other`'s values (the same memory) with gradients of its own, so several
     /// replicas of one model can back-propagate concurrently and their gradients be summed.
     public init(sharingValuesOf other: ParameterBlock) {

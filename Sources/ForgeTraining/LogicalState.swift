@@ -108,9 +108,10 @@ public struct LogicalState: Sendable {
 
     /// `piece`'s values out of its logical tensor.
     public func values(of piece: TensorPiece) throws(TrainingError) -> [Float] {
-        guard let tensor = tensors[piece.name] else { throw .badCheckpoint(path: piece.name, reason: "tensor '\(piece.name)' is missing") }
-        guard tensor.shape == piece.logicalShape else {
-            throw .badCheckpoint(path: piece.name, reason: "tensor '\(piece.name)' has shape \(tensor.shape), this model needs \(piece.logicalShape)")
+        guard let tensor = tensors[piece.name], tensor.shape == piece.logicalShape else {
+            let found = tensors[piece.name].map { "shape \($0.shape)" } ?? "nothing"
+            throw .badCheckpoint(path: piece.name, reason: "tensor '\(piece.name)' is missing or has the wrong size (found \(found), "
+                + "the model needs \(piece.logicalShape))")
         }
         return piece.split.slice(tensor.values, local: piece.shape, part: piece.part, parts: piece.parts)
     }
@@ -118,6 +119,15 @@ public struct LogicalState: Sendable {
     /// Adds every tensor of a checkpoint file: pieces described in its metadata, and whole
     /// tensors (files written by one process before pieces existed) as they are.
     public mutating func add(_ file: SafetensorsFile, path: String) throws(TrainingError) {
+        do {
+            try addTensors(of: file, path: path)
+        } catch {
+            guard case .badCheckpoint(_, let reason) = error else { throw error }
+            throw .badCheckpoint(path: path, reason: reason)
+        }
+    }
+
+    private mutating func addTensors(of file: SafetensorsFile, path: String) throws(TrainingError) {
         for tensor in file.tensors {
             guard let floats = tensor.floats else { throw .badCheckpoint(path: path, reason: "tensor '\(tensor.name)' is not float32") }
             if let text = file.metadata[TensorPiece.metadataPrefix + tensor.name] {

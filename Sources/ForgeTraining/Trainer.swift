@@ -27,7 +27,15 @@ public final class Trainer {
     public let plan: TrainingPlan
     public let data: PreparedData
     public let spec: ModelSpec
-    public let model: Sequential
+    /// The whole model (its tensor-parallel part under tensor parallelism); nil when this rank
+    /// runs a pipeline stage.
+    private let model: Sequential?
+    /// This rank's pipeline stage, when the model is split into stages.
+    private let stage: PipelineStage?
+    /// This rank's parameters: the whole model's, or its stage's and tensor part's.
+    public let parameters: ParameterBlock
+    /// The logical tensor each parameter is part of (its split).
+    private let parameterSplits: [TensorSplit]
     public let device: any Device
     private let optimizer: any Optimizer
     private let loss: any Loss
@@ -50,11 +58,20 @@ public final class Trainer {
     private let replicas: [Sequential]
     private let replicaGradients: [Tensor]
     private let pool: ComputePool?
-    /// Data parallelism across processes (nil: one process). Every rank walks the same seeded
-    /// order, takes its contiguous slice of each global batch, and the summed gradients are
-    /// all-reduced before an identical optimizer step, so any world size takes the same steps
-    /// as one process (up to float summation order).
+    /// All the job's ranks (nil: one process).
     public let group: ProcessGroup?
+    /// Data parallelism: every replica walks the same seeded order, takes its contiguous slice
+    /// of each global batch, and the summed gradients are all-reduced over this group before an
+    /// identical optimizer step, so any world size takes the same steps as one process (up to
+    /// float summation order). The whole group unless the model is split across ranks.
+    private let dataGroup: ProcessGroup?
+    /// With pipeline or tensor parallelism: where this rank sits, and its groups.
+    private let parallel: ParallelGroups?
+    private let tensorParallel: TensorParallelAdapter?
+    /// Micro-batches per step under pipeline parallelism.
+    private let microBatches: Int
+    /// The last step's pipeline measurements (nil without a pipeline).
+    public private(set) var lastPipelineStats: PipelineStepStats?
     /// The step's loss and whether any rank was asked to stop, all-reduced together.
     private let lossBuffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: 2)
     /// Set when the ranks agreed, in the last step's reduction, to stop after it.
@@ -71,8 +88,13 @@ public final class Trainer {
     /// With a `group`, gradients are all-reduced in buckets of at least `bucketBytes` (a layer is
     /// never split), each as soon as backward has produced it: on a thread of its own with
     /// `overlapReduction` (worth it when a core is free for it), else inline.
+    ///
+    /// With pipeline or tensor degrees above 1 (`plan.layout`), `group` is every rank of the job
+    /// and is split as `ParallelLayout` says: each rank builds its stage's layers, or its part of
+    /// each layer, and the data-parallel replicas of each piece reduce their gradients together.
+    /// Throws when the layout does not fit the group or the model.
     public init(plan: TrainingPlan, data: PreparedData, device: any Device, group: ProcessGroup? = nil,
-                bucketBytes: Int = Trainer.defaultBucketBytes, overlapReduction: Bool = true) {
+                bucketBytes: Int = Trainer.defaultBucketBytes, overlapReduction: Bool = true) throws(TrainingError) {
         precondition(group == nil || device.capabilities.hostVisibleMemory, "data parallelism needs host-visible device memory")
         self.group = group
         self.plan = plan
@@ -81,23 +103,83 @@ public final class Trainer {
         spec = ModelSpec(plan: plan, inputWidth: data.train.width, numClasses: data.numClasses)
         batchSize = min(plan.miniBatchSize, data.totalTrainCount)
         sequenceLength = spec.sequenceLength
-        // A language model evaluates a batch at a time: its activations grow with the context.
-        let evaluationRows = sequenceLength > 1 ? batchSize : max(batchSize, min(1024, max(data.validation?.count ?? 0, data.train.count)))
-        model = spec.build(maxBatch: evaluationRows * sequenceLength, seed: plan.seed, device: device)
         loss = spec.loss
+        // The layout: which ranks split the model, which replicate it.
+        let pipelineDegree = plan.layout.pipelineDegree, tensorDegree = plan.layout.tensorDegree
+        if pipelineDegree * tensorDegree > 1 {
+            guard let group else {
+                throw .layout("pipeline degree \(pipelineDegree) × tensor degree \(tensorDegree) needs that many ranks; run under forge launch or --instance-count")
+            }
+            do {
+                let layout = try ParallelLayout(worldSize: group.worldSize, pipelineDegree: pipelineDegree, tensorDegree: tensorDegree)
+                parallel = try group.parallelGroups(layout)
+            } catch let error as ParallelLayoutError {
+                throw .layout(error.description)
+            } catch {
+                throw .collective("\(error)")
+            }
+        } else {
+            parallel = nil
+        }
+        dataGroup = parallel?.dataParallel ?? group
+        let tensorGroup = (parallel?.tensorParallel).flatMap { $0.worldSize > 1 ? TensorParallelAdapter(group: $0) : nil }
+        tensorParallel = tensorGroup
+        let tensorRank = parallel?.coordinates.tensorIndex ?? 0
+        let dataDegree = dataGroup?.worldSize ?? 1
+        microBatches = pipelineDegree > 1 ? (plan.layout.microBatches ?? pipelineDegree) : 1
+        let modelRows: Int
+        let layers = spec.makeLayers(tensorGroup: tensorGroup)
+        let fullInput = layers.first?.inputWidth ?? 0, fullOutput = layers.last?.outputWidth ?? 0
+        if let parallel, pipelineDegree > 1 {
+            let counts = layers.map { $0.parameterSpecs.reduce(0) { $0 + $1.shape.reduce(1, *) } }
+            let partition: StagePartition
+            do {
+                if let map = plan.layout.stageMap {
+                    partition = try StagePartition(map: map, layerCount: layers.count, stages: pipelineDegree)
+                } else {
+                    partition = try StagePartition(balancing: counts, stages: pipelineDegree)
+                }
+            } catch {
+                throw .layout(error.description)
+            }
+            // Each replica's slice of the global batch, cut into micro-batches of whole samples.
+            let localSamples = (batchSize + dataDegree - 1) / dataDegree
+            let perMicroBatch = max(1, (localSamples + microBatches - 1) / microBatches)
+            let stage = PipelineStage(makeLayers: { [spec] in spec.makeLayers(tensorGroup: tensorGroup) }, partition: partition,
+                                      stage: parallel.coordinates.stage, stageRanks: parallel.layout.pipelineRanks(of: parallel.layout.rank(parallel.coordinates)),
+                                      group: group ?? parallel.dataParallel, schedule: plan.layout.schedule, microBatches: microBatches,
+                                      maxMicroBatchRows: perMicroBatch * sequenceLength, loss: loss, seed: plan.seed, device: device,
+                                      sequenceLength: sequenceLength, tensorRank: tensorRank, tensorDegree: tensorDegree)
+            self.stage = stage
+            model = nil
+            parameters = stage.parameters
+            let specsBefore = layers[..<partition.ranges[parallel.coordinates.stage].lowerBound].reduce(0) { $0 + $1.parameterSpecs.count }
+            let own = Sequential.parameterSpecs(of: layers).dropFirst(specsBefore).prefix(stage.parameters.parameters.count)
+            parameterSplits = own.map(\.spec.split)
+            modelRows = max(localSamples, 1) * sequenceLength
+        } else {
+            // A language model evaluates a batch at a time: its activations grow with the context.
+            let evaluationRows = sequenceLength > 1 ? batchSize : max(batchSize, min(1024, max(data.validation?.count ?? 0, data.train.count)))
+            let specs = Sequential.parameterSpecs(of: layers)
+            let block = ParameterBlock(specs: specs, seed: plan.seed, device: device, tensorRank: tensorRank, tensorDegree: tensorDegree)
+            model = Sequential(layers, parameters: block, maxBatch: evaluationRows * sequenceLength)
+            stage = nil
+            parameters = block
+            parameterSplits = specs.map(\.spec.split)
+            modelRows = evaluationRows * sequenceLength
+        }
         optimizer = switch plan.optimizer {
-        case .sgd: SGD(model.parameters, learningRate: plan.learningRate, momentum: plan.momentum, weightDecay: plan.weightDecay)
-        case .adam: Adam(model.parameters, learningRate: plan.learningRate, beta1: plan.beta1, beta2: plan.beta2, weightDecay: plan.weightDecay)
-        case .adamw: Adam(model.parameters, learningRate: plan.learningRate, beta1: plan.beta1, beta2: plan.beta2,
+        case .sgd: SGD(parameters, learningRate: plan.learningRate, momentum: plan.momentum, weightDecay: plan.weightDecay)
+        case .adam: Adam(parameters, learningRate: plan.learningRate, beta1: plan.beta1, beta2: plan.beta2, weightDecay: plan.weightDecay)
+        case .adamw: Adam(parameters, learningRate: plan.learningRate, beta1: plan.beta1, beta2: plan.beta2,
                           weightDecay: plan.weightDecay, decoupled: true)
         }
-        let modelRows = evaluationRows * sequenceLength
-        inputs = Tensor(zeros: [modelRows, model.inputWidth], on: device)
+        inputs = Tensor(zeros: [modelRows, fullInput], on: device)
         targets = Tensor(zeros: [modelRows], on: device)
-        outputGradient = Tensor(zeros: [modelRows, model.outputWidth], on: device)
+        outputGradient = Tensor(zeros: [modelRows, fullOutput], on: device)
         // Host staging only for devices whose memory the trainer cannot write directly.
         let staged = device.capabilities.hostVisibleMemory ? 0 : modelRows
-        stagingFeatures = [Float](repeating: 0, count: staged * model.inputWidth)
+        stagingFeatures = [Float](repeating: 0, count: staged * fullInput)
         stagingLabels = [Float](repeating: 0, count: staged)
         state.seed = plan.seed
         state.hyperparameters = plan.resolved
@@ -108,7 +190,8 @@ public final class Trainer {
         // BLAS on its rows, scales nearly linearly. The sum of the replicas' gradients differs
         // from one thread's only in float rounding; a run is still bit-reproducible for a given
         // thread count.
-        if let cpu = device as? CPUDevice, cpu.pool.threadCount > 1, batchSize >= 16 * cpu.pool.threadCount {
+        // (Not for a split model: its layers talk to other ranks in a fixed order.)
+        if let model, parallel == nil, let cpu = device as? CPUDevice, cpu.pool.threadCount > 1, batchSize >= 16 * cpu.pool.threadCount {
             let parts = cpu.pool.threadCount
             let rowsPerPart = (batchSize + parts - 1) / parts
             BLASRuntime.setThreadCount(1)
@@ -123,10 +206,10 @@ public final class Trainer {
             }
         } else {
             pool = nil
-            replicas = [model]
+            replicas = model.map { [$0] } ?? []
             replicaGradients = [outputGradient]
         }
-        if let group {
+        if let group, let model, parallel == nil {
             reducer = BucketReducer(group: group, threaded: overlapReduction, prepare: { FloatEnvironment.enableFlushToZero() })
             buckets = GradientBuckets(model: model, bucketBytes: bucketBytes)
         } else {
@@ -135,7 +218,7 @@ public final class Trainer {
         }
         if plan.earlyStoppingPatience > 0, data.validation != nil {
             // A block of its own for the best epoch's values (no network buffers needed).
-            best = ParameterBlock(specs: Sequential.parameterSpecs(of: spec.makeLayers()), seed: plan.seed, device: device)
+            best = ParameterBlock(zerosLike: parameters)
         }
     }
 
@@ -170,12 +253,12 @@ public final class Trainer {
             observer.resumed(fromStep: state.step, epoch: state.epoch + 1, path: path)
         }
         let batches = BatchSchedule(data: data, batchSize: batchSize, seed: plan.seed,
-                                    rank: group?.rank ?? 0, worldSize: group?.worldSize ?? 1)
+                                    rank: dataGroup?.rank ?? 0, worldSize: dataGroup?.worldSize ?? 1)
         totalSteps = plan.epochs * batches.steps
         if plan.maxSteps > 0 { totalSteps = min(totalSteps, plan.maxSteps) }
         observer.trainingStarted(RunSummary(trainRecords: data.totalTrainCount, validationRecords: data.validation?.count ?? 0,
                                             features: data.train.width, classes: spec.numClasses,
-                                            parameterCount: model.parameters.count, stepsPerEpoch: batches.steps, epochs: plan.epochs))
+                                            parameterCount: parameters.count, stepsPerEpoch: batches.steps, epochs: plan.epochs))
         while !state.finished && state.epoch < plan.epochs {
             let permutation = batches.permutation(epoch: state.epoch)
             observer.epochStarted(epoch: state.epoch + 1, batches: batches.steps)
@@ -189,31 +272,34 @@ public final class Trainer {
                 observer.stepCompleted(epoch: state.epoch + 1, batch: state.batchInEpoch, batches: batches.steps,
                                        step: state.step, loss: batchLoss / Double(batch.globalRows * sequenceLength))
                 var saved: String?
-                if let checkpoints, writesCheckpoints, plan.checkpointSteps > 0, state.step % plan.checkpointSteps == 0 {
-                    saved = try checkpoints.save(makeCheckpoint())
-                    observer.checkpointSaved(path: saved ?? "", step: state.step)
+                var checkpointed = false
+                if let checkpoints, makesCheckpoints, plan.checkpointSteps > 0, state.step % plan.checkpointSteps == 0 {
+                    saved = try saveCheckpoint(to: checkpoints)
+                    checkpointed = true
+                    if let saved { observer.checkpointSaved(path: saved, step: state.step) }
                 }
                 if stopAgreed {
-                    if saved == nil, let checkpoints, writesCheckpoints {
-                        saved = try checkpoints.save(makeCheckpoint())
-                        observer.checkpointSaved(path: saved ?? "", step: state.step)
+                    if !checkpointed, let checkpoints, makesCheckpoints {
+                        saved = try saveCheckpoint(to: checkpoints)
+                        if let saved { observer.checkpointSaved(path: saved, step: state.step) }
                     }
                     throw .stopped(step: state.step, checkpoint: saved)
                 }
             }
-            let report = finishEpoch()
+            let report = try finishEpoch()
             observer.epochCompleted(report)
             if state.finished { observer.stoppedEarly(epoch: state.epoch, bestEpoch: state.bestEpoch) }
             // max_steps ends the run, however far into an epoch it falls.
             if plan.maxSteps > 0 && state.step >= plan.maxSteps { state.finished = true }
-            if let checkpoints, writesCheckpoints, plan.checkpointSteps == 0 || state.step % plan.checkpointSteps != 0 {
-                observer.checkpointSaved(path: try checkpoints.save(makeCheckpoint()), step: state.step)
+            if let checkpoints, makesCheckpoints, plan.checkpointSteps == 0 || state.step % plan.checkpointSteps != 0,
+               let saved = try saveCheckpoint(to: checkpoints) {
+                observer.checkpointSaved(path: saved, step: state.step)
             }
         }
         state.finished = true
-        if let best { model.parameters.copyValues(from: best) }
-        let metrics = finalMetrics()
-        return TrainingResult(model: trainedModel(), metrics: metrics, state: state)
+        if let best { parameters.copyValues(from: best) }
+        let metrics = try finalMetrics()
+        return TrainingResult(model: try trainedModel(), metrics: metrics, state: state)
     }
 
     // MARK: Steps
@@ -222,10 +308,11 @@ public final class Trainer {
     /// records `local`, the first being row `firstSample` of the global batch; returns the
     /// batch's summed loss.
     private func trainStep(local: ArraySlice<Int>, globalRows: Int, firstSample: Int) throws(TrainingError) -> Double {
+        if parallel != nil { return try splitModelStep(local: local, globalRows: globalRows, firstSample: firstSample) }
         var lossSum = 0.0
         // Every rank submits the same all-reduces in the same order: the loss, then the
         // gradient buckets from the last layer back.
-        let gradients = model.parameters.gradients
+        let gradients = parameters.gradients
         let wantsStop: Float = shouldStop() ? 1 : 0
         stopAgreed = wantsStop > 0
         let submitLoss = { [lossBuffer, reducer] (sum: Double) in
@@ -348,11 +435,11 @@ public final class Trainer {
 
     // MARK: Epochs and evaluation
 
-    private func finishEpoch() -> EpochReport {
+    private func finishEpoch() throws(TrainingError) -> EpochReport {
         let trainLoss = reportedLoss(sum: state.epochLossSum, count: state.epochSamples)
         var metrics = [MetricValue("train:loss", trainLoss)]
         if let validation = data.validation {
-            let evaluation = evaluate(validation)
+            let evaluation = try evaluate(validation)
             metrics += evaluation
             if earlyStopping, let validationLoss = evaluation.first(where: { $0.name == "validation:loss" })?.value {
                 let threshold = (state.bestValidationLoss ?? .infinity) * (1 - plan.earlyStoppingTolerance)
@@ -360,7 +447,7 @@ public final class Trainer {
                     state.bestValidationLoss = validationLoss
                     state.bestEpoch = state.epoch + 1
                     state.epochsWithoutImprovement = 0
-                    best?.copyValues(from: model.parameters)
+                    best?.copyValues(from: parameters)
                 } else {
                     state.epochsWithoutImprovement += 1
                     if state.epochsWithoutImprovement >= plan.earlyStoppingPatience { state.finished = true }
@@ -386,7 +473,9 @@ public final class Trainer {
     }
 
     /// Loss and the algorithm's metric on `dataset` with the current parameters.
-    public func evaluate(_ dataset: Dataset) -> [MetricValue] {
+    public func evaluate(_ dataset: Dataset) throws(TrainingError) -> [MetricValue] {
+        if let stage { return try evaluateThroughPipeline(dataset, stage: stage) }
+        guard let model else { preconditionFailure("a trainer has a model or a stage") }
         var lossSum = 0.0, correct = 0
         let rows = model.maxBatch / sequenceLength
         var start = 0
@@ -394,6 +483,7 @@ public final class Trainer {
             let end = min(start + rows, dataset.count)
             let x = load(dataset, indices: start..<end)
             let output = model.forward(x, context: ForwardContext(training: false, sequenceLength: sequenceLength))
+            try tensorParallel?.check()
             lossSum += loss.evaluate(output: output, targets: targets.rows(0..<((end - start) * sequenceLength)), gradient: nil, gradScale: 1)
             if sequenceLength > 1 {
                 start = end
@@ -413,32 +503,77 @@ public final class Trainer {
             }
             start = end
         }
-        let validationLoss = reportedLoss(sum: lossSum, count: dataset.count)
+        return metrics(lossSum: lossSum, correct: correct, count: dataset.count)
+    }
+
+    /// The validation metrics from a pass's summed loss and correct predictions.
+    func metrics(lossSum: Double, correct: Int, count: Int) -> [MetricValue] {
+        let validationLoss = reportedLoss(sum: lossSum, count: count)
         if sequenceLength > 1 { return [MetricValue("validation:loss", validationLoss)] }
         if plan.predictorType == .regressor {
             return [MetricValue("validation:loss", validationLoss), MetricValue("validation:mse", validationLoss)]
         }
         return [MetricValue("validation:loss", validationLoss),
-                MetricValue(plan.validationMetricName, Double(correct) / Double(dataset.count))]
+                MetricValue(plan.validationMetricName, Double(correct) / Double(count))]
     }
 
-    private func finalMetrics() -> [MetricValue] {
+    private func finalMetrics() throws(TrainingError) -> [MetricValue] {
         var metrics = [MetricValue("train:loss", state.lastReport["train:loss"] ?? .nan)]
-        if let validation = data.validation { metrics += evaluate(validation) }
+        if let validation = data.validation { metrics += try evaluate(validation) }
         return metrics
     }
 
     // MARK: Checkpoints
 
-    private func makeCheckpoint() -> Checkpoint {
-        var tensors = model.parameters.namedValues().map { SafeTensor(name: "model.\($0.name)", shape: $0.shape, floats: $0.values) }
-        for (name, tensor) in optimizer.stateTensors {
-            tensors.append(SafeTensor(name: "optimizer.\(name)", shape: tensor.shape, floats: tensor.toArray()))
+    /// This rank's tensors as pieces of the logical state: parameters (`model.`), optimizer
+    /// state per parameter (`optimizer.<buffer>.`), and the best epoch's values (`best.`).
+    private func checkpointPieces() -> [(piece: TensorPiece, values: [Float])] {
+        let tensorRank = parallel?.coordinates.tensorIndex ?? 0, tensorDegree = parallel?.layout.tensorDegree ?? 1
+        func pieces(_ prefix: String, _ flat: [Float]) -> [(piece: TensorPiece, values: [Float])] {
+            zip(parameters.parameters, parameterSplits).map { parameter, split in
+                (TensorPiece(name: prefix + parameter.name, shape: parameter.value.shape, split: split, part: tensorRank, parts: tensorDegree),
+                 Array(flat[parameter.offset..<(parameter.offset + parameter.value.count)]))
+            }
         }
-        if let best {
-            tensors += best.namedValues().map { SafeTensor(name: "best.\($0.name)", shape: $0.shape, floats: $0.values) }
+        var result = pieces("model.", parameters.values.toArray())
+        for (name, tensor) in optimizer.stateTensors { result += pieces("optimizer.\(name).", tensor.toArray()) }
+        if let best { result += pieces("best.", best.values.toArray()) }
+        return result
+    }
+
+    /// Whether this rank takes part in writing checkpoints: rank 0 of a replicated model, every
+    /// rank of a split one (the writers of its pieces meet the others at barriers).
+    private var makesCheckpoints: Bool { writesCheckpoints || parallel != nil }
+
+    /// Writes a checkpoint of the current step; returns its folder on rank 0, nil on others.
+    /// A replicated model is written by rank 0 alone; a split one by the first data-parallel
+    /// replica of each piece, one file per piece, which rank 0 commits with trainer.json once
+    /// every piece is written.
+    private func saveCheckpoint(to store: CheckpointStore) throws(TrainingError) -> String? {
+        guard let parallel, let group else {
+            let file = LogicalState.file(checkpointPieces())
+            return try store.save(Checkpoint(state: state, tensors: file.tensors))
         }
-        return Checkpoint(state: state, tensors: tensors)
+        let folders = store.shardedFolders(step: state.step)
+        func barrier() throws(TrainingError) {
+            do {
+                try group.barrier()
+            } catch {
+                throw .collective(error.description)
+            }
+        }
+        try barrier()
+        if group.rank == 0 { try store.prepareShards(in: folders.temporary) }
+        try barrier()
+        let at = parallel.coordinates
+        if at.dataIndex == 0 {
+            try store.writeShard(LogicalState.file(checkpointPieces()), named: "state-s\(at.stage)-t\(at.tensorIndex).safetensors",
+                                 in: folders.temporary)
+        }
+        try barrier()
+        guard group.rank == 0 else { return nil }
+        let names = (0..<parallel.layout.pipelineDegree).flatMap { s in (0..<parallel.layout.tensorDegree).map { "state-s\(s)-t\($0).safetensors" } }
+        return try store.commitShards(state: state, files: names, temporary: folders.temporary, final: folders.final)
     }
 
     private func restore(_ checkpoint: Checkpoint, path: String) throws(TrainingError) {
@@ -452,34 +587,54 @@ public final class Trainer {
             throw .badCheckpoint(path: path, reason: "it was written for \(saved.trainRecords) records × \(saved.features) features, "
                 + "this data has \(data.totalTrainCount) × \(data.train.width)")
         }
-        var byName = [String: SafeTensor]()
-        for tensor in checkpoint.tensors { byName[tensor.name] = tensor }
-        func values(_ name: String, count: Int) throws(TrainingError) -> [Float] {
-            guard let tensor = byName[name], let floats = tensor.floats, floats.count == count else {
-                throw .badCheckpoint(path: path, reason: "tensor '\(name)' is missing or has the wrong size")
+        var logical = LogicalState()
+        try logical.add(SafetensorsFile(tensors: checkpoint.tensors), path: path)
+        for shard in checkpoint.shards { try logical.add(shard, path: path) }
+        guard logical.incomplete.isEmpty else {
+            throw .badCheckpoint(path: path, reason: "pieces of \(logical.incomplete.prefix(3).joined(separator: ", ")) are missing")
+        }
+        // Checkpoints of one process before pieces existed hold each optimizer buffer flat,
+        // over the whole model in parameter order: cut them into per-parameter tensors.
+        let whole = Sequential.parameterSpecs(of: spec.makeLayers())
+        for (name, _) in optimizer.stateTensors {
+            guard let flat = logical.tensors["optimizer.\(name)"] else { continue }
+            var offset = 0
+            for (parameter, entry) in whole {
+                let count = entry.shape.reduce(1, *)
+                guard offset + count <= flat.values.count else {
+                    throw .badCheckpoint(path: path, reason: "optimizer state '\(name)' has \(flat.values.count) values, the model needs more")
+                }
+                try logical.place(Array(flat.values[offset..<(offset + count)]),
+                                  as: TensorPiece(name: "optimizer.\(name).\(parameter)", shape: entry.shape, split: .replicated, part: 0, parts: 1))
+                offset += count
             }
-            return floats
         }
-        func fill(_ block: ParameterBlock, prefix: String) throws(TrainingError) {
-            for parameter in block.parameters {
-                let floats = try values(prefix + parameter.name, count: parameter.value.count)
-                floats.withUnsafeBufferPointer { device.copy(from: $0, to: parameter.value) }
+        let tensorRank = parallel?.coordinates.tensorIndex ?? 0, tensorDegree = parallel?.layout.tensorDegree ?? 1
+        func fill(_ destination: Tensor, prefix: String) throws(TrainingError) {
+            for (parameter, split) in zip(parameters.parameters, parameterSplits) {
+                let piece = TensorPiece(name: prefix + parameter.name, shape: parameter.value.shape, split: split, part: tensorRank, parts: tensorDegree)
+                let values: [Float]
+                do {
+                    values = try logical.values(of: piece)
+                } catch {
+                    guard case .badCheckpoint(_, let reason) = error else { throw error }
+                    throw .badCheckpoint(path: path, reason: reason)
+                }
+                let target = Tensor(storage: destination.storage, offset: destination.offset + parameter.offset, shape: parameter.value.shape)
+                values.withUnsafeBufferPointer { device.copy(from: $0, to: target) }
             }
         }
-        try fill(model.parameters, prefix: "model.")
-        for (name, tensor) in optimizer.stateTensors {
-            let floats = try values("optimizer.\(name)", count: tensor.count)
-            floats.withUnsafeBufferPointer { device.copy(from: $0, to: tensor) }
-        }
-        if let best { try fill(best, prefix: "best.") }
+        try fill(parameters.values, prefix: "model.")
+        for (name, tensor) in optimizer.stateTensors { try fill(tensor, prefix: "optimizer.\(name).") }
+        if let best { try fill(best.values, prefix: "best.") }
         optimizer.restore(stepCount: saved.step)
         state = saved
     }
 
     // MARK: Result
 
-    private func trainedModel() -> TrainedModel {
-        TrainedModel(plan: plan, spec: spec, parameters: model.parameters.namedValues(),
+    private func trainedModel() throws(TrainingError) -> TrainedModel {
+        TrainedModel(plan: plan, spec: spec, parameters: try gatheredParameters(),
                      featureScaling: data.featureScaling, labelScaling: data.labelScaling)
     }
 }
@@ -616,5 +771,197 @@ struct BatchSchedule {
         let global = permutation[ranges[step]]
         let mine = shard?.slice(ofBatch: 0..<global.count) ?? 0..<global.count
         return (global[(global.startIndex + mine.lowerBound)..<(global.startIndex + mine.upperBound)], global.count, mine.lowerBound)
+    }
+}
+
+// MARK: - A model split across ranks (pipeline stages, tensor-parallel parts)
+
+extension Trainer {
+    /// One optimizer step when this rank holds a piece of the model: forward and backward over
+    /// this replica's slice (through the pipeline's micro-batches, or through the tensor-split
+    /// layers), the gradients summed over the replicas of this piece, the loss and the stop
+    /// request agreed over every rank, the gradient's global norm clipped, one update.
+    fileprivate func splitModelStep(local: ArraySlice<Int>, globalRows: Int, firstSample: Int) throws(TrainingError) -> Double {
+        guard let parallel, let group else { preconditionFailure("a split model runs on a group") }
+        let length = sequenceLength
+        let wantsStop: Float = shouldStop() ? 1 : 0
+        var lossSum = 0.0
+        let isLastStage = stage?.isLast ?? true
+        if local.isEmpty {
+            // A batch smaller than the replicas leaves this one nothing: it adds zero.
+            device.fill(parameters.gradients, value: 0)
+        } else {
+            let x = load(data.train, indices: local)
+            let rows = local.count * length
+            do {
+                if let stage {
+                    let samples = PipelineMicroBatch.split(rows: local.count, into: min(microBatches, local.count), firstSample: firstSample)
+                    let batches = samples.map {
+                        PipelineMicroBatch(rows: ($0.rows.lowerBound * length)..<($0.rows.upperBound * length), firstSample: $0.firstSample * length)
+                    }
+                    let result = try stage.forwardBackward(batches, inputs: stage.isFirst ? x : nil,
+                                                           targets: stage.isLast ? targets.rows(0..<rows) : nil,
+                                                           globalRows: globalRows * length, step: state.step)
+                    lossSum = result.lossSum
+                    lastPipelineStats = result.stats
+                } else if let model {
+                    let job = StepJob(replicas: [model], gradients: [outputGradient], inputs: x, targets: targets.rows(0..<rows), loss: loss,
+                                      rows: local.count, globalRows: globalRows, firstSample: firstSample, step: state.step,
+                                      seed: plan.seed, sequenceLength: length)
+                    lossSum = job.run(part: 0)
+                }
+            } catch {
+                throw .collective(error.description)
+            }
+            try tensorParallel?.check()
+        }
+        // The loss counts once per replica (its last stage, tensor part 0); a stop counts anywhere.
+        let counts = isLastStage && parallel.coordinates.tensorIndex == 0
+        lossBuffer[0] = counts ? Float(lossSum) : 0
+        lossBuffer[1] = wantsStop
+        do {
+            if let dataGroup = parallel.dataParallel as ProcessGroup?, dataGroup.worldSize > 1 {
+                try dataGroup.allReduce(UnsafeMutableBufferPointer(start: parameters.gradients.hostPointer, count: parameters.count), op: .sum)
+            }
+            try group.allReduce(lossBuffer, op: .sum)
+        } catch {
+            throw .collective(error.description)
+        }
+        lossSum = Double(lossBuffer[0])
+        stopAgreed = lossBuffer[1] > 0
+        optimizer.learningRate = plan.learningRate(atStep: state.step, totalSteps: totalSteps)
+        if plan.gradientClip > 0 {
+            let norm = try globalGradientNorm()
+            if norm > Double(plan.gradientClip) {
+                device.axpby(alpha: Float(Double(plan.gradientClip) / norm), parameters.gradients, beta: 0, parameters.gradients)
+            }
+        }
+        optimizer.step()
+        return lossSum
+    }
+
+    /// The L2 norm of the whole model's gradient: every piece's sum of squares, a replicated
+    /// parameter counted on tensor part 0 only, summed over all ranks and divided by the
+    /// replicas (they hold the same sums).
+    fileprivate func globalGradientNorm() throws(TrainingError) -> Double {
+        guard let parallel, let group else { return device.sumOfSquares(parameters.gradients).squareRoot() }
+        var squares = 0.0
+        for (parameter, split) in zip(parameters.parameters, parameterSplits) where split != .replicated || parallel.coordinates.tensorIndex == 0 {
+            squares += device.sumOfSquares(parameter.gradient)
+        }
+        // Two floats carry the sum without losing its low digits: a high and a low part.
+        let high = Float(squares)
+        lossBuffer[0] = high
+        lossBuffer[1] = Float(squares - Double(high))
+        do {
+            try group.allReduce(lossBuffer, op: .sum)
+        } catch {
+            throw .collective(error.description)
+        }
+        let total = (Double(lossBuffer[0]) + Double(lossBuffer[1])) / Double(parallel.layout.dataDegree)
+        return total.squareRoot()
+    }
+
+    /// Loss and metric on `dataset` through the pipeline: micro-batches flow forward through
+    /// every stage; the last stage of the first replica scores them, and every rank gets the
+    /// result.
+    fileprivate func evaluateThroughPipeline(_ dataset: Dataset, stage: PipelineStage) throws(TrainingError) -> [MetricValue] {
+        guard let parallel, let group else { preconditionFailure("a pipeline runs on a group") }
+        let length = sequenceLength
+        let chunk = max(1, inputs.shape[0] / length)
+        let perBatch = max(1, stage.maxMicroBatchRows / length)
+        var lossSum = 0.0, correct = 0
+        var start = 0
+        while start < dataset.count {
+            let end = min(start + chunk, dataset.count)
+            let x = load(dataset, indices: start..<end)
+            let batches = PipelineMicroBatch.split(rows: end - start, into: (end - start + perBatch - 1) / perBatch).map {
+                PipelineMicroBatch(rows: ($0.rows.lowerBound * length)..<($0.rows.upperBound * length), firstSample: 0)
+            }
+            let first = start
+            do {
+                try stage.forward(batches, inputs: stage.isFirst ? x : nil) { batch, output in
+                    let rows = batch.rows
+                    lossSum += loss.evaluate(output: output, targets: targets.rows(rows), gradient: nil, gradScale: 1)
+                    guard length == 1 else { return }
+                    switch plan.predictorType {
+                    case .multiclassClassifier:
+                        for (row, predicted) in device.argmaxRows(output).enumerated() where Float(predicted) == dataset.labels[first + rows.lowerBound + row] {
+                            correct += 1
+                        }
+                    case .binaryClassifier:
+                        for (row, logit) in output.toArray().enumerated() where (logit > 0 ? 1 : 0) == dataset.labels[first + rows.lowerBound + row] {
+                            correct += 1
+                        }
+                    case .regressor:
+                        break
+                    }
+                }
+            } catch {
+                throw .collective(error.description)
+            }
+            try tensorParallel?.check()
+            start = end
+        }
+        let scores = stage.isLast && parallel.coordinates.tensorIndex == 0 && parallel.coordinates.dataIndex == 0
+        let high = Float(lossSum)
+        var totals: [Float] = scores ? [high, Float(lossSum - Double(high)), Float(correct)] : [0, 0, 0]
+        do {
+            try totals.withUnsafeMutableBufferPointer { buffer throws(CollectiveError) in try group.allReduce(buffer, op: .sum) }
+        } catch {
+            throw .collective(error.description)
+        }
+        return metrics(lossSum: Double(totals[0]) + Double(totals[1]), correct: Int(totals[2]), count: dataset.count)
+    }
+
+    /// The whole model's parameters in the single-process order and shapes, on rank 0 (the
+    /// first replica's pieces sent to it); other ranks get their own pieces.
+    fileprivate func gatheredParameters() throws(TrainingError) -> [(name: String, shape: [Int], values: [Float])] {
+        guard let parallel, let group else { return parameters.namedValues() }
+        let layout = parallel.layout, at = parallel.coordinates
+        let tag: UInt32 = 0x4D4F_4445
+        do {
+            if group.rank != 0 {
+                if at.dataIndex == 0 {
+                    try group.send(UnsafeBufferPointer(start: parameters.values.hostPointer, count: parameters.count), to: 0, tag: tag)
+                }
+                return parameters.namedValues()
+            }
+            var state = LogicalState()
+            for stageIndex in 0..<layout.pipelineDegree {
+                for part in 0..<layout.tensorDegree {
+                    let rank = layout.rank(ParallelLayout.Coordinates(stage: stageIndex, dataIndex: 0, tensorIndex: part))
+                    let layers = spec.makeLayers(tensorGroup: layout.tensorDegree > 1 ? TensorPart(rank: part, size: layout.tensorDegree) : nil)
+                    let range = stage?.partition.ranges[stageIndex] ?? layers.indices
+                    let before = layers[..<range.lowerBound].reduce(0) { $0 + $1.parameterSpecs.count }
+                    let own = layers[range].reduce(0) { $0 + $1.parameterSpecs.count }
+                    let specs = Array(Sequential.parameterSpecs(of: layers)[before..<(before + own)])
+                    let count = specs.reduce(0) { $0 + $1.spec.shape.reduce(1, *) }
+                    var values = [Float](repeating: 0, count: count)
+                    if rank == 0 {
+                        values = parameters.values.toArray()
+                    } else {
+                        try values.withUnsafeMutableBufferPointer { buffer throws(CollectiveError) in try group.receive(buffer, from: rank, tag: tag) }
+                    }
+                    var offset = 0
+                    for (name, spec) in specs {
+                        let size = spec.shape.reduce(1, *)
+                        try state.place(Array(values[offset..<(offset + size)]),
+                                        as: TensorPiece(name: name, shape: spec.shape, split: spec.split, part: part, parts: layout.tensorDegree))
+                        offset += size
+                    }
+                }
+            }
+            return try Sequential.parameterSpecs(of: spec.makeLayers()).map { (name, _) throws(TrainingError) in
+                guard let tensor = state.tensors[name] else { throw TrainingError.badModel(path: name, reason: "no rank sent it") }
+                return (name, tensor.shape, tensor.values)
+            }
+        } catch let error as CollectiveError {
+            throw .collective(error.description)
+        } catch let error as TrainingError {
+            throw error
+        } catch {
+            throw .collective("\(error)")
+        }
     }
 }

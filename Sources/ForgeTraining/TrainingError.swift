@@ -20,6 +20,8 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
     /// A stop was asked for (SIGTERM, SIGINT): training ended after `step`, every rank at the
     /// same step, and `checkpoint` (if any) holds it for a resume.
     case stopped(step: Int, checkpoint: String?)
+    /// The parallel layout does not fit the ranks or the model.
+    case layout(String)
 
     public var description: String {
         switch self {
@@ -36,9 +38,11 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
         case .io(let path, let reason):
             return "\(path): \(reason)"
         case .collective(let reason):
-            return "data-parallel group failed: \(reason)"
+            return "the ranks' group failed: \(reason)"
         case .stopped(let step, let checkpoint):
             return "stopped on request after step \(step)" + (checkpoint.map { "; checkpoint \($0) holds it (run again to resume)" } ?? "")
+        case .layout(let reason):
+            return "parallel layout: \(reason)"
         }
     }
 }

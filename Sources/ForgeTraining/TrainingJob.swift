@@ -98,7 +98,7 @@ public enum TrainingJob {
         } catch {
             throw TrainingError.io(path: output, reason: "cannot create the output folder: \(error.localizedDescription)")
         }
-        let trainer = Trainer(plan: plan, data: data, device: device, group: group, overlapReduction: overlapReduction)
+        let trainer = try Trainer(plan: plan, data: data, device: device, group: group, overlapReduction: overlapReduction)
         let checkpointDirectory = request.checkpointDirectory ?? (output as NSString).appendingPathComponent("checkpoints")
         let store = CheckpointStore(directory: checkpointDirectory)
         let writer = (group?.rank ?? 0) == 0

@@ -37,9 +37,9 @@ import Testing
             Thread {
                 defer { done.leave() }
                 let group = ProcessGroup(transport: transport.value)
-                let trainer = Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: threads), group: group,
-                                      bucketBytes: bucketBytes, overlapReduction: overlap)
                 results.set(rank, Result { () throws(TrainingError) in
+                    let trainer = try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: threads), group: group,
+                                              bucketBytes: bucketBytes, overlapReduction: overlap)
                     let result = try trainer.run(checkpoints: checkpoints.map { CheckpointStore(directory: $0, keep: 1000) })
                     return (result.model.parameters.flatMap(\.values), result.metrics.first { $0.name == "train:loss" }?.value ?? .nan)
                 })

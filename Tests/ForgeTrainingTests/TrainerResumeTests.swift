@@ -18,7 +18,7 @@ import Testing
     private func trainer(_ values: [String: String], train: Dataset? = nil) throws -> Trainer {
         let plan = try TrainingPlan.make(algorithm: .mlp, hyperparameters: values)
         let data = try PreparedData(plan: plan, train: train ?? trainData, validation: validationData)
-        return Trainer(plan: plan, data: data, device: CPUDevice(threadCount: 1))
+        return try Trainer(plan: plan, data: data, device: CPUDevice(threadCount: 1))
     }
 
     private func values(optimizer: String) -> [String: String] {
