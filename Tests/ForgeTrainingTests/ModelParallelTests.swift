@@ -74,3 +74,41 @@ import Testing
         }
     }
 }
+
+extension ModelParallelTests {
+    /// Trains `layout` on `ranks` threads with checkpoints in `directory` every 20 steps.
+    static func checkpointed(ranks: Int, _ layout: [String: String], directory: String) throws -> TrainingResult {
+        var values = layout
+        values["forge_checkpoint_steps"] = "20"
+        let plan = try Self.plan(values)
+        let data = try Self.data(plan)
+        let run = { @Sendable (group: ProcessGroup?) throws -> TrainingResult in
+            try Trainer(plan: plan, data: data, device: CPUDevice(threadCount: 1), group: group)
+                .run(checkpoints: CheckpointStore(directory: directory, keep: 100))
+        }
+        if ranks == 1 { return try run(nil) }
+        return try onRankThreads(ranks) { group in try run(group) }[0]
+    }
+
+    @Test(arguments: [
+        (2, ["forge_pipeline_degree": "2", "forge_micro_batches": "3"], 2, ["forge_tensor_degree": "2"]),
+        (2, ["forge_tensor_degree": "2"], 1, [String: String]()),
+        (1, [String: String](), 4, ["forge_pipeline_degree": "2", "forge_tensor_degree": "2", "forge_micro_batches": "2"]),
+        (4, ["forge_pipeline_degree": "4", "forge_pipeline_schedule": "gpipe"], 2, ["forge_pipeline_degree": "2"]),
+    ])
+    func aCheckpointOfOneLayoutResumesUnderAnother(writers: Int, written: [String: String], readers: Int, read: [String: String]) throws {
+        // One layout writes checkpoints to step 50; the one of step 20 alone is kept, and
+        // another layout resumes from it to step 50: it ends where the uninterrupted run ends.
+        let scratch = try TemporaryDirectory()
+        let whole = try Self.checkpointed(ranks: writers, written, directory: scratch.file("checkpoints"))
+        let store = CheckpointStore(directory: scratch.file("checkpoints"))
+        for folder in store.checkpointFolders() where !folder.hasSuffix("-000000020") {
+            try FileManager.default.removeItem(atPath: store.directory + "/" + folder)
+        }
+        #expect(store.checkpointFolders() == ["step-000000020"])
+        let resumed = try Self.checkpointed(ranks: readers, read, directory: scratch.file("checkpoints"))
+        #expect(resumed.state.step == 50)
+        let worst = expectMatching(whole.model.parameters, resumed.model.parameters, "(\(written) → \(read))")
+        print("checkpoint of \(written) on \(writers) resumed by \(read) on \(readers): max per-tensor max|Δ|/max|ref| = \(worst)")
+    }
+}
