@@ -9,17 +9,20 @@ public final class Dropout: Layer {
     public var outputWidth: Int { inputWidth }
     /// Distinguishes several dropout layers in one model.
     public let salt: UInt64
+    /// The global index of this layer's first column (a tensor-parallel part of a wider layer).
+    public let firstColumn: Int
     private var device: (any Device)?
     private var mask: Tensor?
     private var output: Tensor?
     private var gradInput: Tensor?
     private var active = false
 
-    public init(rate: Float, width: Int, salt: UInt64 = 0) {
+    public init(rate: Float, width: Int, salt: UInt64 = 0, firstColumn: Int = 0) {
         precondition(rate >= 0 && rate < 1, "dropout rate must be in [0, 1)")
         self.rate = rate
         self.inputWidth = width
         self.salt = salt
+        self.firstColumn = firstColumn
     }
 
     public func prepare(maxBatch: Int, device: any Device) {
@@ -35,7 +38,8 @@ public final class Dropout: Layer {
         guard let device, let mask, let output else { preconditionFailure("dropout used before prepare") }
         let rows = x.shape[0]
         let m = mask.rows(0..<rows), y = output.rows(0..<rows)
-        device.dropoutMask(m, rate: rate, seed: context.seed ^ (salt &* 0x9E37_79B9), step: UInt64(context.step), firstRow: context.firstSample)
+        device.dropoutMask(m, rate: rate, seed: context.seed ^ (salt &* 0x9E37_79B9), step: UInt64(context.step), firstRow: context.firstSample,
+                           firstColumn: firstColumn)
         device.multiply(x, m, into: y)
         return y
     }

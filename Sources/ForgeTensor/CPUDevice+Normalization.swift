@@ -50,7 +50,7 @@ extension CPUDevice {
         }
     }
 
-    public func dropoutMask(_ mask: Tensor, rate: Float, seed: UInt64, step: UInt64, firstRow: Int) {
+    public func dropoutMask(_ mask: Tensor, rate: Float, seed: UInt64, step: UInt64, firstRow: Int, firstColumn: Int) {
         let (rows, cols, ld) = CPUDevice.matrix(mask)
         let random = CounterRandom(seed: seed)
         let keep = 1 - rate
@@ -59,7 +59,7 @@ extension CPUDevice {
             let row = mask.hostPointer + r * ld
             let sample = UInt64(firstRow + r)
             for j in 0..<cols {
-                row[j] = random.unit(step, sample, UInt64(j)) < keep ? scale : 0
+                row[j] = random.unit(step, sample, UInt64(firstColumn + j)) < keep ? scale : 0
             }
         }
     }

@@ -136,7 +136,9 @@ public protocol Device: AnyObject, Sendable {
                            gradInput: Tensor, gradGamma: Tensor, gradBeta: Tensor)
     /// Writes an inverted-dropout mask: 0 or 1/(1 − rate), keyed by (seed, step, firstRow + row, column)
     /// through `CounterRandom`-style hashing so every layout draws the same mask.
-    func dropoutMask(_ mask: Tensor, rate: Float, seed: UInt64, step: UInt64, firstRow: Int)
+    /// `firstColumn` is the global index of the mask's first column (a tensor-parallel rank's
+    /// part of a wider layer draws its columns of the whole layer's mask).
+    func dropoutMask(_ mask: Tensor, rate: Float, seed: UInt64, step: UInt64, firstRow: Int, firstColumn: Int)
 
     // MARK: Sequence models
     /// C[i] = alpha · op(A[i]) · op(B[i]) + beta · C[i] for every i (the matrices may be strided
@@ -156,4 +158,11 @@ public protocol Device: AnyObject, Sendable {
     // MARK: Optimizers (in place over flat parameter, gradient and state buffers)
     func adamStep(parameters: Tensor, gradients: Tensor, firstMoment: Tensor, secondMoment: Tensor, _ options: AdamParameters)
     func sgdStep(parameters: Tensor, gradients: Tensor, velocity: Tensor?, _ options: SGDParameters)
+}
+
+extension Device {
+    /// A dropout mask whose columns start at column 0.
+    public func dropoutMask(_ mask: Tensor, rate: Float, seed: UInt64, step: UInt64, firstRow: Int) {
+        dropoutMask(mask, rate: rate, seed: seed, step: step, firstRow: firstRow, firstColumn: 0)
+    }
 }

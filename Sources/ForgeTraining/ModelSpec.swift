@@ -81,12 +81,33 @@ public struct ModelSpec: Codable, Sendable, Equatable {
             return layers
         }
         var salt: UInt64 = 0
-        return layers.map { spec -> any Layer in
+        // Under tensor parallelism the linear layers pair up, Megatron-style: the first of a
+        // pair column-split (each rank its share of the hidden units, and of the dropout after
+        // them), the second row-split (one all-reduce of its outputs); an unpaired last layer
+        // stays whole.
+        let linears = layers.indices.filter { layers[$0].kind == .linear }
+        var splitAfter: (group: any TensorParallelGroup, index: Int)?
+        return layers.enumerated().map { index, spec -> any Layer in
             switch spec.kind {
             case .linear:
-                return Linear(spec.inputs, spec.outputs, activation: (spec.activation ?? .identity).activation)
+                let position = linears.firstIndex(of: index) ?? 0
+                var split = LinearSplit.none
+                splitAfter = nil
+                if let tensorGroup, tensorGroup.size > 1 {
+                    if position % 2 == 0, position + 1 < linears.count {
+                        split = .column(tensorGroup)
+                        splitAfter = (tensorGroup, index)
+                    } else if position % 2 == 1 {
+                        split = .row(tensorGroup)
+                    }
+                }
+                return Linear(spec.inputs, spec.outputs, activation: (spec.activation ?? .identity).activation, split: split)
             case .dropout:
                 salt += 1
+                if let (group, _) = splitAfter {
+                    let width = spec.inputs / group.size
+                    return Dropout(rate: spec.rate ?? 0, width: width, salt: salt, firstColumn: group.rank * width)
+                }
                 return Dropout(rate: spec.rate ?? 0, width: spec.inputs, salt: salt)
             }
         }

@@ -163,6 +163,12 @@ public struct TrainingPlan: Sendable, Equatable {
         // The scheduler's keys (elastic resume, layout); checked here too so a job file and
         // forge train accept the same names.
         let layout = readLayout(&r)
+        if layout.tensorDegree > 1 {
+            // Megatron pairs: the first layer of each pair splits its outputs across the ranks.
+            for (index, width) in hidden.enumerated() where index % 2 == 0 && width % layout.tensorDegree != 0 {
+                r.report(.conflict(key: "forge_tensor_degree", reason: "hidden layer \(index + 1) has \(width) units, which do not split over \(layout.tensorDegree) tensor-parallel ranks"))
+            }
+        }
         if normalizeLabel, let predictor, predictor.isClassifier, hyperparameters["normalize_label"] != nil {
             r.report(.conflict(key: "normalize_label", reason: "only a regressor's labels can be normalised"))
         }
