@@ -148,8 +148,8 @@ public final class PipelineStage {
                 loss: (any Loss)?, seed: UInt64, device: any Device) {
         let stageRanks = stageRanks ?? Array(0..<partition.stages)
         precondition(stage >= 0 && stage < partition.stages, "stage \(stage) outside 0..<\(partition.stages)")
-        precondition(stageRanks.count == partition.stages && stageRanks[stage] == group.rank,
-                     "stage \(stage) must run on rank \(stageRanks) [\(stage)], this is rank \(group.rank)")
+        precondition(stageRanks.count == partition.stages, "\(stageRanks.count) stage ranks for \(partition.stages) stages")
+        precondition(stageRanks[stage] == group.rank, "stage \(stage) runs on rank \(stageRanks[stage]), this is rank \(group.rank)")
         precondition(stage < partition.stages - 1 || loss != nil, "the last stage needs a loss")
         precondition(microBatches >= 1 && maxMicroBatchRows >= 1, "a stage needs room for at least one row")
         self.stage = stage
@@ -216,9 +216,9 @@ public final class PipelineStage {
         var lossSum = 0.0
         var live = 0
         var gradientsStarted = false
-        slotOwner = Array(repeating: nil, count: slots.count)
-        slotOutput = Array(repeating: nil, count: slots.count)
-        defer { slotOutput = Array(repeating: nil, count: slots.count) }
+        // A step that failed part-way (its group is broken anyway) leaves no stale owners behind.
+        clearSlots()
+        defer { clearSlots() }
 
         for action in order.actions {
             switch action {
@@ -278,6 +278,40 @@ public final class PipelineStage {
         }
         stats.stepTime = clock.now - start
         return (lossSum, stats)
+    }
+
+    /// Runs `microBatches` forward only (inference: dropout off, nothing stashed, no gradients),
+    /// one after another through slot 0, as for a validation pass. Every stage passes the same
+    /// micro-batches; the first passes `inputs`. On the last stage `output` gets each
+    /// micro-batch with its output [rows, outputWidth] (a view valid during the call), to
+    /// compute losses or predictions; the other stages never call it.
+    public func forward(_ microBatches: [PipelineMicroBatch], inputs: Tensor?,
+                        output: (PipelineMicroBatch, Tensor) -> Void) throws(CollectiveError) {
+        precondition(microBatches.allSatisfy { $0.rows.count <= maxMicroBatchRows && !$0.rows.isEmpty },
+                     "a micro-batch is empty or exceeds \(maxMicroBatchRows) rows")
+        precondition(!isFirst || inputs != nil, "the first stage needs the inputs")
+        for (m, batch) in microBatches.enumerated() {
+            let input: Tensor
+            if let inputs, isFirst {
+                input = inputs.rows(batch.rows)
+            } else {
+                input = slotInputs[0].rows(0..<batch.rows.count)
+                try receive(into: input, fromStage: stage - 1, tag: Self.activationTag(m))
+            }
+            let result = slots[0].forward(input, context: ForwardContext(training: false, firstSample: batch.firstSample, seed: seed))
+            if isLast {
+                output(batch, result)
+            } else {
+                try send(result, toStage: stage + 1, tag: Self.activationTag(m))
+            }
+        }
+    }
+
+    private func clearSlots() {
+        for slot in slots.indices {
+            slotOwner[slot] = nil
+            slotOutput[slot] = nil
+        }
     }
 
     /// Bytes of activations held now: every slot that holds a micro-batch, at its rows.
