@@ -46,7 +46,8 @@ import Testing
         }
     }
 
-    /// One process: parameters by name, and each step's summed loss.
+    /// One process: parameters by name, and each step's summed loss followed by a forward-only
+    /// pass's loss.
     static func trainSingle(_ optimizerKind: OptimizerKind) -> (parameters: [String: [Float]], losses: [Double]) {
         let device = CPUDevice(threadCount: 1)
         let model = Sequential(makeLayers(), maxBatch: globalRows, seed: seed, device: device)
@@ -61,11 +62,16 @@ import Testing
             model.backward(gradient)
             optimizer.step()
         }
+        // A forward-only pass over a fresh batch (dropout off), as validation runs.
+        let (features, labels) = batch(steps)
+        let x = Tensor(features, shape: [globalRows, width], on: device), y = Tensor(labels, shape: [globalRows], on: device)
+        let output = model.forward(x, context: ForwardContext(training: false, seed: seed))
+        losses.append(SoftmaxCrossEntropy().evaluate(output: output, targets: y, gradient: nil, gradScale: 1))
         return (Dictionary(uniqueKeysWithValues: model.parameters.namedValues().map { ($0.name, $0.values) }), losses)
     }
 
     /// Every stage on a thread of its own; each stage's parameters by name, each step's loss
-    /// (the last stage's), and each stage's last step statistics.
+    /// (the last stage's) and a forward-only pass's, and each stage's last step statistics.
     static func trainPipeline(stages: Int, schedule: PipelineScheduleKind, microBatches: Int, optimizerKind: OptimizerKind,
                               transport: ((Int, InProcessHub) -> any CollectiveTransport)? = nil, timeoutMilliseconds: Int = 30_000)
         -> [Result<StageOutcome, CollectiveError>] {
@@ -116,6 +122,14 @@ import Testing
             losses.append(result.lossSum)
             stats = result.stats
         }
+        let (features, labels) = batch(steps)
+        let x = stage.isFirst ? Tensor(features, shape: [globalRows, width], on: device) : nil
+        let y = Tensor(labels, shape: [globalRows], on: device)
+        var validationLoss = 0.0
+        try stage.forward(split, inputs: x) { microBatch, output in
+            validationLoss += SoftmaxCrossEntropy().evaluate(output: output, targets: y.rows(microBatch.rows), gradient: nil, gradScale: 1)
+        }
+        losses.append(validationLoss)
         return StageOutcome(parameters: Dictionary(uniqueKeysWithValues: stage.parameters.namedValues().map { ($0.name, $0.values) }),
                             losses: losses, stats: stats, slots: stage.slotCount)
     }
