@@ -112,3 +112,43 @@ extension ModelParallelTests {
         print("checkpoint of \(written) on \(writers) resumed by \(read) on \(readers): max per-tensor max|Δ|/max|ref| = \(worst)")
     }
 }
+
+/// `mlp` split the same ways: Megatron pairs of column- and row-split layers, and stages.
+@Suite struct MLPModelParallelTests {
+    static func run(ranks: Int, _ layout: [String: String]) throws -> TrainingResult {
+        var values = ["hidden_layer_sizes": "24,12,8", "mini_batch_size": "30", "epochs": "6", "dropout": "0.2", "seed": "11"]
+        values.merge(layout) { $1 }
+        let plan = try TrainingPlan.make(algorithm: .mlp, hyperparameters: values)
+        let data = try PreparedData(plan: plan, train: SyntheticData.thresholdClasses(count: 203, width: 10, seed: 1),
+                                    validation: SyntheticData.thresholdClasses(count: 50, width: 10, seed: 2))
+        if ranks == 1 { return try Trainer(plan: plan, data: data, device: CPUDevice(threadCount: 1)).run() }
+        return try onRankThreads(ranks) { group in
+            try Trainer(plan: plan, data: data, device: CPUDevice(threadCount: 1), group: group).run()
+        }[0]
+    }
+
+    @Test(arguments: [
+        (2, ["forge_tensor_degree": "2"]),
+        (4, ["forge_tensor_degree": "2"]),
+        (2, ["forge_pipeline_degree": "2", "forge_micro_batches": "3"]),
+        (4, ["forge_pipeline_degree": "2", "forge_tensor_degree": "2", "forge_pipeline_schedule": "gpipe"]),
+    ])
+    func matchesOneProcess(ranks: Int, layout: [String: String]) throws {
+        let single = try Self.run(ranks: 1, [:])
+        let split = try Self.run(ranks: ranks, layout)
+        let worst = expectMatching(single.model.parameters, split.model.parameters, "(mlp, \(ranks) ranks, \(layout))")
+        #expect(split.metrics.map(\.name) == single.metrics.map(\.name))
+        for (a, b) in zip(single.metrics, split.metrics) {
+            #expect(abs(a.value - b.value) <= 1e-5 * max(1, abs(a.value)), "\(a.name): \(b.value) vs \(a.value)")
+        }
+        print("mlp on \(ranks) ranks \(layout.sorted { $0.key < $1.key }): max per-tensor max|Δ|/max|ref| = \(worst)")
+    }
+
+    @Test func hiddenWidthsThatDoNotSplitAreNamed() {
+        #expect {
+            try TrainingPlan.make(algorithm: .mlp, hyperparameters: ["hidden_layer_sizes": "25,12", "forge_tensor_degree": "2"])
+        } throws: { error in
+            (error as? HyperparameterError)?.problems.map(\.key) == ["forge_tensor_degree"]
+        }
+    }
+}
