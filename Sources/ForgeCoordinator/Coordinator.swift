@@ -627,8 +627,10 @@ public final class Coordinator {
                 .sorted { $0.id < $1.id }
             // A job that has run before and allows it (forge_min_instance_count) resumes on the
             // workers there are rather than wait for the full count (elastic resume).
+            // A split model takes a multiple of the ranks one copy spans.
+            let usable = free.count / spec.modelSplit * spec.modelSplit
             let count = free.count >= spec.instanceCount ? spec.instanceCount
-                : (job.state.attempt > 1 && free.count >= spec.minInstanceCount ? free.count : nil)
+                : (job.state.attempt > 1 && usable >= max(spec.minInstanceCount, spec.modelSplit) ? usable : nil)
             guard let count else {
                 if job.state.secondaryStatus != .pending {
                     apply(.queued(reason: "Waiting for \(spec.instanceCount) free worker\(spec.instanceCount == 1 ? "" : "s") of type \(spec.instanceType) (\(free.count) free)"),

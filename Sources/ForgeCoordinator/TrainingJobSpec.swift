@@ -61,6 +61,12 @@ public struct TrainingJobSpec: Codable, Sendable, Equatable {
         hyperParameters[TrainingJobSpec.minInstanceCountKey].flatMap(Int.init).map { min(max($0, 1), instanceCount) } ?? instanceCount
     }
 
+    /// Ranks one copy of the model is split across (`forge_pipeline_degree` ×
+    /// `forge_tensor_degree`): a job runs on a multiple of it.
+    public var modelSplit: Int {
+        ["forge_pipeline_degree", "forge_tensor_degree"].reduce(1) { $0 * (hyperParameters[$1].flatMap(Int.init).map { max($0, 1) } ?? 1) }
+    }
+
     /// The built-in algorithm this job runs (`forge/mlp:latest` → `mlp`), or nil for script mode.
     public var builtInAlgorithm: String? {
         if let algorithmName, !algorithmName.hasPrefix("arn:") { return algorithmName }
@@ -184,6 +190,20 @@ public struct TrainingJobSpec: Codable, Sendable, Equatable {
                 check.problem("hyperParameters.\(TrainingJobSpec.minInstanceCountKey)",
                               "the fewest instances the job may resume on: an integer from 1 to its InstanceCount (\(instanceCount)), not '\(text)'")
             }
+        }
+        // A model split across P × T ranks runs on a multiple of that many instances.
+        var split = 1
+        for key in ["forge_pipeline_degree", "forge_tensor_degree"] {
+            guard let text = hyperParameters[key] else { continue }
+            if let degree = Int(text), (1...4096).contains(degree) {
+                split *= degree
+            } else {
+                check.problem("hyperParameters.\(key)", "an integer from 1 to 4096, not '\(text)'")
+            }
+        }
+        if split > 1, instanceCount % split != 0 {
+            check.problem("hyperParameters.forge_pipeline_degree",
+                          "pipeline degree × tensor degree = \(split) does not divide InstanceCount \(instanceCount); choose degrees whose product divides it")
         }
         let stopping = check.object(root, "StoppingCondition") ?? [:]
         let maxRuntime = check.integer(stopping, "MaxRuntimeInSeconds", at: "stoppingCondition", range: 1...2_419_200) ?? 86_400

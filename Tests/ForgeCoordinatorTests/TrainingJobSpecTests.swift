@@ -109,6 +109,19 @@ import Testing
         }
     }
 
+    @Test func aSplitModelNeedsAnInstanceCountItDivides() throws {
+        // The fixture asks for 2 instances.
+        func spec(_ layout: String) throws -> TrainingJobSpec {
+            try TrainingJobSpec.decode(json: Data(Self.valid.replacingOccurrences(of: #""epochs": "20""#, with: #""epochs": "20", \#(layout)"#).utf8))
+        }
+        #expect(try spec(#""forge_tensor_degree": "2""#).modelSplit == 2)
+        #expect(try spec(#""forge_pipeline_degree": "1""#).modelSplit == 1)
+        for bad in [#""forge_pipeline_degree": "4""#, #""forge_pipeline_degree": "2", "forge_tensor_degree": "2""#, #""forge_tensor_degree": "x""#] {
+            let error = try #require(throws: SpecError.self) { try spec(bad) }
+            #expect(error.problems.contains { $0.hasPrefix("hyperParameters.forge_") }, "\(bad): \(error)")
+        }
+    }
+
     @Test func metricDefinitionsAreRegexesThatMustCompile() throws {
         func spec(_ definitions: String) throws -> TrainingJobSpec {
             try TrainingJobSpec.decode(json: Data(Self.valid.replacingOccurrences(
