@@ -17,13 +17,24 @@ public final class ProcessGroup {
     /// where a message costs little and the ring's smaller combines win early; 256 KiB when any
     /// peer is behind a socket, where each message costs tens of microseconds.
     public static func defaultSmallAllReduceBytes(for transport: any CollectiveTransport) -> Int {
-        transport is SharedMemoryTransport || transport is InProcessTransport ? 64 << 10 : 256 << 10
+        if let subgroup = transport as? SubgroupTransport { return defaultSmallAllReduceBytes(for: subgroup.parent) }
+        return transport is SharedMemoryTransport || transport is InProcessTransport ? 64 << 10 : 256 << 10
     }
     private let broadcaster: PipelineBroadcast
-    public private(set) var broken: CollectiveError?
+    /// The group this one is a sub-group of: they share its transport, so a failure in either
+    /// breaks both (a half-finished operation leaves messages behind on the shared streams).
+    private let parentGroup: ProcessGroup?
+    private var ownFailure: CollectiveError?
+    /// The failure that broke this group or one it shares a transport with.
+    public var broken: CollectiveError? { ownFailure ?? parentGroup?.broken }
 
-    public init(transport: any CollectiveTransport, chunkElements: Int = 1 << 16,
-                smallAllReduceBytes: Int? = nil) {
+    public convenience init(transport: any CollectiveTransport, chunkElements: Int = 1 << 16,
+                            smallAllReduceBytes: Int? = nil) {
+        self.init(transport: transport, chunkElements: chunkElements, smallAllReduceBytes: smallAllReduceBytes, parent: nil)
+    }
+
+    private init(transport: any CollectiveTransport, chunkElements: Int, smallAllReduceBytes: Int?, parent: ProcessGroup?) {
+        parentGroup = parent
         self.transport = transport
         self.smallAllReduceBytes = smallAllReduceBytes ?? ProcessGroup.defaultSmallAllReduceBytes(for: transport)
         ring = RingAllReduce(transport: transport, chunkElements: chunkElements)
@@ -146,13 +157,30 @@ public final class ProcessGroup {
         RingAllReduce.segment(rank, of: count, ranks: worldSize)
     }
 
-    /// Runs `body` unless the group is broken; a failure breaks it.
+    /// A group of this group's ranks `ranks` (ascending, the same list on every member), in
+    /// which rank `ranks[i]` is rank i. Only members call it, and it sends nothing. It talks
+    /// through this group's transport (see `SubgroupTransport` for the tags, and for the rule
+    /// that ranks in several groups use them in the same order); a failure in either breaks
+    /// both.
+    public func subgroup(ranks: [Int]) throws(CollectiveError) -> ProcessGroup {
+        if let broken { throw broken }
+        let transport = try SubgroupTransport(parent: transport, ranks: ranks)
+        return ProcessGroup(transport: transport, chunkElements: ring.chunkElements,
+                            smallAllReduceBytes: smallAllReduceBytes, parent: self)
+    }
+
+    /// Runs `body` unless the group is broken; a failure breaks it and the groups it shares a
+    /// transport with.
     private func guarded(_ body: () throws(CollectiveError) -> Void) throws(CollectiveError) {
         if let broken { throw broken }
         do {
             try body()
         } catch {
-            broken = error
+            var group: ProcessGroup? = self
+            while let current = group {
+                current.ownFailure = current.ownFailure ?? error
+                group = current.parentGroup
+            }
             throw error
         }
     }
