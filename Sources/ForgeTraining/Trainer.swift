@@ -26,7 +26,11 @@ public final class Trainer {
     public let spec: ModelSpec
     public let model: Sequential
     public let device: any Device
+    /// The optimizer; with ZeRO, the sharded optimizer's wrapped one over this rank's segment.
     private let optimizer: any Optimizer
+    /// With `forge_zero_stage` 1 and more than one rank: the optimizer state is sharded, and
+    /// a step is reduce-scatter, update of this rank's segment, all-gather (no buckets).
+    private let zero: ZeroRedundancyOptimizer?
     private let loss: any Loss
     private let batchSize: Int
     private let inputs: Tensor
@@ -75,12 +79,14 @@ public final class Trainer {
         let evaluationRows = max(batchSize, min(1024, max(data.validation?.count ?? 0, data.train.count)))
         model = spec.build(maxBatch: evaluationRows, seed: plan.seed, device: device)
         loss = spec.loss
-        optimizer = switch plan.optimizer {
-        case .sgd: SGD(model.parameters, learningRate: plan.learningRate, momentum: plan.momentum, weightDecay: plan.weightDecay)
-        case .adam: Adam(model.parameters, learningRate: plan.learningRate, beta1: plan.beta1, beta2: plan.beta2, weightDecay: plan.weightDecay)
-        case .adamw: Adam(model.parameters, learningRate: plan.learningRate, beta1: plan.beta1, beta2: plan.beta2,
-                          weightDecay: plan.weightDecay, decoupled: true)
+        if let group, group.worldSize > 1, plan.zeroStage == 1 {
+            zero = ZeroRedundancyOptimizer(block: model.parameters, group: group) { values, gradients in
+                Trainer.makeOptimizer(plan, values: values, gradients: gradients)
+            }
+        } else {
+            zero = nil
         }
+        optimizer = zero?.inner ?? Trainer.makeOptimizer(plan, values: model.parameters.values, gradients: model.parameters.gradients)
         inputs = Tensor(zeros: [evaluationRows, data.train.width], on: device)
         targets = Tensor(zeros: [evaluationRows], on: device)
         outputGradient = Tensor(zeros: [evaluationRows, model.outputWidth], on: device)
@@ -114,7 +120,7 @@ public final class Trainer {
             replicas = [model]
             replicaGradients = [outputGradient]
         }
-        if let group {
+        if let group, zero == nil {
             reducer = BucketReducer(group: group, threaded: overlapReduction, prepare: { FloatEnvironment.enableFlushToZero() })
             buckets = GradientBuckets(model: model, bucketBytes: bucketBytes)
         } else {
@@ -132,12 +138,32 @@ public final class Trainer {
         lossBuffer.deallocate()
     }
 
+    /// The plan's optimizer over flat `values` and `gradients` (the block, or a ZeRO segment).
+    private static func makeOptimizer(_ plan: TrainingPlan, values: Tensor, gradients: Tensor) -> any Optimizer {
+        switch plan.optimizer {
+        case .sgd:
+            SGD(values: values, gradients: gradients, learningRate: plan.learningRate, momentum: plan.momentum,
+                weightDecay: plan.weightDecay)
+        case .adam, .adamw:
+            Adam(values: values, gradients: gradients, learningRate: plan.learningRate, beta1: plan.beta1, beta2: plan.beta2,
+                 weightDecay: plan.weightDecay, decoupled: plan.optimizer == .adamw)
+        }
+    }
+
     private var earlyStopping: Bool { best != nil }
+
+    /// Bytes of optimizer state this rank holds (with ZeRO, its segment's).
+    public var optimizerStateBytes: Int {
+        optimizer.stateTensors.reduce(0) { $0 + $1.tensor.count * MemoryLayout<Float>.stride }
+    }
 
     /// Only one rank writes checkpoints (the state is the same on every rank).
     private var writesCheckpoints: Bool { (group?.rank ?? 0) == 0 }
+    /// With ZeRO every rank takes part in a checkpoint (the optimizer state is gathered).
+    private var makesCheckpoints: Bool { writesCheckpoints || zero != nil }
 
     /// Trains to the end (or to an early stop), resuming from `checkpoints` when it holds one.
+    /// Every rank passes a store, or none.
     ///
     /// `shouldStop` is asked before each step; once it says yes on any rank, every rank stops
     /// after the same step (the answer travels with the step's loss), rank 0 writes a
@@ -175,14 +201,16 @@ public final class Trainer {
                 observer.stepCompleted(epoch: state.epoch + 1, batch: state.batchInEpoch, batches: batches.steps,
                                        step: state.step, loss: batchLoss / Double(batch.globalRows))
                 var saved: String?
-                if let checkpoints, writesCheckpoints, plan.checkpointSteps > 0, state.step % plan.checkpointSteps == 0 {
-                    saved = try checkpoints.save(makeCheckpoint())
-                    observer.checkpointSaved(path: saved ?? "", step: state.step)
+                var checkpointed = false
+                if let checkpoints, makesCheckpoints, plan.checkpointSteps > 0, state.step % plan.checkpointSteps == 0 {
+                    saved = try saveCheckpoint(to: checkpoints)
+                    checkpointed = true
+                    if let saved { observer.checkpointSaved(path: saved, step: state.step) }
                 }
                 if stopAgreed {
-                    if saved == nil, let checkpoints, writesCheckpoints {
-                        saved = try checkpoints.save(makeCheckpoint())
-                        observer.checkpointSaved(path: saved ?? "", step: state.step)
+                    if !checkpointed, let checkpoints, makesCheckpoints {
+                        saved = try saveCheckpoint(to: checkpoints)
+                        if let saved { observer.checkpointSaved(path: saved, step: state.step) }
                     }
                     throw .stopped(step: state.step, checkpoint: saved)
                 }
@@ -190,8 +218,9 @@ public final class Trainer {
             let report = finishEpoch()
             observer.epochCompleted(report)
             if state.finished { observer.stoppedEarly(epoch: state.epoch, bestEpoch: state.bestEpoch) }
-            if let checkpoints, writesCheckpoints, plan.checkpointSteps == 0 || state.step % plan.checkpointSteps != 0 {
-                observer.checkpointSaved(path: try checkpoints.save(makeCheckpoint()), step: state.step)
+            if let checkpoints, makesCheckpoints, plan.checkpointSteps == 0 || state.step % plan.checkpointSteps != 0,
+               let saved = try saveCheckpoint(to: checkpoints) {
+                observer.checkpointSaved(path: saved, step: state.step)
             }
         }
         state.finished = true
@@ -269,7 +298,20 @@ public final class Trainer {
             lossSum = Double(lossBuffer[0])
             stopAgreed = lossBuffer[1] > 0
         }
-        optimizer.step()
+        if let zero, let group {
+            lossBuffer[0] = Float(lossSum)
+            lossBuffer[1] = wantsStop
+            do {
+                try group.allReduce(lossBuffer, op: .sum)
+                try zero.step()
+            } catch {
+                throw .collective(error.description)
+            }
+            lossSum = Double(lossBuffer[0])
+            stopAgreed = lossBuffer[1] > 0
+        } else {
+            optimizer.step()
+        }
         return lossSum
     }
 
@@ -386,10 +428,29 @@ public final class Trainer {
 
     // MARK: Checkpoints
 
-    private func makeCheckpoint() -> Checkpoint {
+    /// Writes a checkpoint on the writing rank and returns its path (nil on the others). With
+    /// ZeRO every rank calls it, to gather the optimizer state.
+    private func saveCheckpoint(to checkpoints: CheckpointStore) throws(TrainingError) -> String? {
+        let optimizerState: [(name: String, values: [Float])]
+        if let zero {
+            do {
+                optimizerState = try zero.fullStateTensors()
+            } catch {
+                throw .collective(error.description)
+            }
+        } else {
+            optimizerState = optimizer.stateTensors.map { ($0.name, $0.tensor.toArray()) }
+        }
+        guard writesCheckpoints else { return nil }
+        return try checkpoints.save(makeCheckpoint(optimizerState: optimizerState))
+    }
+
+    /// The state as a checkpoint; the optimizer's is whole (`fullStateTensors` with ZeRO), so a
+    /// checkpoint does not depend on the layout that wrote it.
+    private func makeCheckpoint(optimizerState: [(name: String, values: [Float])]) -> Checkpoint {
         var tensors = model.parameters.namedValues().map { SafeTensor(name: "model.\($0.name)", shape: $0.shape, floats: $0.values) }
-        for (name, tensor) in optimizer.stateTensors {
-            tensors.append(SafeTensor(name: "optimizer.\(name)", shape: tensor.shape, floats: tensor.toArray()))
+        for (name, values) in optimizerState {
+            tensors.append(SafeTensor(name: "optimizer.\(name)", shape: [values.count], floats: values))
         }
         if let best {
             tensors += best.namedValues().map { SafeTensor(name: "best.\($0.name)", shape: $0.shape, floats: $0.values) }
@@ -423,9 +484,21 @@ public final class Trainer {
             }
         }
         try fill(model.parameters, prefix: "model.")
-        for (name, tensor) in optimizer.stateTensors {
-            let floats = try values("optimizer.\(name)", count: tensor.count)
-            floats.withUnsafeBufferPointer { device.copy(from: $0, to: tensor) }
+        if let zero {
+            var full: [(name: String, values: [Float])] = []
+            for (name, _) in optimizer.stateTensors {
+                full.append((name, try values("optimizer.\(name)", count: model.parameters.count)))
+            }
+            do {
+                try zero.loadFullState(full)
+            } catch {
+                throw .badCheckpoint(path: path, reason: error.description)
+            }
+        } else {
+            for (name, tensor) in optimizer.stateTensors {
+                let floats = try values("optimizer.\(name)", count: tensor.count)
+                floats.withUnsafeBufferPointer { device.copy(from: $0, to: tensor) }
+            }
         }
         if let best { try fill(best, prefix: "best.") }
         optimizer.restore(stepCount: saved.step)

@@ -70,6 +70,9 @@ public struct TrainingPlan: Sendable, Equatable {
     public var checkpointSteps: Int
     /// Every hyperparameter with its default filled in, as strings (goes into model.json).
     public var resolved: [String: String]
+    /// ZeRO stage of data-parallel training: 0 replicates the optimizer state on every rank, 1
+    /// shards it across the ranks (`ZeroRedundancyOptimizer`). With one process, 1 is 0.
+    public var zeroStage: Int = 0
 
     /// Keys the platform adds that are not the algorithm's (tuning objective, SDK bookkeeping).
     static let ignoredPrefixes = ["_", "sagemaker_"]
@@ -108,6 +111,7 @@ public struct TrainingPlan: Sendable, Equatable {
         // The scheduler's (elastic resume); checked here too so a job file and forge train
         // accept the same names.
         _ = r.int("forge_min_instance_count", default: 1, in: 1...4096)
+        let zeroStage = r.int("forge_zero_stage", default: 0, in: 0...1)
         if normalizeLabel, let predictor, predictor.isClassifier, hyperparameters["normalize_label"] != nil {
             r.report(.conflict(key: "normalize_label", reason: "only a regressor's labels can be normalised"))
         }
@@ -115,12 +119,14 @@ public struct TrainingPlan: Sendable, Equatable {
         r.rejectUnknown(known: known, ignoredPrefixes: ignoredPrefixes)
         guard r.problems.isEmpty, let predictor, let batch, let epochs, let learningRate, let optimizer, let weightDecay,
               let momentum, let beta1, let beta2, let seed, let patience, let tolerance, let checkpointSteps,
-              let activation, let dropout else {
+              let activation, let dropout, let zeroStage else {
             throw HyperparameterError(algorithm: algorithm.rawValue, problems: r.problems)
         }
         var resolved = r.resolved
         // Where the job may run is not part of the model (a checkpoint resumes under any).
         resolved["forge_min_instance_count"] = nil
+        // Nor is how the optimizer state is laid out across ranks: the checkpoint holds it whole.
+        resolved["forge_zero_stage"] = nil
         resolved["normalize_label"] = String(normalizeLabel && !predictor.isClassifier)
         return TrainingPlan(algorithm: algorithm, predictorType: predictor, numClasses: numClasses, hiddenLayers: hidden,
                             activation: activation, dropout: Float(dropout), miniBatchSize: batch, epochs: epochs,
@@ -128,7 +134,7 @@ public struct TrainingPlan: Sendable, Equatable {
                             momentum: Float(momentum), beta1: Float(beta1), beta2: Float(beta2), seed: UInt64(seed),
                             earlyStoppingPatience: patience, earlyStoppingTolerance: tolerance, normalizeData: normalizeData,
                             normalizeLabel: normalizeLabel && !predictor.isClassifier, checkpointSteps: checkpointSteps,
-                            resolved: resolved)
+                            resolved: resolved, zeroStage: zeroStage)
     }
 
     /// The final validation metric's name for this algorithm and predictor (SageMaker's names).
