@@ -37,7 +37,11 @@ public final class Trainer {
     /// The logical tensor each parameter is part of (its split).
     private let parameterSplits: [TensorSplit]
     public let device: any Device
+    /// The optimizer; with ZeRO, the sharded optimizer's wrapped one over this rank's segment.
     private let optimizer: any Optimizer
+    /// With `forge_zero_stage` 1 and more than one rank: the optimizer state is sharded, and
+    /// a step is reduce-scatter, update of this rank's segment, all-gather (no buckets).
+    private let zero: ZeroRedundancyOptimizer?
     private let loss: any Loss
     private let batchSize: Int
     /// Model rows per sample: the context length for a language model (a sample is a window of
@@ -168,12 +172,18 @@ public final class Trainer {
             parameterSplits = specs.map(\.spec.split)
             modelRows = evaluationRows * sequenceLength
         }
-        optimizer = switch plan.optimizer {
-        case .sgd: SGD(parameters, learningRate: plan.learningRate, momentum: plan.momentum, weightDecay: plan.weightDecay)
-        case .adam: Adam(parameters, learningRate: plan.learningRate, beta1: plan.beta1, beta2: plan.beta2, weightDecay: plan.weightDecay)
-        case .adamw: Adam(parameters, learningRate: plan.learningRate, beta1: plan.beta1, beta2: plan.beta2,
-                          weightDecay: plan.weightDecay, decoupled: true)
+        if plan.zeroStage == 1, let dataGroup, dataGroup.worldSize > 1 {
+            guard parallel == nil else {
+                throw .layout("forge_zero_stage 1 shards the optimizer state of a replicated model; with pipeline or tensor "
+                    + "parallelism use forge_zero_stage 0 (each rank already holds only its piece's state)")
+            }
+            zero = ZeroRedundancyOptimizer(block: parameters, group: dataGroup) { values, gradients in
+                Trainer.makeOptimizer(plan, values: values, gradients: gradients)
+            }
+        } else {
+            zero = nil
         }
+        optimizer = zero?.inner ?? Trainer.makeOptimizer(plan, values: parameters.values, gradients: parameters.gradients)
         inputs = Tensor(zeros: [modelRows, fullInput], on: device)
         targets = Tensor(zeros: [modelRows], on: device)
         outputGradient = Tensor(zeros: [modelRows, fullOutput], on: device)
@@ -209,7 +219,7 @@ public final class Trainer {
             replicas = model.map { [$0] } ?? []
             replicaGradients = [outputGradient]
         }
-        if let group, let model, parallel == nil {
+        if let group, let model, parallel == nil, zero == nil {
             reducer = BucketReducer(group: group, threaded: overlapReduction, prepare: { FloatEnvironment.enableFlushToZero() })
             buckets = GradientBuckets(model: model, bucketBytes: bucketBytes)
         } else {
@@ -227,12 +237,34 @@ public final class Trainer {
         lossBuffer.deallocate()
     }
 
+    /// The plan's optimizer over flat `values` and `gradients` (the block, or a ZeRO segment).
+    private static func makeOptimizer(_ plan: TrainingPlan, values: Tensor, gradients: Tensor) -> any Optimizer {
+        switch plan.optimizer {
+        case .sgd:
+            SGD(values: values, gradients: gradients, learningRate: plan.learningRate, momentum: plan.momentum,
+                weightDecay: plan.weightDecay)
+        case .adam, .adamw:
+            Adam(values: values, gradients: gradients, learningRate: plan.learningRate, beta1: plan.beta1, beta2: plan.beta2,
+                 weightDecay: plan.weightDecay, decoupled: plan.optimizer == .adamw)
+        }
+    }
+
     private var earlyStopping: Bool { best != nil }
+
+    /// Bytes of optimizer state this rank holds (with ZeRO, its segment's).
+    public var optimizerStateBytes: Int {
+        optimizer.stateTensors.reduce(0) { $0 + $1.tensor.count * MemoryLayout<Float>.stride }
+    }
 
     /// Only one rank writes checkpoints (the state is the same on every rank).
     private var writesCheckpoints: Bool { (group?.rank ?? 0) == 0 }
+    /// Whether this rank takes part in writing checkpoints: rank 0 of a replicated model, and
+    /// every rank when the optimizer state is sharded (it is gathered) or the model is split
+    /// (the writers of its pieces meet the others at barriers).
+    private var makesCheckpoints: Bool { writesCheckpoints || zero != nil || parallel != nil }
 
     /// Trains to the end (or to an early stop), resuming from `checkpoints` when it holds one.
+    /// Every rank passes a store, or none.
     ///
     /// `shouldStop` is asked before each step; once it says yes on any rank, every rank stops
     /// after the same step (the answer travels with the step's loss), rank 0 writes a
@@ -374,6 +406,21 @@ public final class Trainer {
             stopAgreed = lossBuffer[1] > 0
         }
         optimizer.learningRate = plan.learningRate(atStep: state.step, totalSteps: totalSteps)
+        if let zero, let group {
+            // Sharded: reduce-scatter the gradient, clip by the norm its segments add up to,
+            // update this rank's segment, all-gather the parameters.
+            lossBuffer[0] = Float(lossSum)
+            lossBuffer[1] = wantsStop
+            do {
+                try group.allReduce(lossBuffer, op: .sum)
+                try zero.step(maxGradientNorm: plan.gradientClip > 0 ? plan.gradientClip : nil)
+            } catch {
+                throw .collective(error.description)
+            }
+            lossSum = Double(lossBuffer[0])
+            stopAgreed = lossBuffer[1] > 0
+            return lossSum
+        }
         if plan.gradientClip > 0 {
             // The summed gradient is the same on every rank, so is the clipping.
             let norm = device.sumOfSquares(gradients).squareRoot()
@@ -527,7 +574,7 @@ public final class Trainer {
 
     /// This rank's tensors as pieces of the logical state: parameters (`model.`), optimizer
     /// state per parameter (`optimizer.<buffer>.`), and the best epoch's values (`best.`).
-    private func checkpointPieces() -> [(piece: TensorPiece, values: [Float])] {
+    private func checkpointPieces(optimizerState: [(name: String, values: [Float])]) -> [(piece: TensorPiece, values: [Float])] {
         let tensorRank = parallel?.coordinates.tensorIndex ?? 0, tensorDegree = parallel?.layout.tensorDegree ?? 1
         func pieces(_ prefix: String, _ flat: [Float]) -> [(piece: TensorPiece, values: [Float])] {
             zip(parameters.parameters, parameterSplits).map { parameter, split in
@@ -536,22 +583,30 @@ public final class Trainer {
             }
         }
         var result = pieces("model.", parameters.values.toArray())
-        for (name, tensor) in optimizer.stateTensors { result += pieces("optimizer.\(name).", tensor.toArray()) }
+        for (name, values) in optimizerState { result += pieces("optimizer.\(name).", values) }
         if let best { result += pieces("best.", best.values.toArray()) }
         return result
     }
-
-    /// Whether this rank takes part in writing checkpoints: rank 0 of a replicated model, every
-    /// rank of a split one (the writers of its pieces meet the others at barriers).
-    private var makesCheckpoints: Bool { writesCheckpoints || parallel != nil }
 
     /// Writes a checkpoint of the current step; returns its folder on rank 0, nil on others.
     /// A replicated model is written by rank 0 alone; a split one by the first data-parallel
     /// replica of each piece, one file per piece, which rank 0 commits with trainer.json once
     /// every piece is written.
     private func saveCheckpoint(to store: CheckpointStore) throws(TrainingError) -> String? {
+        // The optimizer state whole: gathered from every replica's segment under ZeRO.
+        let optimizerState: [(name: String, values: [Float])]
+        if let zero {
+            do {
+                optimizerState = try zero.fullStateTensors()
+            } catch {
+                throw .collective(error.description)
+            }
+        } else {
+            optimizerState = optimizer.stateTensors.map { ($0.name, $0.tensor.toArray()) }
+        }
         guard let parallel, let group else {
-            let file = LogicalState.file(checkpointPieces())
+            guard writesCheckpoints else { return nil }
+            let file = LogicalState.file(checkpointPieces(optimizerState: optimizerState))
             return try store.save(Checkpoint(state: state, tensors: file.tensors))
         }
         let folders = store.shardedFolders(step: state.step)
@@ -567,7 +622,7 @@ public final class Trainer {
         try barrier()
         let at = parallel.coordinates
         if at.dataIndex == 0 {
-            try store.writeShard(LogicalState.file(checkpointPieces()), named: "state-s\(at.stage)-t\(at.tensorIndex).safetensors",
+            try store.writeShard(LogicalState.file(checkpointPieces(optimizerState: optimizerState)), named: "state-s\(at.stage)-t\(at.tensorIndex).safetensors",
                                  in: folders.temporary)
         }
         try barrier()
@@ -625,7 +680,22 @@ public final class Trainer {
             }
         }
         try fill(parameters.values, prefix: "model.")
-        for (name, tensor) in optimizer.stateTensors { try fill(tensor, prefix: "optimizer.\(name).") }
+        if let zero {
+            // Each replica keeps its segment of the whole state.
+            var full = [(name: String, values: [Float])]()
+            for (name, _) in optimizer.stateTensors {
+                let whole = Tensor(zeros: [parameters.count], on: device)
+                try fill(whole, prefix: "optimizer.\(name).")
+                full.append((name, whole.toArray()))
+            }
+            do {
+                try zero.loadFullState(full)
+            } catch {
+                throw .badCheckpoint(path: path, reason: error.description)
+            }
+        } else {
+            for (name, tensor) in optimizer.stateTensors { try fill(tensor, prefix: "optimizer.\(name).") }
+        }
         if let best { try fill(best.values, prefix: "best.") }
         optimizer.restore(stepCount: saved.step)
         state = saved

@@ -35,6 +35,8 @@ public struct ParallelLayoutPlan: Sendable, Equatable {
     public var schedule: PipelineScheduleKind = .oneForwardOneBackward
     /// Layers per stage as "0-3,4-7", or nil to balance parameter counts.
     public var stageMap: String?
+    /// ZeRO stage: 0 replicates the optimizer state on every data-parallel replica, 1 shards it.
+    public var zeroStage = 0
 
     public init() {}
 
@@ -124,6 +126,9 @@ public struct TrainingPlan: Sendable, Equatable {
     public var layout = ParallelLayoutPlan()
     /// Every hyperparameter with its default filled in, as strings (goes into model.json).
     public var resolved: [String: String]
+    /// ZeRO stage of data-parallel training: 0 replicates the optimizer state on every rank, 1
+    /// shards it across the ranks (`ZeroRedundancyOptimizer`). With one process, 1 is 0.
+    public var zeroStage: Int = 0
 
     /// Keys the platform adds that are not the algorithm's (tuning objective, SDK bookkeeping).
     static let ignoredPrefixes = ["_", "sagemaker_"]
@@ -191,12 +196,13 @@ public struct TrainingPlan: Sendable, Equatable {
                             normalizeLabel: normalizeLabel && !predictor.isClassifier, checkpointSteps: checkpointSteps,
                             resolved: resolved)
         plan.layout = layout
+        plan.zeroStage = layout.zeroStage
         return plan
     }
 
     /// Platform keys that say where and how a job runs, not what it trains.
     static let layoutKeys = ["forge_min_instance_count", "forge_pipeline_degree", "forge_tensor_degree", "forge_micro_batches",
-                             "forge_pipeline_schedule", "forge_stage_map"]
+                             "forge_pipeline_schedule", "forge_stage_map", "forge_zero_stage"]
 
     /// Reads the parallel layout keys (CONVENTIONS.md), checking each on its own; whether the
     /// degrees fit the world size and the model is checked where both are known.
@@ -209,6 +215,8 @@ public struct TrainingPlan: Sendable, Equatable {
         layout.schedule = r.choice("forge_pipeline_schedule", default: PipelineScheduleKind.oneForwardOneBackward,
                                    aliases: ["pipedream": .oneForwardOneBackward, "1f1b": .oneForwardOneBackward]) ?? .oneForwardOneBackward
         layout.stageMap = r.string("forge_stage_map", default: nil)
+        // How the optimizer state is laid out across replicas: a checkpoint holds it whole.
+        layout.zeroStage = r.int("forge_zero_stage", default: 0, in: 0...1) ?? 0
         return layout
     }
 
@@ -272,6 +280,7 @@ public struct TrainingPlan: Sendable, Equatable {
         plan.learningRateSchedule = schedule
         plan.gradientClip = Float(clip)
         plan.layout = layout
+        plan.zeroStage = layout.zeroStage
         return plan
     }
 

@@ -67,6 +67,12 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: "Compute threads (OpenBLAS and Forge's own kernels); default: up to 2, or 1 per rank.")
     var threads: Int?
 
+    @Option(name: .long, help: """
+        ZeRO stage of data-parallel ranks (forge_zero_stage): 0 keeps the whole optimizer state on every rank; 1 shards it \
+        across the ranks (each updates its segment of the parameters; checkpoints still hold the whole state).
+        """)
+    var zeroStage: Int?
+
     @Option(name: .long, help: "Checkpoint folder (default OUTPUT/checkpoints).")
     var checkpointDir: String?
 
@@ -100,6 +106,7 @@ struct TrainCommand: ParsableCommand {
         }
         guard instanceCount >= 1 else { throw ValidationError("--instance-count must be at least 1") }
         guard (threads ?? 1) >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard zeroStage.map({ (0...1).contains($0) }) ?? true else { throw ValidationError("--zero-stage must be 0 or 1") }
     }
 
     func run() throws {
@@ -161,7 +168,11 @@ struct TrainCommand: ParsableCommand {
             let observer: any TrainingObserver = (group?.rank ?? 0) == 0 ? display : SilentObserver()
             let overlap = RankEnvironment.overlapReduction(environment, threads: threads)
             if let group, group.rank == 0 {
-                logger.info("gradient buckets reduced \(overlap ? "on their own thread, overlapping backward" : "inline (no CPU left to overlap on)")")
+                if values["forge_zero_stage"] == "1", group.worldSize > 1 {
+                    logger.info("ZeRO-1: optimizer state sharded across \(group.worldSize) ranks; gradients reduce-scattered, parameters all-gathered")
+                } else {
+                    logger.info("gradient buckets reduced \(overlap ? "on their own thread, overlapping backward" : "inline (no CPU left to overlap on)")")
+                }
             }
             // SIGTERM (a stopped job, SageMaker's grace period) or SIGINT: finish the step, write a
             // checkpoint, exit. Every rank stops after the same step.
@@ -221,7 +232,7 @@ struct TrainCommand: ParsableCommand {
                             contentType: contentType, csvHeader: csvHeader, resume: !noResume, clusterKey: clusterKey, quiet: quiet).run()
     }
 
-    /// The JSON file's values, then each -H (later wins).
+    /// The JSON file's values, then each -H (later wins), then `--zero-stage`.
     func collectHyperparameters() throws -> [String: String] {
         var values = [String: String]()
         if let path = hyperparameters {
@@ -239,6 +250,8 @@ struct TrainCommand: ParsableCommand {
                                            ("forge_micro_batches", microBatches.map(String.init)),
                                            ("forge_pipeline_schedule", schedule), ("forge_stage_map", stageMap)]
         for case let (key, value?) in layout { values[key] = value }
+        // A learning setting's flag travels as its hyperparameter, to every rank and worker.
+        if let zeroStage { values["forge_zero_stage"] = String(zeroStage) }
         return values
     }
 }

@@ -16,17 +16,18 @@ import Testing
         SyntheticData.thresholdClasses(count: 203, width: 10, seed: seed)
     }
 
-    private static func plan() throws -> TrainingPlan {
+    private static func plan(zeroStage: Int = 0) throws -> TrainingPlan {
         try TrainingPlan.make(algorithm: .mlp, hyperparameters: [
             "hidden_layer_sizes": "24,12", "mini_batch_size": "30", "epochs": "8", "dropout": "0.2", "seed": "11",
-            "forge_checkpoint_steps": "6",
+            "forge_checkpoint_steps": "6", "forge_zero_stage": String(zeroStage),
         ])
     }
 
-    /// Trains on `worldSize` rank threads; returns every rank's parameters and train loss.
-    private static func train(worldSize: Int, threads: Int, bucketBytes: Int, overlap: Bool = true,
-                              checkpoints: String? = nil) throws -> [(parameters: [Float], loss: Double)] {
-        let plan = try plan()
+    /// Trains on `worldSize` rank threads; returns every rank's parameters (flat, and by tensor)
+    /// and train loss.
+    private static func train(worldSize: Int, threads: Int, bucketBytes: Int, overlap: Bool = true, zeroStage: Int = 0,
+                              checkpoints: String? = nil) throws -> [RankResult] {
+        let plan = try plan(zeroStage: zeroStage)
         let prepared = try PreparedData(plan: plan, train: data(seed: 1), validation: data(seed: 2))
         let hub = InProcessHub(worldSize: worldSize, timeoutMilliseconds: 30_000)
         let results = Results(count: worldSize)
@@ -41,7 +42,8 @@ import Testing
                     let trainer = try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: threads), group: group,
                                               bucketBytes: bucketBytes, overlapReduction: overlap)
                     let result = try trainer.run(checkpoints: checkpoints.map { CheckpointStore(directory: $0, keep: 1000) })
-                    return (result.model.parameters.flatMap(\.values), result.metrics.first { $0.name == "train:loss" }?.value ?? .nan)
+                    return (result.model.parameters.flatMap(\.values), result.metrics.first { $0.name == "train:loss" }?.value ?? .nan,
+                            result.model.parameters.map(\.values), trainer.optimizerStateBytes)
                 })
             }.start()
         }
@@ -71,6 +73,69 @@ import Testing
 }
 
 extension TrainerDataParallelTests {
+    /// The largest `max|a − b| / max|a|` over the tensors, with the tensor's index.
+    private static func worstTensor(_ reference: [[Float]], _ other: [[Float]]) -> (tensor: Int, relative: Float) {
+        var worst = (tensor: -1, relative: Float.infinity)
+        guard reference.count == other.count else { return worst }
+        worst.relative = 0
+        for (index, (a, b)) in zip(reference, other).enumerated() {
+            let scale = max(a.map(abs).max() ?? 1, Float.leastNormalMagnitude)
+            let relative = (zip(a, b).map { abs($0 - $1) }.max() ?? .infinity) / scale
+            if relative > worst.relative || relative.isNaN { worst = (index, relative) }
+        }
+        return worst
+    }
+
+    @Test(arguments: [2, 3])
+    func zeroStageOneTakesTheSingleProcessSteps(worldSize: Int) throws {
+        // 8 epochs (56 steps) with dropout: the sharded optimizer (reduce-scatter, update of a
+        // segment, all-gather) matches one process per tensor; only the summation order differs.
+        let plan = try Self.plan()
+        let prepared = try PreparedData(plan: plan, train: Self.data(seed: 1), validation: Self.data(seed: 2))
+        let singleTrainer = Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: 1))
+        let reference = try singleTrainer.run().model.parameters.map(\.values)
+        let ranks = try Self.train(worldSize: worldSize, threads: 1, bucketBytes: 64, zeroStage: 1)
+        // Each rank keeps the Adam moments of its segment only.
+        #expect(ranks.map(\.stateBytes).reduce(0, +) == singleTrainer.optimizerStateBytes)
+        #expect(ranks.allSatisfy { $0.stateBytes <= singleTrainer.optimizerStateBytes / worldSize + 8 }, "\(ranks.map(\.stateBytes))")
+        for (rank, result) in ranks.enumerated() {
+            #expect(result.parameters.map(\.bitPattern) == ranks[0].parameters.map(\.bitPattern), "rank \(rank) drifted from rank 0")
+        }
+        let worst = Self.worstTensor(reference, ranks[0].tensors)
+        #expect(worst.relative <= 1e-5, "ZeRO-1 on \(worldSize) ranks: tensor \(worst.tensor) max|Δ|/max|ref| = \(worst.relative)")
+    }
+
+    @Test(arguments: [(2, 1, [(1, 0), (3, 1)]), (3, 0, [(2, 1)])])
+    func zeroCheckpointsResumeUnderAnyLayout(writers: Int, writerStage: Int, resumers: [(worldSize: Int, zeroStage: Int)]) throws {
+        // A checkpoint holds the whole optimizer state whatever wrote it: one from step 24 of a
+        // ZeRO run resumes on one process and under ZeRO on another world size, and one from a
+        // replicated run resumes under ZeRO, each to the uninterrupted parameters.
+        let scratch = try TemporaryDirectory()
+        let plan = try Self.plan()
+        let prepared = try PreparedData(plan: plan, train: Self.data(seed: 1), validation: Self.data(seed: 2))
+        let reference = try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: 1)).run().model.parameters.map(\.values)
+        _ = try Self.train(worldSize: writers, threads: 1, bucketBytes: 64, zeroStage: writerStage, checkpoints: scratch.file("written"))
+        let store = CheckpointStore(directory: scratch.file("written"), keep: 1000)
+        let steps = try #require(store.checkpointFolders().first { $0.hasSuffix("-000000024") }, "\(store.checkpointFolders())")
+        for (worldSize, zeroStage) in resumers {
+            let target = scratch.file("resume-\(worldSize)-\(zeroStage)")
+            try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: store.directory + "/" + steps, toPath: target + "/" + steps)
+            let resumed: [[Float]]
+            if worldSize == 1 {
+                resumed = try Trainer(plan: Self.plan(zeroStage: zeroStage), data: prepared, device: CPUDevice(threadCount: 1))
+                    .run(checkpoints: CheckpointStore(directory: target)).model.parameters.map(\.values)
+            } else {
+                resumed = try Self.train(worldSize: worldSize, threads: 1, bucketBytes: 64, zeroStage: zeroStage, checkpoints: target)[0].tensors
+            }
+            let worst = Self.worstTensor(reference, resumed)
+            let layouts = "written by \(writers) (ZeRO \(writerStage)), resumed by \(worldSize) (ZeRO \(zeroStage))"
+            #expect(worst.relative <= 1e-5, "\(layouts): tensor \(worst.tensor) max|Δ|/max|ref| = \(worst.relative)")
+            #expect(CheckpointStore(directory: target).checkpointFolders().last?.hasSuffix("-000000056") == true,
+                    "the resumed run went on to the end and checkpointed it")
+        }
+    }
+
     @Test(arguments: [2, 3])
     func checkpointsResumeUnderAnotherWorldSize(writers: Int) throws {
         // `writers` ranks write checkpoints; a copy of one from mid-epoch 4 (step 24) is resumed
@@ -113,6 +178,10 @@ extension TrainerDataParallelTests {
     }
 }
 
+/// One rank's trained parameters (flat, and by tensor in model order), train loss and optimizer
+/// state bytes.
+private typealias RankResult = (parameters: [Float], loss: Double, tensors: [[Float]], stateBytes: Int)
+
 /// Hands a rank's transport to its thread.
 private struct Handed<T>: @unchecked Sendable {
     let value: T
@@ -121,14 +190,14 @@ private struct Handed<T>: @unchecked Sendable {
 /// Per-rank outcomes written from the rank threads.
 private final class Results: @unchecked Sendable {
     private let lock = NSLock()
-    private var slots: [Result<(parameters: [Float], loss: Double), TrainingError>?]
+    private var slots: [Result<RankResult, TrainingError>?]
     init(count: Int) { slots = Array(repeating: nil, count: count) }
-    func set(_ index: Int, _ value: Result<(parameters: [Float], loss: Double), TrainingError>) {
+    func set(_ index: Int, _ value: Result<RankResult, TrainingError>) {
         lock.lock()
         slots[index] = value
         lock.unlock()
     }
-    func values() -> [Result<(parameters: [Float], loss: Double), TrainingError>] {
+    func values() -> [Result<RankResult, TrainingError>] {
         lock.lock()
         defer { lock.unlock() }
         return slots.compactMap { $0 }

@@ -105,6 +105,17 @@ import Testing
         #expect(problems(.mlp, ["momentum": "1"]) == [.outOfRange(key: "momentum", value: "1", range: "[0.0, 0.9999]")])
     }
 
+    @Test func zeroStageIsZeroOrOneAndNotPartOfTheModel() throws {
+        #expect(try TrainingPlan.make(algorithm: .mlp, hyperparameters: [:]).zeroStage == 0)
+        let sharded = try TrainingPlan.make(algorithm: .mlp, hyperparameters: ["forge_zero_stage": "1"])
+        #expect(sharded.zeroStage == 1)
+        // A checkpoint resumes with ZeRO on or off: the stage is not in its hyperparameters.
+        #expect(sharded.resolved["forge_zero_stage"] == nil)
+        #expect(sharded.resolved == (try TrainingPlan.make(algorithm: .mlp, hyperparameters: [:])).resolved)
+        #expect(problems(.mlp, ["forge_zero_stage": "2"]) == [.outOfRange(key: "forge_zero_stage", value: "2", range: "0...1")])
+        #expect(problems(.mlp, ["forge_zero_stage": "on"]) == [.badValue(key: "forge_zero_stage", value: "on", expected: "an integer")])
+    }
+
     @Test func platformKeysAreIgnoredButLookalikesAreNot() throws {
         let plan = try TrainingPlan.make(algorithm: .mlp, hyperparameters: [
             "_tuning_objective_metric": "validation:accuracy", "sagemaker_program": "train.py",
