@@ -11,7 +11,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure Forge's compute core (used by scripts/bench-compute).",
-        subcommands: [GEMMBench.self, KernelBench.self, MLPBench.self, AllReduceBench.self, HeartbeatBench.self, PipelineBench.self]
+        subcommands: [GEMMBench.self, KernelBench.self, MLPBench.self, AllReduceBench.self, HeartbeatBench.self, PipelineBench.self, ZeroBench.self]
     )
 }
 

@@ -92,7 +92,7 @@ extension TrainerDataParallelTests {
         // segment, all-gather) matches one process per tensor; only the summation order differs.
         let plan = try Self.plan()
         let prepared = try PreparedData(plan: plan, train: Self.data(seed: 1), validation: Self.data(seed: 2))
-        let singleTrainer = Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: 1))
+        let singleTrainer = try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: 1))
         let reference = try singleTrainer.run().model.parameters.map(\.values)
         let ranks = try Self.train(worldSize: worldSize, threads: 1, bucketBytes: 64, zeroStage: 1)
         // Each rank keeps the Adam moments of its segment only.
