@@ -55,6 +55,11 @@ import Testing
         Self.expectMatching(single, try Self.train(directory, "dp2xpp2", launch: launch4,
                                                    flags: ["--pipeline-degree", "2", "--schedule", "gpipe", "--micro-batches", "3"]),
                             "forge launch, 2 replicas × 2 pipeline stages (GPipe)")
+        for schedule in ["gpipe", "1f1b"] {
+            Self.expectMatching(single, try Self.train(directory, "pp4-\(schedule)", launch: launch4,
+                                                       flags: ["--pipeline-degree", "4", "--schedule", schedule, "--micro-batches", "5"]),
+                                "forge launch, 4 pipeline stages (\(schedule), 5 micro-batches)")
+        }
         Self.expectMatching(single, try Self.train(directory, "dp2xtp2", launch: launch4, flags: ["--tensor-degree", "2"]),
                             "forge launch, 2 replicas × 2 tensor-parallel parts")
         Self.expectMatching(single, try Self.train(directory, "cluster-tp2", launch: [], flags: ["--instance-count", "2", "--tensor-degree", "2"]),
