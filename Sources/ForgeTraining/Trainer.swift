@@ -29,63 +29,63 @@ public final class Trainer {
     public let spec: ModelSpec
     /// The whole model (its tensor-parallel part under tensor parallelism); nil when this rank
     /// runs a pipeline stage.
-    private let model: Sequential?
+    let model: Sequential?
     /// This rank's pipeline stage, when the model is split into stages.
-    private let stage: PipelineStage?
+    let stage: PipelineStage?
     /// This rank's parameters: the whole model's, or its stage's and tensor part's.
     public let parameters: ParameterBlock
     /// The logical tensor each parameter is part of (its split).
-    private let parameterSplits: [TensorSplit]
+    let parameterSplits: [TensorSplit]
     public let device: any Device
     /// The optimizer; with ZeRO, the sharded optimizer's wrapped one over this rank's segment.
-    private let optimizer: any Optimizer
+    let optimizer: any Optimizer
     /// With `forge_zero_stage` 1 and more than one rank: the optimizer state is sharded, and
     /// a step is reduce-scatter, update of this rank's segment, all-gather (no buckets).
-    private let zero: ZeroRedundancyOptimizer?
-    private let loss: any Loss
-    private let batchSize: Int
+    let zero: ZeroRedundancyOptimizer?
+    let loss: any Loss
+    let batchSize: Int
     /// Model rows per sample: the context length for a language model (a sample is a window of
     /// text, its rows the window's tokens), else 1.
-    private let sequenceLength: Int
+    let sequenceLength: Int
     /// Optimizer steps the whole run takes (for the learning-rate schedule).
-    private var totalSteps = 0
-    private let inputs: Tensor
-    private let targets: Tensor
-    private let outputGradient: Tensor
-    private var stagingFeatures: [Float]
-    private var stagingLabels: [Float]
-    private var best: ParameterBlock?
-    private var state = TrainerState()
+    var totalSteps = 0
+    let inputs: Tensor
+    let targets: Tensor
+    let outputGradient: Tensor
+    var stagingFeatures: [Float]
+    var stagingLabels: [Float]
+    var best: ParameterBlock?
+    var state = TrainerState()
     /// Batch splitting across a multi-threaded CPU device: `replicas[0]` is `model`, the others
     /// share its parameter values and write gradients of their own; `replicaGradients[p]` is
     /// replica p's output-gradient buffer.
-    private let replicas: [Sequential]
-    private let replicaGradients: [Tensor]
-    private let pool: ComputePool?
+    let replicas: [Sequential]
+    let replicaGradients: [Tensor]
+    let pool: ComputePool?
     /// All the job's ranks (nil: one process).
     public let group: ProcessGroup?
     /// Data parallelism: every replica walks the same seeded order, takes its contiguous slice
     /// of each global batch, and the summed gradients are all-reduced over this group before an
     /// identical optimizer step, so any world size takes the same steps as one process (up to
     /// float summation order). The whole group unless the model is split across ranks.
-    private let dataGroup: ProcessGroup?
+    let dataGroup: ProcessGroup?
     /// With pipeline or tensor parallelism: where this rank sits, and its groups.
-    private let parallel: ParallelGroups?
-    private let tensorParallel: TensorParallelAdapter?
+    let parallel: ParallelGroups?
+    let tensorParallel: TensorParallelAdapter?
     /// Micro-batches per step under pipeline parallelism.
-    private let microBatches: Int
+    let microBatches: Int
     /// The last step's pipeline measurements (nil without a pipeline).
-    public private(set) var lastPipelineStats: PipelineStepStats?
+    public internal(set) var lastPipelineStats: PipelineStepStats?
     /// The step's loss and whether any rank was asked to stop, all-reduced together.
-    private let lossBuffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: 2)
+    let lossBuffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: 2)
     /// Set when the ranks agreed, in the last step's reduction, to stop after it.
-    private var stopAgreed = false
+    var stopAgreed = false
     /// Asked before each step whether a stop was requested.
-    private var shouldStop: @Sendable () -> Bool = { false }
+    var shouldStop: @Sendable () -> Bool = { false }
     /// With a group: what all-reduces the gradient buckets (on its own thread while backward
     /// goes on, or inline), and the buckets.
-    private let reducer: BucketReducer?
-    private let buckets: GradientBuckets?
+    let reducer: BucketReducer?
+    let buckets: GradientBuckets?
     /// By default a bucket closes once it holds at least this many bytes of gradients.
     public static let defaultBucketBytes = 256 << 10
 
@@ -238,7 +238,7 @@ public final class Trainer {
     }
 
     /// The plan's optimizer over flat `values` and `gradients` (the block, or a ZeRO segment).
-    private static func makeOptimizer(_ plan: TrainingPlan, values: Tensor, gradients: Tensor) -> any Optimizer {
+    static func makeOptimizer(_ plan: TrainingPlan, values: Tensor, gradients: Tensor) -> any Optimizer {
         switch plan.optimizer {
         case .sgd:
             SGD(values: values, gradients: gradients, learningRate: plan.learningRate, momentum: plan.momentum,
@@ -249,7 +249,7 @@ public final class Trainer {
         }
     }
 
-    private var earlyStopping: Bool { best != nil }
+    var earlyStopping: Bool { best != nil }
 
     /// Bytes of optimizer state this rank holds (with ZeRO, its segment's).
     public var optimizerStateBytes: Int {
@@ -257,11 +257,11 @@ public final class Trainer {
     }
 
     /// Only one rank writes checkpoints (the state is the same on every rank).
-    private var writesCheckpoints: Bool { (group?.rank ?? 0) == 0 }
+    var writesCheckpoints: Bool { (group?.rank ?? 0) == 0 }
     /// Whether this rank takes part in writing checkpoints: rank 0 of a replicated model, and
     /// every rank when the optimizer state is sharded (it is gathered) or the model is split
     /// (the writers of its pieces meet the others at barriers).
-    private var makesCheckpoints: Bool { writesCheckpoints || zero != nil || parallel != nil }
+    var makesCheckpoints: Bool { writesCheckpoints || zero != nil || parallel != nil }
 
     /// Trains to the end (or to an early stop), resuming from `checkpoints` when it holds one.
     /// Every rank passes a store, or none.
@@ -339,7 +339,7 @@ public final class Trainer {
     /// One optimizer step on a global batch of `globalRows` rows of which this rank holds the
     /// records `local`, the first being row `firstSample` of the global batch; returns the
     /// batch's summed loss.
-    private func trainStep(local: ArraySlice<Int>, globalRows: Int, firstSample: Int) throws(TrainingError) -> Double {
+    func trainStep(local: ArraySlice<Int>, globalRows: Int, firstSample: Int) throws(TrainingError) -> Double {
         if parallel != nil { return try splitModelStep(local: local, globalRows: globalRows, firstSample: firstSample) }
         var lossSum = 0.0
         // Every rank submits the same all-reduces in the same order: the loss, then the
@@ -432,7 +432,7 @@ public final class Trainer {
 
     /// Gathers rows of `dataset` into the input and target tensors; returns the input view.
     /// Host-visible devices receive the rows directly; others through one staging copy.
-    private func load(_ dataset: Dataset, indices: some Collection<Int>) -> Tensor {
+    func load(_ dataset: Dataset, indices: some Collection<Int>) -> Tensor {
         let width = inputs.shape[1]
         let rows = indices.count * sequenceLength
         let x = inputs.rows(0..<rows)
@@ -455,7 +455,7 @@ public final class Trainer {
 
     /// Text windows of L + 1 bytes become L rows of one input token each, whose targets are the
     /// next bytes.
-    private static func gatherWindows(_ dataset: Dataset, _ indices: [Int],
+    static func gatherWindows(_ dataset: Dataset, _ indices: [Int],
                                       _ tokens: UnsafeMutablePointer<Float>, _ targets: UnsafeMutablePointer<Float>) {
         let length = dataset.width - 1
         dataset.features.withUnsafeBufferPointer { source in
@@ -468,7 +468,7 @@ public final class Trainer {
         }
     }
 
-    private static func gather(_ dataset: Dataset, _ indices: [Int],
+    static func gather(_ dataset: Dataset, _ indices: [Int],
                                _ features: UnsafeMutablePointer<Float>, _ labels: UnsafeMutablePointer<Float>) {
         let width = dataset.width
         dataset.features.withUnsafeBufferPointer { source in
@@ -482,7 +482,7 @@ public final class Trainer {
 
     // MARK: Epochs and evaluation
 
-    private func finishEpoch() throws(TrainingError) -> EpochReport {
+    func finishEpoch() throws(TrainingError) -> EpochReport {
         let trainLoss = reportedLoss(sum: state.epochLossSum, count: state.epochSamples)
         var metrics = [MetricValue("train:loss", trainLoss)]
         if let validation = data.validation {
@@ -512,7 +512,7 @@ public final class Trainer {
 
     /// Mean loss in the units users expect: cross-entropy for classifiers, the mean squared
     /// error in label units for regressors.
-    private func reportedLoss(sum: Double, count: Int) -> Double {
+    func reportedLoss(sum: Double, count: Int) -> Double {
         let mean = sum / Double(max(count * sequenceLength, 1))
         guard plan.predictorType == .regressor else { return mean }
         let scale = Double(data.labelScaling.scale)
@@ -564,474 +564,9 @@ public final class Trainer {
                 MetricValue(plan.validationMetricName, Double(correct) / Double(count))]
     }
 
-    private func finalMetrics() throws(TrainingError) -> [MetricValue] {
+    func finalMetrics() throws(TrainingError) -> [MetricValue] {
         var metrics = [MetricValue("train:loss", state.lastReport["train:loss"] ?? .nan)]
         if let validation = data.validation { metrics += try evaluate(validation) }
         return metrics
-    }
-
-    // MARK: Checkpoints
-
-    /// This rank's tensors as pieces of the logical state: parameters (`model.`), optimizer
-    /// state per parameter (`optimizer.<buffer>.`), and the best epoch's values (`best.`).
-    private func checkpointPieces(optimizerState: [(name: String, values: [Float])]) -> [(piece: TensorPiece, values: [Float])] {
-        let tensorRank = parallel?.coordinates.tensorIndex ?? 0, tensorDegree = parallel?.layout.tensorDegree ?? 1
-        func pieces(_ prefix: String, _ flat: [Float]) -> [(piece: TensorPiece, values: [Float])] {
-            zip(parameters.parameters, parameterSplits).map { parameter, split in
-                (TensorPiece(name: prefix + parameter.name, shape: parameter.value.shape, split: split, part: tensorRank, parts: tensorDegree),
-                 Array(flat[parameter.offset..<(parameter.offset + parameter.value.count)]))
-            }
-        }
-        var result = pieces("model.", parameters.values.toArray())
-        for (name, values) in optimizerState { result += pieces("optimizer.\(name).", values) }
-        if let best { result += pieces("best.", best.values.toArray()) }
-        return result
-    }
-
-    /// Writes a checkpoint of the current step; returns its folder on rank 0, nil on others.
-    /// A replicated model is written by rank 0 alone; a split one by the first data-parallel
-    /// replica of each piece, one file per piece, which rank 0 commits with trainer.json once
-    /// every piece is written.
-    private func saveCheckpoint(to store: CheckpointStore) throws(TrainingError) -> String? {
-        // The optimizer state whole: gathered from every replica's segment under ZeRO.
-        let optimizerState: [(name: String, values: [Float])]
-        if let zero {
-            do {
-                optimizerState = try zero.fullStateTensors()
-            } catch {
-                throw .collective(error.description)
-            }
-        } else {
-            optimizerState = optimizer.stateTensors.map { ($0.name, $0.tensor.toArray()) }
-        }
-        guard let parallel, let group else {
-            guard writesCheckpoints else { return nil }
-            let file = LogicalState.file(checkpointPieces(optimizerState: optimizerState))
-            return try store.save(Checkpoint(state: state, tensors: file.tensors))
-        }
-        let folders = store.shardedFolders(step: state.step)
-        func barrier() throws(TrainingError) {
-            do {
-                try group.barrier()
-            } catch {
-                throw .collective(error.description)
-            }
-        }
-        try barrier()
-        if group.rank == 0 { try store.prepareShards(in: folders.temporary) }
-        try barrier()
-        let at = parallel.coordinates
-        if at.dataIndex == 0 {
-            try store.writeShard(LogicalState.file(checkpointPieces(optimizerState: optimizerState)), named: "state-s\(at.stage)-t\(at.tensorIndex).safetensors",
-                                 in: folders.temporary)
-        }
-        try barrier()
-        guard group.rank == 0 else { return nil }
-        let names = (0..<parallel.layout.pipelineDegree).flatMap { s in (0..<parallel.layout.tensorDegree).map { "state-s\(s)-t\($0).safetensors" } }
-        return try store.commitShards(state: state, files: names, temporary: folders.temporary, final: folders.final)
-    }
-
-    private func restore(_ checkpoint: Checkpoint, path: String) throws(TrainingError) {
-        let saved = checkpoint.state
-        guard saved.hyperparameters == plan.resolved else {
-            let changed = Set(saved.hyperparameters.keys).union(plan.resolved.keys)
-                .filter { saved.hyperparameters[$0] != plan.resolved[$0] }.sorted()
-            throw .badCheckpoint(path: path, reason: "it was written with other hyperparameters (\(changed.joined(separator: ", ")))")
-        }
-        guard saved.trainRecords == data.totalTrainCount, saved.features == data.train.width else {
-            throw .badCheckpoint(path: path, reason: "it was written for \(saved.trainRecords) records × \(saved.features) features, "
-                + "this data has \(data.totalTrainCount) × \(data.train.width)")
-        }
-        var logical = LogicalState()
-        try logical.add(SafetensorsFile(tensors: checkpoint.tensors), path: path)
-        for shard in checkpoint.shards { try logical.add(shard, path: path) }
-        guard logical.incomplete.isEmpty else {
-            throw .badCheckpoint(path: path, reason: "pieces of \(logical.incomplete.prefix(3).joined(separator: ", ")) are missing")
-        }
-        // Checkpoints of one process before pieces existed hold each optimizer buffer flat,
-        // over the whole model in parameter order: cut them into per-parameter tensors.
-        let whole = Sequential.parameterSpecs(of: spec.makeLayers())
-        for (name, _) in optimizer.stateTensors {
-            guard let flat = logical.tensors["optimizer.\(name)"] else { continue }
-            var offset = 0
-            for (parameter, entry) in whole {
-                let count = entry.shape.reduce(1, *)
-                guard offset + count <= flat.values.count else {
-                    throw .badCheckpoint(path: path, reason: "optimizer state '\(name)' has \(flat.values.count) values, the model needs more")
-                }
-                try logical.place(Array(flat.values[offset..<(offset + count)]),
-                                  as: TensorPiece(name: "optimizer.\(name).\(parameter)", shape: entry.shape, split: .replicated, part: 0, parts: 1))
-                offset += count
-            }
-        }
-        let tensorRank = parallel?.coordinates.tensorIndex ?? 0, tensorDegree = parallel?.layout.tensorDegree ?? 1
-        func fill(_ destination: Tensor, prefix: String) throws(TrainingError) {
-            for (parameter, split) in zip(parameters.parameters, parameterSplits) {
-                let piece = TensorPiece(name: prefix + parameter.name, shape: parameter.value.shape, split: split, part: tensorRank, parts: tensorDegree)
-                let values: [Float]
-                do {
-                    values = try logical.values(of: piece)
-                } catch {
-                    guard case .badCheckpoint(_, let reason) = error else { throw error }
-                    throw .badCheckpoint(path: path, reason: reason)
-                }
-                let target = Tensor(storage: destination.storage, offset: destination.offset + parameter.offset, shape: parameter.value.shape)
-                values.withUnsafeBufferPointer { device.copy(from: $0, to: target) }
-            }
-        }
-        try fill(parameters.values, prefix: "model.")
-        if let zero {
-            // Each replica keeps its segment of the whole state.
-            var full = [(name: String, values: [Float])]()
-            for (name, _) in optimizer.stateTensors {
-                let whole = Tensor(zeros: [parameters.count], on: device)
-                try fill(whole, prefix: "optimizer.\(name).")
-                full.append((name, whole.toArray()))
-            }
-            do {
-                try zero.loadFullState(full)
-            } catch {
-                throw .badCheckpoint(path: path, reason: error.description)
-            }
-        } else {
-            for (name, tensor) in optimizer.stateTensors { try fill(tensor, prefix: "optimizer.\(name).") }
-        }
-        if let best { try fill(best.values, prefix: "best.") }
-        optimizer.restore(stepCount: saved.step)
-        state = saved
-    }
-
-    // MARK: Result
-
-    private func trainedModel() throws(TrainingError) -> TrainedModel {
-        TrainedModel(plan: plan, spec: spec, parameters: try gatheredParameters(),
-                     featureScaling: data.featureScaling, labelScaling: data.labelScaling)
-    }
-}
-
-/// One step's forward and backward for each replica on its contiguous slice of the batch.
-///
-/// Concurrency: `@unchecked Sendable` because it carries tensors and models into pool jobs.
-/// Part p touches only replica p, rows `slice(p)` of the inputs and targets, and its own
-/// gradient buffers; the shared parameter values are only read until every part returns.
-private struct StepJob: @unchecked Sendable {
-    let replicas: [Sequential]
-    let gradients: [Tensor]
-    let inputs: Tensor
-    let targets: Tensor
-    let loss: any Loss
-    /// This process's rows, the whole step's rows (all ranks), and the global index of the first.
-    let rows: Int
-    let globalRows: Int
-    let firstSample: Int
-    let step: Int
-    let seed: UInt64
-    /// Model rows per sample (tokens per window for a language model).
-    let sequenceLength: Int
-
-    /// Samples of part `part`: contiguous, sizes differing by at most one, as ranks split a batch.
-    func slice(_ part: Int) -> Range<Int> {
-        (try? Shard(rank: part, worldSize: replicas.count))?.slice(ofBatch: 0..<rows) ?? 0..<0
-    }
-
-    /// Runs part `part`; returns its summed loss (0 for an empty slice). `lossComputed` gets the
-    /// loss as soon as it is known, `layerFinished` each layer whose gradients are final.
-    func run(part: Int, lossComputed: ((Double) -> Void)? = nil, layerFinished: ((Int) -> Void)? = nil) -> Double {
-        let rows = slice(part)
-        guard !rows.isEmpty else { return 0 }
-        let model = replicas[part]
-        let length = sequenceLength
-        let modelRows = (rows.lowerBound * length)..<(rows.upperBound * length)
-        // Dropout masks are keyed by the row's index in the global batch, so any split draws
-        // the masks one thread would.
-        let context = ForwardContext(training: true, step: step, firstSample: (firstSample + rows.lowerBound) * length, seed: seed,
-                                     sequenceLength: length)
-        let output = model.forward(inputs.rows(modelRows), context: context)
-        let gradient = gradients[part].rows(0..<modelRows.count)
-        let lossSum = loss.evaluate(output: output, targets: targets.rows(modelRows), gradient: gradient,
-                                    gradScale: 1 / Float(globalRows * length))
-        lossComputed?(lossSum)
-        model.backward(gradient, layerFinished: layerFinished)
-        return lossSum
-    }
-}
-
-/// The gradient buckets of data-parallel training: contiguous ranges of the flat parameter
-/// block, formed from the last layer back until each holds at least `bucketBytes`, in the order
-/// backward completes them. A bucket is complete once its first (lowest) layer has finished.
-struct GradientBuckets {
-    /// Ranges of the flat block, last layers first.
-    let ranges: [Range<Int>]
-    /// The layer whose completion completes each bucket.
-    let firstLayers: [Int]
-
-    init(model: Sequential, bucketBytes: Int) {
-        var ranges: [Range<Int>] = [], firstLayers: [Int] = []
-        var open: Range<Int>?
-        var openLayer = 0
-        for layer in model.layers.indices.reversed() {
-            let range = model.parameterRange(ofLayer: layer)
-            guard !range.isEmpty else { continue }
-            open = range.lowerBound..<(open?.upperBound ?? range.upperBound)
-            openLayer = layer
-            if let bucket = open, bucket.count * 4 >= bucketBytes {
-                ranges.append(bucket)
-                firstLayers.append(layer)
-                open = nil
-            }
-        }
-        if let open {
-            ranges.append(open)
-            firstLayers.append(openLayer)
-        }
-        self.ranges = ranges
-        self.firstLayers = firstLayers
-    }
-
-    /// The buckets that layer `layer` completes.
-    func completed(byLayer layer: Int) -> [Int] {
-        firstLayers.indices.filter { firstLayers[$0] == layer }
-    }
-}
-
-/// Which records each step of an epoch trains on, on this rank.
-///
-/// A replicated channel (or one process): one seeded shuffle of all records per epoch, cut into
-/// global batches, each split into contiguous per-rank slices (CONVENTIONS.md), so any world
-/// size takes the steps one process takes. A sharded channel (ShardedByS3Key): each rank
-/// shuffles its own records (seeded by rank) and takes its slice's worth of them per step,
-/// wrapping around its shard; every rank takes ⌈total records / global batch⌉ steps per epoch,
-/// so the ranks stay in step however unevenly the files split.
-struct BatchSchedule {
-    let steps: Int
-    private let order: EpochOrder
-    private let ranges: [Range<Int>]
-    private let sharded: Bool
-    /// Nil for one process (the whole batch is this rank's).
-    private let shard: Shard?
-    private let batchSize: Int
-    private let localCount: Int
-
-    init(data: PreparedData, batchSize: Int, seed: UInt64, rank: Int, worldSize: Int) {
-        sharded = data.trainIsSharded && worldSize > 1
-        shard = try? Shard(rank: rank, worldSize: worldSize)
-        self.batchSize = batchSize
-        localCount = data.train.count
-        if sharded {
-            order = EpochOrder(count: data.train.count, seed: mix64(seed ^ 0x5348_4152_4400_0000 &+ UInt64(rank)))
-            ranges = []
-            steps = (data.totalTrainCount + batchSize - 1) / batchSize
-        } else {
-            order = EpochOrder(count: data.train.count, seed: seed)
-            ranges = order.batchRanges(batchSize: batchSize)
-            steps = ranges.count
-        }
-    }
-
-    func permutation(epoch: Int) -> [Int] { order.permutation(epoch: epoch) }
-
-    /// Step `step`'s records on this rank, the global batch's size, and the place of this
-    /// rank's first row in it (dropout is keyed by it).
-    func batch(_ step: Int, of permutation: [Int]) -> (local: ArraySlice<Int>, globalRows: Int, firstSample: Int) {
-        if sharded {
-            let mine = shard?.slice(ofBatch: 0..<batchSize) ?? 0..<batchSize
-            let records = (0..<mine.count).map { permutation[(step * mine.count + $0) % localCount] }
-            return (records[...], batchSize, mine.lowerBound)
-        }
-        let global = permutation[ranges[step]]
-        let mine = shard?.slice(ofBatch: 0..<global.count) ?? 0..<global.count
-        return (global[(global.startIndex + mine.lowerBound)..<(global.startIndex + mine.upperBound)], global.count, mine.lowerBound)
-    }
-}
-
-// MARK: - A model split across ranks (pipeline stages, tensor-parallel parts)
-
-extension Trainer {
-    /// One optimizer step when this rank holds a piece of the model: forward and backward over
-    /// this replica's slice (through the pipeline's micro-batches, or through the tensor-split
-    /// layers), the gradients summed over the replicas of this piece, the loss and the stop
-    /// request agreed over every rank, the gradient's global norm clipped, one update.
-    fileprivate func splitModelStep(local: ArraySlice<Int>, globalRows: Int, firstSample: Int) throws(TrainingError) -> Double {
-        guard let parallel, let group else { preconditionFailure("a split model runs on a group") }
-        let length = sequenceLength
-        let wantsStop: Float = shouldStop() ? 1 : 0
-        var lossSum = 0.0
-        let isLastStage = stage?.isLast ?? true
-        if local.isEmpty {
-            // A batch smaller than the replicas leaves this one nothing: it adds zero.
-            device.fill(parameters.gradients, value: 0)
-        } else {
-            let x = load(data.train, indices: local)
-            let rows = local.count * length
-            do {
-                if let stage {
-                    let samples = PipelineMicroBatch.split(rows: local.count, into: min(microBatches, local.count), firstSample: firstSample)
-                    let batches = samples.map {
-                        PipelineMicroBatch(rows: ($0.rows.lowerBound * length)..<($0.rows.upperBound * length), firstSample: $0.firstSample * length)
-                    }
-                    let result = try stage.forwardBackward(batches, inputs: stage.isFirst ? x : nil,
-                                                           targets: stage.isLast ? targets.rows(0..<rows) : nil,
-                                                           globalRows: globalRows * length, step: state.step)
-                    lossSum = result.lossSum
-                    lastPipelineStats = result.stats
-                } else if let model {
-                    let job = StepJob(replicas: [model], gradients: [outputGradient], inputs: x, targets: targets.rows(0..<rows), loss: loss,
-                                      rows: local.count, globalRows: globalRows, firstSample: firstSample, step: state.step,
-                                      seed: plan.seed, sequenceLength: length)
-                    lossSum = job.run(part: 0)
-                }
-            } catch {
-                throw .collective(error.description)
-            }
-            try tensorParallel?.check()
-        }
-        // The loss counts once per replica (its last stage, tensor part 0); a stop counts anywhere.
-        let counts = isLastStage && parallel.coordinates.tensorIndex == 0
-        lossBuffer[0] = counts ? Float(lossSum) : 0
-        lossBuffer[1] = wantsStop
-        do {
-            if let dataGroup = parallel.dataParallel as ProcessGroup?, dataGroup.worldSize > 1 {
-                try dataGroup.allReduce(UnsafeMutableBufferPointer(start: parameters.gradients.hostPointer, count: parameters.count), op: .sum)
-            }
-            try group.allReduce(lossBuffer, op: .sum)
-        } catch {
-            throw .collective(error.description)
-        }
-        lossSum = Double(lossBuffer[0])
-        stopAgreed = lossBuffer[1] > 0
-        optimizer.learningRate = plan.learningRate(atStep: state.step, totalSteps: totalSteps)
-        if plan.gradientClip > 0 {
-            let norm = try globalGradientNorm()
-            if norm > Double(plan.gradientClip) {
-                device.axpby(alpha: Float(Double(plan.gradientClip) / norm), parameters.gradients, beta: 0, parameters.gradients)
-            }
-        }
-        optimizer.step()
-        return lossSum
-    }
-
-    /// The L2 norm of the whole model's gradient: every piece's sum of squares, a replicated
-    /// parameter counted on tensor part 0 only, summed over all ranks and divided by the
-    /// replicas (they hold the same sums).
-    fileprivate func globalGradientNorm() throws(TrainingError) -> Double {
-        guard let parallel, let group else { return device.sumOfSquares(parameters.gradients).squareRoot() }
-        var squares = 0.0
-        for (parameter, split) in zip(parameters.parameters, parameterSplits) where split != .replicated || parallel.coordinates.tensorIndex == 0 {
-            squares += device.sumOfSquares(parameter.gradient)
-        }
-        // Two floats carry the sum without losing its low digits: a high and a low part.
-        let high = Float(squares)
-        lossBuffer[0] = high
-        lossBuffer[1] = Float(squares - Double(high))
-        do {
-            try group.allReduce(lossBuffer, op: .sum)
-        } catch {
-            throw .collective(error.description)
-        }
-        let total = (Double(lossBuffer[0]) + Double(lossBuffer[1])) / Double(parallel.layout.dataDegree)
-        return total.squareRoot()
-    }
-
-    /// Loss and metric on `dataset` through the pipeline: micro-batches flow forward through
-    /// every stage; the last stage of the first replica scores them, and every rank gets the
-    /// result.
-    fileprivate func evaluateThroughPipeline(_ dataset: Dataset, stage: PipelineStage) throws(TrainingError) -> [MetricValue] {
-        guard let parallel, let group else { preconditionFailure("a pipeline runs on a group") }
-        let length = sequenceLength
-        let chunk = max(1, inputs.shape[0] / length)
-        let perBatch = max(1, stage.maxMicroBatchRows / length)
-        var lossSum = 0.0, correct = 0
-        var start = 0
-        while start < dataset.count {
-            let end = min(start + chunk, dataset.count)
-            let x = load(dataset, indices: start..<end)
-            let batches = PipelineMicroBatch.split(rows: end - start, into: (end - start + perBatch - 1) / perBatch).map {
-                PipelineMicroBatch(rows: ($0.rows.lowerBound * length)..<($0.rows.upperBound * length), firstSample: 0)
-            }
-            let first = start
-            do {
-                try stage.forward(batches, inputs: stage.isFirst ? x : nil) { batch, output in
-                    let rows = batch.rows
-                    lossSum += loss.evaluate(output: output, targets: targets.rows(rows), gradient: nil, gradScale: 1)
-                    guard length == 1 else { return }
-                    switch plan.predictorType {
-                    case .multiclassClassifier:
-                        for (row, predicted) in device.argmaxRows(output).enumerated() where Float(predicted) == dataset.labels[first + rows.lowerBound + row] {
-                            correct += 1
-                        }
-                    case .binaryClassifier:
-                        for (row, logit) in output.toArray().enumerated() where (logit > 0 ? 1 : 0) == dataset.labels[first + rows.lowerBound + row] {
-                            correct += 1
-                        }
-                    case .regressor:
-                        break
-                    }
-                }
-            } catch {
-                throw .collective(error.description)
-            }
-            try tensorParallel?.check()
-            start = end
-        }
-        let scores = stage.isLast && parallel.coordinates.tensorIndex == 0 && parallel.coordinates.dataIndex == 0
-        let high = Float(lossSum)
-        var totals: [Float] = scores ? [high, Float(lossSum - Double(high)), Float(correct)] : [0, 0, 0]
-        do {
-            try totals.withUnsafeMutableBufferPointer { buffer throws(CollectiveError) in try group.allReduce(buffer, op: .sum) }
-        } catch {
-            throw .collective(error.description)
-        }
-        return metrics(lossSum: Double(totals[0]) + Double(totals[1]), correct: Int(totals[2]), count: dataset.count)
-    }
-
-    /// The whole model's parameters in the single-process order and shapes, on rank 0 (the
-    /// first replica's pieces sent to it); other ranks get their own pieces.
-    fileprivate func gatheredParameters() throws(TrainingError) -> [(name: String, shape: [Int], values: [Float])] {
-        guard let parallel, let group else { return parameters.namedValues() }
-        let layout = parallel.layout, at = parallel.coordinates
-        let tag: UInt32 = 0x4D4F_4445
-        do {
-            if group.rank != 0 {
-                if at.dataIndex == 0 {
-                    try group.send(UnsafeBufferPointer(start: parameters.values.hostPointer, count: parameters.count), to: 0, tag: tag)
-                }
-                return parameters.namedValues()
-            }
-            var state = LogicalState()
-            for stageIndex in 0..<layout.pipelineDegree {
-                for part in 0..<layout.tensorDegree {
-                    let rank = layout.rank(ParallelLayout.Coordinates(stage: stageIndex, dataIndex: 0, tensorIndex: part))
-                    let layers = spec.makeLayers(tensorGroup: layout.tensorDegree > 1 ? TensorPart(rank: part, size: layout.tensorDegree) : nil)
-                    let range = stage?.partition.ranges[stageIndex] ?? layers.indices
-                    let before = layers[..<range.lowerBound].reduce(0) { $0 + $1.parameterSpecs.count }
-                    let own = layers[range].reduce(0) { $0 + $1.parameterSpecs.count }
-                    let specs = Array(Sequential.parameterSpecs(of: layers)[before..<(before + own)])
-                    let count = specs.reduce(0) { $0 + $1.spec.shape.reduce(1, *) }
-                    var values = [Float](repeating: 0, count: count)
-                    if rank == 0 {
-                        values = parameters.values.toArray()
-                    } else {
-                        try values.withUnsafeMutableBufferPointer { buffer throws(CollectiveError) in try group.receive(buffer, from: rank, tag: tag) }
-                    }
-                    var offset = 0
-                    for (name, spec) in specs {
-                        let size = spec.shape.reduce(1, *)
-                        try state.place(Array(values[offset..<(offset + size)]),
-                                        as: TensorPiece(name: name, shape: spec.shape, split: spec.split, part: part, parts: layout.tensorDegree))
-                        offset += size
-                    }
-                }
-            }
-            return try Sequential.parameterSpecs(of: spec.makeLayers()).map { (name, _) throws(TrainingError) in
-                guard let tensor = state.tensors[name] else { throw TrainingError.badModel(path: name, reason: "no rank sent it") }
-                return (name, tensor.shape, tensor.values)
-            }
-        } catch let error as CollectiveError {
-            throw .collective(error.description)
-        } catch let error as TrainingError {
-            throw error
-        } catch {
-            throw .collective("\(error)")
-        }
     }
 }

@@ -1,0 +1,198 @@
+// A Trainer whose model is split across ranks: pipeline stages, tensor-parallel parts, and the
+// data-parallel replicas of each piece.
+import ForgeArchive
+import ForgeCollectives
+import ForgeData
+import ForgeNN
+import ForgeRandom
+import ForgeTensor
+
+extension Trainer {
+    /// One optimizer step when this rank holds a piece of the model: forward and backward over
+    /// this replica's slice (through the pipeline's micro-batches, or through the tensor-split
+    /// layers), the gradients summed over the replicas of this piece, the loss and the stop
+    /// request agreed over every rank, the gradient's global norm clipped, one update.
+    func splitModelStep(local: ArraySlice<Int>, globalRows: Int, firstSample: Int) throws(TrainingError) -> Double {
+        guard let parallel, let group else { preconditionFailure("a split model runs on a group") }
+        let length = sequenceLength
+        let wantsStop: Float = shouldStop() ? 1 : 0
+        var lossSum = 0.0
+        let isLastStage = stage?.isLast ?? true
+        if local.isEmpty {
+            // A batch smaller than the replicas leaves this one nothing: it adds zero.
+            device.fill(parameters.gradients, value: 0)
+        } else {
+            let x = load(data.train, indices: local)
+            let rows = local.count * length
+            do {
+                if let stage {
+                    let samples = PipelineMicroBatch.split(rows: local.count, into: min(microBatches, local.count), firstSample: firstSample)
+                    let batches = samples.map {
+                        PipelineMicroBatch(rows: ($0.rows.lowerBound * length)..<($0.rows.upperBound * length), firstSample: $0.firstSample * length)
+                    }
+                    let result = try stage.forwardBackward(batches, inputs: stage.isFirst ? x : nil,
+                                                           targets: stage.isLast ? targets.rows(0..<rows) : nil,
+                                                           globalRows: globalRows * length, step: state.step)
+                    lossSum = result.lossSum
+                    lastPipelineStats = result.stats
+                } else if let model {
+                    let job = StepJob(replicas: [model], gradients: [outputGradient], inputs: x, targets: targets.rows(0..<rows), loss: loss,
+                                      rows: local.count, globalRows: globalRows, firstSample: firstSample, step: state.step,
+                                      seed: plan.seed, sequenceLength: length)
+                    lossSum = job.run(part: 0)
+                }
+            } catch {
+                throw .collective(error.description)
+            }
+            try tensorParallel?.check()
+        }
+        // The loss counts once per replica (its last stage, tensor part 0); a stop counts anywhere.
+        let counts = isLastStage && parallel.coordinates.tensorIndex == 0
+        lossBuffer[0] = counts ? Float(lossSum) : 0
+        lossBuffer[1] = wantsStop
+        do {
+            if let dataGroup = parallel.dataParallel as ProcessGroup?, dataGroup.worldSize > 1 {
+                try dataGroup.allReduce(UnsafeMutableBufferPointer(start: parameters.gradients.hostPointer, count: parameters.count), op: .sum)
+            }
+            try group.allReduce(lossBuffer, op: .sum)
+        } catch {
+            throw .collective(error.description)
+        }
+        lossSum = Double(lossBuffer[0])
+        stopAgreed = lossBuffer[1] > 0
+        optimizer.learningRate = plan.learningRate(atStep: state.step, totalSteps: totalSteps)
+        if plan.gradientClip > 0 {
+            let norm = try globalGradientNorm()
+            if norm > Double(plan.gradientClip) {
+                device.axpby(alpha: Float(Double(plan.gradientClip) / norm), parameters.gradients, beta: 0, parameters.gradients)
+            }
+        }
+        optimizer.step()
+        return lossSum
+    }
+
+    /// The L2 norm of the whole model's gradient: every piece's sum of squares, a replicated
+    /// parameter counted on tensor part 0 only, summed over all ranks and divided by the
+    /// replicas (they hold the same sums).
+    func globalGradientNorm() throws(TrainingError) -> Double {
+        guard let parallel, let group else { return device.sumOfSquares(parameters.gradients).squareRoot() }
+        var squares = 0.0
+        for (parameter, split) in zip(parameters.parameters, parameterSplits) where split != .replicated || parallel.coordinates.tensorIndex == 0 {
+            squares += device.sumOfSquares(parameter.gradient)
+        }
+        // Two floats carry the sum without losing its low digits: a high and a low part.
+        let high = Float(squares)
+        lossBuffer[0] = high
+        lossBuffer[1] = Float(squares - Double(high))
+        do {
+            try group.allReduce(lossBuffer, op: .sum)
+        } catch {
+            throw .collective(error.description)
+        }
+        let total = (Double(lossBuffer[0]) + Double(lossBuffer[1])) / Double(parallel.layout.dataDegree)
+        return total.squareRoot()
+    }
+
+    /// Loss and metric on `dataset` through the pipeline: micro-batches flow forward through
+    /// every stage; the last stage of the first replica scores them, and every rank gets the
+    /// result.
+    func evaluateThroughPipeline(_ dataset: Dataset, stage: PipelineStage) throws(TrainingError) -> [MetricValue] {
+        guard let parallel, let group else { preconditionFailure("a pipeline runs on a group") }
+        let length = sequenceLength
+        let chunk = max(1, inputs.shape[0] / length)
+        let perBatch = max(1, stage.maxMicroBatchRows / length)
+        var lossSum = 0.0, correct = 0
+        var start = 0
+        while start < dataset.count {
+            let end = min(start + chunk, dataset.count)
+            let x = load(dataset, indices: start..<end)
+            let batches = PipelineMicroBatch.split(rows: end - start, into: (end - start + perBatch - 1) / perBatch).map {
+                PipelineMicroBatch(rows: ($0.rows.lowerBound * length)..<($0.rows.upperBound * length), firstSample: 0)
+            }
+            let first = start
+            do {
+                try stage.forward(batches, inputs: stage.isFirst ? x : nil) { batch, output in
+                    let rows = batch.rows
+                    lossSum += loss.evaluate(output: output, targets: targets.rows(rows), gradient: nil, gradScale: 1)
+                    guard length == 1 else { return }
+                    switch plan.predictorType {
+                    case .multiclassClassifier:
+                        for (row, predicted) in device.argmaxRows(output).enumerated() where Float(predicted) == dataset.labels[first + rows.lowerBound + row] {
+                            correct += 1
+                        }
+                    case .binaryClassifier:
+                        for (row, logit) in output.toArray().enumerated() where (logit > 0 ? 1 : 0) == dataset.labels[first + rows.lowerBound + row] {
+                            correct += 1
+                        }
+                    case .regressor:
+                        break
+                    }
+                }
+            } catch {
+                throw .collective(error.description)
+            }
+            try tensorParallel?.check()
+            start = end
+        }
+        let scores = stage.isLast && parallel.coordinates.tensorIndex == 0 && parallel.coordinates.dataIndex == 0
+        let high = Float(lossSum)
+        var totals: [Float] = scores ? [high, Float(lossSum - Double(high)), Float(correct)] : [0, 0, 0]
+        do {
+            try totals.withUnsafeMutableBufferPointer { buffer throws(CollectiveError) in try group.allReduce(buffer, op: .sum) }
+        } catch {
+            throw .collective(error.description)
+        }
+        return metrics(lossSum: Double(totals[0]) + Double(totals[1]), correct: Int(totals[2]), count: dataset.count)
+    }
+
+    /// The whole model's parameters in the single-process order and shapes, on rank 0 (the
+    /// first replica's pieces sent to it); other ranks get their own pieces.
+    func gatheredParameters() throws(TrainingError) -> [(name: String, shape: [Int], values: [Float])] {
+        guard let parallel, let group else { return parameters.namedValues() }
+        let layout = parallel.layout, at = parallel.coordinates
+        let tag: UInt32 = 0x4D4F_4445
+        do {
+            if group.rank != 0 {
+                if at.dataIndex == 0 {
+                    try group.send(UnsafeBufferPointer(start: parameters.values.hostPointer, count: parameters.count), to: 0, tag: tag)
+                }
+                return parameters.namedValues()
+            }
+            var state = LogicalState()
+            for stageIndex in 0..<layout.pipelineDegree {
+                for part in 0..<layout.tensorDegree {
+                    let rank = layout.rank(ParallelLayout.Coordinates(stage: stageIndex, dataIndex: 0, tensorIndex: part))
+                    let layers = spec.makeLayers(tensorGroup: layout.tensorDegree > 1 ? TensorPart(rank: part, size: layout.tensorDegree) : nil)
+                    let range = stage?.partition.ranges[stageIndex] ?? layers.indices
+                    let before = layers[..<range.lowerBound].reduce(0) { $0 + $1.parameterSpecs.count }
+                    let own = layers[range].reduce(0) { $0 + $1.parameterSpecs.count }
+                    let specs = Array(Sequential.parameterSpecs(of: layers)[before..<(before + own)])
+                    let count = specs.reduce(0) { $0 + $1.spec.shape.reduce(1, *) }
+                    var values = [Float](repeating: 0, count: count)
+                    if rank == 0 {
+                        values = parameters.values.toArray()
+                    } else {
+                        try values.withUnsafeMutableBufferPointer { buffer throws(CollectiveError) in try group.receive(buffer, from: rank, tag: tag) }
+                    }
+                    var offset = 0
+                    for (name, spec) in specs {
+                        let size = spec.shape.reduce(1, *)
+                        try state.place(Array(values[offset..<(offset + size)]),
+                                        as: TensorPiece(name: name, shape: spec.shape, split: spec.split, part: part, parts: layout.tensorDegree))
+                        offset += size
+                    }
+                }
+            }
+            return try Sequential.parameterSpecs(of: spec.makeLayers()).map { (name, _) throws(TrainingError) in
+                guard let tensor = state.tensors[name] else { throw TrainingError.badModel(path: name, reason: "no rank sent it") }
+                return (name, tensor.shape, tensor.values)
+            }
+        } catch let error as CollectiveError {
+            throw .collective(error.description)
+        } catch let error as TrainingError {
+            throw error
+        } catch {
+            throw .collective("\(error)")
+        }
+    }
+}
