@@ -3,9 +3,10 @@
 import ForgeCollectives
 import Foundation
 
-/// Runs `body` on `worldSize` threads, rank r with a group over an in-process hub; returns the
-/// results in rank order, or throws the first rank's error.
-func onRankThreads<T>(_ worldSize: Int, timeoutMilliseconds: Int = 30_000,
+/// Runs `body` on `worldSize` threads, rank r with a group over an in-process hub (collectives
+/// cut into chunks of `chunkElements`); returns the results in rank order, or throws the first
+/// rank's error.
+func onRankThreads<T>(_ worldSize: Int, timeoutMilliseconds: Int = 30_000, chunkElements: Int = 1 << 16,
                       _ body: @escaping @Sendable (ProcessGroup) throws -> T) throws -> [T] {
     let hub = InProcessHub(worldSize: worldSize, timeoutMilliseconds: timeoutMilliseconds)
     let slots = RankSlots<T>(count: worldSize)
@@ -15,7 +16,7 @@ func onRankThreads<T>(_ worldSize: Int, timeoutMilliseconds: Int = 30_000,
         let transport = RankHandoff(value: hub.transport(rank: rank))
         Thread {
             defer { done.leave() }
-            slots.set(rank, Result { try body(ProcessGroup(transport: transport.value)) })
+            slots.set(rank, Result { try body(ProcessGroup(transport: transport.value, chunkElements: chunkElements)) })
         }.start()
     }
     done.wait()

@@ -29,26 +29,13 @@ import Testing
                               checkpoints: String? = nil) throws -> [RankResult] {
         let plan = try plan(zeroStage: zeroStage)
         let prepared = try PreparedData(plan: plan, train: data(seed: 1), validation: data(seed: 2))
-        let hub = InProcessHub(worldSize: worldSize, timeoutMilliseconds: 30_000)
-        let results = Results(count: worldSize)
-        let done = DispatchGroup()
-        for rank in 0..<worldSize {
-            done.enter()
-            let transport = Handed(value: hub.transport(rank: rank))
-            Thread {
-                defer { done.leave() }
-                let group = ProcessGroup(transport: transport.value)
-                results.set(rank, Result { () throws(TrainingError) in
-                    let trainer = try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: threads), group: group,
-                                              bucketBytes: bucketBytes, overlapReduction: overlap)
-                    let result = try trainer.run(checkpoints: checkpoints.map { CheckpointStore(directory: $0, keep: 1000) })
-                    return (result.model.parameters.flatMap(\.values), result.metrics.first { $0.name == "train:loss" }?.value ?? .nan,
-                            result.model.parameters.map(\.values), trainer.optimizerStateBytes)
-                })
-            }.start()
+        return try onRankThreads(worldSize) { group -> RankResult in
+            let trainer = try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: threads), group: group,
+                                      bucketBytes: bucketBytes, overlapReduction: overlap)
+            let result = try trainer.run(checkpoints: checkpoints.map { CheckpointStore(directory: $0, keep: 1000) })
+            return (result.model.parameters.flatMap(\.values), result.metrics.first { $0.name == "train:loss" }?.value ?? .nan,
+                    result.model.parameters.map(\.values), trainer.optimizerStateBytes)
         }
-        done.wait()
-        return try results.values().map { try $0.get() }
     }
 
     @Test(arguments: [(1, 1, 1 << 20), (2, 1, 64), (3, 1, 64), (4, 1, 1 << 20), (4, 1, 64), (2, 2, 64), (5, 1, 2048)])
@@ -181,25 +168,3 @@ extension TrainerDataParallelTests {
 /// One rank's trained parameters (flat, and by tensor in model order), train loss and optimizer
 /// state bytes.
 private typealias RankResult = (parameters: [Float], loss: Double, tensors: [[Float]], stateBytes: Int)
-
-/// Hands a rank's transport to its thread.
-private struct Handed<T>: @unchecked Sendable {
-    let value: T
-}
-
-/// Per-rank outcomes written from the rank threads.
-private final class Results: @unchecked Sendable {
-    private let lock = NSLock()
-    private var slots: [Result<RankResult, TrainingError>?]
-    init(count: Int) { slots = Array(repeating: nil, count: count) }
-    func set(_ index: Int, _ value: Result<RankResult, TrainingError>) {
-        lock.lock()
-        slots[index] = value
-        lock.unlock()
-    }
-    func values() -> [Result<RankResult, TrainingError>] {
-        lock.lock()
-        defer { lock.unlock() }
-        return slots.compactMap { $0 }
-    }
-}

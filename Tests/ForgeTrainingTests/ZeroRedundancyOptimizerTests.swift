@@ -79,40 +79,27 @@ import Testing
     /// (values and full optimizer state, with its step count) when given.
     static func sharded(_ kind: Kind, count: Int, worldSize: Int, steps: Range<Int>, maxNorm: Float?,
                         initial: (values: [Float], state: [String: [Float]])? = nil) throws -> [RankOutcome] {
-        let hub = InProcessHub(worldSize: worldSize, timeoutMilliseconds: 30_000)
-        let transports = Carried(value: (0..<worldSize).map { hub.transport(rank: $0) })
-        let outcomes = Outcomes<RankOutcome>(count: worldSize)
-        let done = DispatchGroup()
-        for rank in 0..<worldSize {
-            done.enter()
-            Thread {
-                defer { done.leave() }
-                let block = Self.block(count: count)
-                let zero = ZeroRedundancyOptimizer(block: block, group: ProcessGroup(transport: transports.value[rank], chunkElements: 3)) {
-                    kind.make(values: $0, gradients: $1)
-                }
-                outcomes.set(rank, Result { () throws -> RankOutcome in
-                    if let initial {
-                        initial.values.withUnsafeBufferPointer { block.device.copy(from: $0, to: block.values) }
-                        try zero.loadFullState(initial.state.map { ($0.key, $0.value) })
-                        zero.restore(stepCount: steps.lowerBound)
-                    }
-                    var norms: [Double] = []
-                    for step in steps {
-                        Self.gradient(rank: rank, step: step, count: count)
-                            .withUnsafeBufferPointer { block.device.copy(from: $0, to: block.gradients) }
-                        zero.learningRate = Self.learningRate(kind, step: step)
-                        let norm = try zero.step(maxGradientNorm: maxNorm)
-                        if maxNorm != nil { norms.append(norm) }
-                    }
-                    let full = try zero.fullStateTensors()
-                    return RankOutcome(values: block.values.toArray(), norms: norms, stateBytes: zero.optimizerStateBytes,
-                                       fullState: Dictionary(uniqueKeysWithValues: full.map { ($0.name, $0.values) }))
-                })
-            }.start()
+        try onRankThreads(worldSize, chunkElements: 3) { group in
+            let rank = group.rank
+            let block = Self.block(count: count)
+            let zero = ZeroRedundancyOptimizer(block: block, group: group) { kind.make(values: $0, gradients: $1) }
+            if let initial {
+                initial.values.withUnsafeBufferPointer { block.device.copy(from: $0, to: block.values) }
+                try zero.loadFullState(initial.state.map { ($0.key, $0.value) })
+                zero.restore(stepCount: steps.lowerBound)
+            }
+            var norms: [Double] = []
+            for step in steps {
+                Self.gradient(rank: rank, step: step, count: count)
+                    .withUnsafeBufferPointer { block.device.copy(from: $0, to: block.gradients) }
+                zero.learningRate = Self.learningRate(kind, step: step)
+                let norm = try zero.step(maxGradientNorm: maxNorm)
+                if maxNorm != nil { norms.append(norm) }
+            }
+            let full = try zero.fullStateTensors()
+            return RankOutcome(values: block.values.toArray(), norms: norms, stateBytes: zero.optimizerStateBytes,
+                               fullState: Dictionary(uniqueKeysWithValues: full.map { ($0.name, $0.values) }))
         }
-        done.wait()
-        return try outcomes.values().map { try $0.get() }
     }
 
     static func relativeDifference(_ a: [Float], _ b: [Float]) -> Float {
@@ -220,27 +207,5 @@ import Testing
         #expect(throws: ZeroStateError.wrongCount(name: "exp_avg", expected: 38, found: 37)) {
             try zero.loadFullState([("exp_avg", [Float](repeating: 0, count: 37)), ("exp_avg_sq", [Float](repeating: 0, count: 38))])
         }
-    }
-}
-
-/// Hands values to rank threads.
-private struct Carried<T>: @unchecked Sendable {
-    let value: T
-}
-
-/// Per-rank outcomes written from the rank threads.
-private final class Outcomes<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var slots: [Result<T, any Error>?]
-    init(count: Int) { slots = Array(repeating: nil, count: count) }
-    func set(_ index: Int, _ value: Result<T, any Error>) {
-        lock.lock()
-        slots[index] = value
-        lock.unlock()
-    }
-    func values() -> [Result<T, any Error>] {
-        lock.lock()
-        defer { lock.unlock() }
-        return slots.compactMap { $0 }
     }
 }
