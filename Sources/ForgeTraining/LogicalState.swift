@@ -27,7 +27,7 @@ public struct TensorPiece: Sendable, Equatable {
     public var count: Int { shape.reduce(1, *) }
 
     /// What a safetensors file's metadata says about a piece stored under `name`.
-    var metadataValue: String {
+    public var metadataValue: String {
         let splitText: String = switch split {
         case .replicated: "replicated"
         case .rows(let groups): "rows:\(groups)"
@@ -39,7 +39,7 @@ public struct TensorPiece: Sendable, Equatable {
     static let metadataPrefix = "piece:"
 
     /// Reads a piece's description back; nil for anything malformed.
-    init?(name: String, shape: [Int], metadata value: String) {
+    public init?(name: String, shape: [Int], metadata value: String) {
         var fields = [String: String]()
         for item in value.split(separator: ";") {
             let pair = item.split(separator: "=", maxSplits: 1)
@@ -47,7 +47,7 @@ public struct TensorPiece: Sendable, Equatable {
             fields[String(pair[0])] = String(pair[1])
         }
         guard let part = fields["part"].flatMap(Int.init), let parts = fields["parts"].flatMap(Int.init),
-              parts >= 1, parts <= 65536, part >= 0, part < parts, let splitText = fields["split"] else { return nil }
+              parts >= 1, parts <= 4096, part >= 0, part < parts, let splitText = fields["split"] else { return nil }
         let split: TensorSplit
         switch splitText {
         case "replicated": split = .replicated
@@ -76,6 +76,12 @@ public struct LogicalState: Sendable {
 
     /// Adds `values` as `piece` of its logical tensor (a replicated piece is the whole tensor).
     public mutating func place(_ values: [Float], as piece: TensorPiece) throws(TrainingError) {
+        // A piece cannot make a tensor larger than 2³¹ elements (a corrupt description must
+        // not allocate without bound).
+        guard piece.shape.allSatisfy({ $0 >= 0 }), piece.count.multipliedReportingOverflow(by: piece.parts).partialValue <= Int(Int32.max),
+              !piece.count.multipliedReportingOverflow(by: piece.parts).overflow else {
+            throw .badCheckpoint(path: piece.name, reason: "a piece of shape \(piece.shape) in \(piece.parts) parts is too large")
+        }
         let logicalShape = piece.logicalShape
         let logicalCount = logicalShape.reduce(1, *)
         guard values.count == piece.count else {
