@@ -67,7 +67,11 @@ public struct ModelSpec: Codable, Sendable, Equatable {
 
     /// Fresh layer objects for this architecture (not yet bound to parameters); a transformer's
     /// blocks hold their part of the heads and MLP units of `tensorGroup`.
-    public func makeLayers(tensorGroup: (any TensorParallelGroup)? = nil) -> [any Layer] {
+    ///
+    /// `separateTiedHead`: a tied head gets a table of its own instead of reading the
+    /// embedding's (pipeline stages put the two on different ranks, which keep the copies
+    /// equal); its parameter is drawn after every other, so the rest draw what they always do.
+    public func makeLayers(tensorGroup: (any TensorParallelGroup)? = nil, separateTiedHead: Bool = false) -> [any Layer] {
         if let t = transformer {
             // Layer i of every layout: embedding, its dropout, the blocks, the head. Dropout
             // salts are fixed per layer, so masks do not depend on how layers are split.
@@ -77,7 +81,7 @@ public struct ModelSpec: Codable, Sendable, Equatable {
                 layers.append(TransformerBlock(width: t.width, heads: t.heads, hiddenWidth: 4 * t.width, contextLength: t.contextLength,
                                                dropout: t.dropout, layers: t.layers, salt: UInt64(2 + 2 * block), group: tensorGroup))
             }
-            layers.append(OutputHead(width: t.width, vocabulary: 256, tiedTo: t.tieEmbeddings ? embedding : nil))
+            layers.append(OutputHead(width: t.width, vocabulary: 256, tiedTo: t.tieEmbeddings && !separateTiedHead ? embedding : nil))
             return layers
         }
         var salt: UInt64 = 0

@@ -14,8 +14,10 @@ extension Trainer {
     /// state per parameter (`optimizer.<buffer>.`), and the best epoch's values (`best.`).
     func checkpointPieces(optimizerState: [(name: String, values: [Float])]) -> [(piece: TensorPiece, values: [Float])] {
         let tensorRank = parallel?.coordinates.tensorIndex ?? 0, tensorDegree = parallel?.layout.tensorDegree ?? 1
+        // A tied table's second copy (the head's, on the last stage) is not part of the state.
+        let copy = tiedTable.flatMap { $0.isCopy ? $0.parameter.name : nil }
         func pieces(_ prefix: String, _ flat: [Float]) -> [(piece: TensorPiece, values: [Float])] {
-            zip(parameters.parameters, parameterSplits).map { parameter, split in
+            zip(parameters.parameters, parameterSplits).filter { $0.0.name != copy }.map { parameter, split in
                 (TensorPiece(name: prefix + parameter.name, shape: parameter.value.shape, split: split, part: tensorRank, parts: tensorDegree),
                  Array(flat[parameter.offset..<(parameter.offset + parameter.value.count)]))
             }
@@ -105,7 +107,9 @@ extension Trainer {
         let tensorRank = parallel?.coordinates.tensorIndex ?? 0, tensorDegree = parallel?.layout.tensorDegree ?? 1
         func fill(_ destination: Tensor, prefix: String) throws(TrainingError) {
             for (parameter, split) in zip(parameters.parameters, parameterSplits) {
-                let piece = TensorPiece(name: prefix + parameter.name, shape: parameter.value.shape, split: split, part: tensorRank, parts: tensorDegree)
+                // The head's copy of a tied table reads the embedding's.
+                let name = tiedTable.flatMap { $0.isCopy && $0.parameter.name == parameter.name ? "layers.0.token.weight" : nil } ?? parameter.name
+                let piece = TensorPiece(name: prefix + name, shape: parameter.value.shape, split: split, part: tensorRank, parts: tensorDegree)
                 let values: [Float]
                 do {
                     values = try logical.values(of: piece)

@@ -46,6 +46,8 @@ extension Trainer {
             }
             try tensorParallel?.check()
         }
+        // A tied table on two stages: each copy gets the sum of both gradients.
+        try tiedTable?.exchangeGradients(group)
         // The loss counts once per replica (its last stage, tensor part 0); a stop counts anywhere.
         let counts = isLastStage && parallel.coordinates.tensorIndex == 0
         lossBuffer[0] = counts ? Float(lossSum) : 0
@@ -78,6 +80,8 @@ extension Trainer {
         guard let parallel, let group else { return device.sumOfSquares(parameters.gradients).squareRoot() }
         var squares = 0.0
         for (parameter, split) in zip(parameters.parameters, parameterSplits) where split != .replicated || parallel.coordinates.tensorIndex == 0 {
+            // A tied table's second copy is the same tensor: counted on the embedding's stage.
+            if let tiedTable, tiedTable.isCopy, tiedTable.parameter.name == parameter.name { continue }
             squares += device.sumOfSquares(parameter.gradient)
         }
         // Two floats carry the sum without losing its low digits: a high and a low part.
@@ -162,7 +166,8 @@ extension Trainer {
             for stageIndex in 0..<layout.pipelineDegree {
                 for part in 0..<layout.tensorDegree {
                     let rank = layout.rank(ParallelLayout.Coordinates(stage: stageIndex, dataIndex: 0, tensorIndex: part))
-                    let layers = spec.makeLayers(tensorGroup: layout.tensorDegree > 1 ? TensorPart(rank: part, size: layout.tensorDegree) : nil)
+                    let layers = spec.makeLayers(tensorGroup: layout.tensorDegree > 1 ? TensorPart(rank: part, size: layout.tensorDegree) : nil,
+                                                 separateTiedHead: layout.pipelineDegree > 1 && (plan.transformer?.tieEmbeddings ?? false))
                     let range = stage?.partition.ranges[stageIndex] ?? layers.indices
                     let before = layers[..<range.lowerBound].reduce(0) { $0 + $1.parameterSpecs.count }
                     let own = layers[range].reduce(0) { $0 + $1.parameterSpecs.count }
@@ -193,6 +198,58 @@ extension Trainer {
             throw error
         } catch {
             throw .collective("\(error)")
+        }
+    }
+}
+
+/// The two copies of a tied embedding table when pipeline stages hold the embedding (first
+/// stage) and the output head (last stage) on different ranks, as Megatron keeps them: the
+/// head's copy starts as the embedding's, and before every update each side adds the other's
+/// gradient, so both take the same step from the same sum the single process computes.
+///
+/// Concurrency: not Sendable; confined to the rank's training thread, like its group.
+struct TiedTable {
+    let parameter: Parameter
+    /// The other copy's rank (the same replica's first or last stage).
+    let partner: Int
+    /// True on the head's side: its copy is not part of the model's logical state.
+    let isCopy: Bool
+
+    private static let valuesTag: UInt32 = 0x7469_0001
+    private static let gradientTag: UInt32 = 0x7469_0002
+
+    /// Sends the embedding's table to the head's copy.
+    func synchronizeValues(_ group: ProcessGroup) throws(TrainingError) {
+        let values = UnsafeMutableBufferPointer(start: parameter.value.hostPointer, count: parameter.value.count)
+        do {
+            if isCopy {
+                try group.receive(values, from: partner, tag: Self.valuesTag)
+            } else {
+                try group.send(UnsafeBufferPointer(values), to: partner, tag: Self.valuesTag)
+            }
+        } catch {
+            throw .collective(error.description)
+        }
+    }
+
+    /// Adds the partner's gradient to this copy's (both sides end with the sum).
+    func exchangeGradients(_ group: ProcessGroup) throws(TrainingError) {
+        let count = parameter.gradient.count
+        let own = UnsafeBufferPointer(start: parameter.gradient.hostPointer, count: count)
+        var theirs = [Float](repeating: 0, count: count)
+        do {
+            // Sends queue without waiting, so both sides can send first.
+            try group.send(own, to: partner, tag: Self.gradientTag)
+            try theirs.withUnsafeMutableBufferPointer { buffer throws(CollectiveError) in try group.receive(buffer, from: partner, tag: Self.gradientTag) }
+        } catch {
+            throw .collective(error.description)
+        }
+        // The embedding's part first, as one process adds them (the head writes, the embedding adds).
+        let gradient = parameter.gradient.hostPointer
+        if isCopy {
+            for index in 0..<count { gradient[index] = theirs[index] + gradient[index] }
+        } else {
+            for index in 0..<count { gradient[index] = gradient[index] + theirs[index] }
         }
     }
 }

@@ -74,6 +74,10 @@ public final class Trainer {
     let tensorParallel: TensorParallelAdapter?
     /// Micro-batches per step under pipeline parallelism.
     let microBatches: Int
+    /// A tied output head on another stage than the embedding: this rank's side of the pair
+    /// (its parameter and the partner's rank). Both keep a copy of the table and add each
+    /// other's gradient before every update, so the copies stay equal.
+    let tiedTable: TiedTable?
     /// The last step's pipeline measurements (nil without a pipeline).
     public internal(set) var lastPipelineStats: PipelineStepStats?
     /// The step's loss and whether any rank was asked to stop, all-reduced together.
@@ -132,7 +136,8 @@ public final class Trainer {
         let dataDegree = dataGroup?.worldSize ?? 1
         microBatches = pipelineDegree > 1 ? (plan.layout.microBatches ?? pipelineDegree) : 1
         let modelRows: Int
-        let layers = spec.makeLayers(tensorGroup: tensorGroup)
+        let separateTiedHead = pipelineDegree > 1 && (plan.transformer?.tieEmbeddings ?? false)
+        let layers = spec.makeLayers(tensorGroup: tensorGroup, separateTiedHead: separateTiedHead)
         let fullInput = layers.first?.inputWidth ?? 0, fullOutput = layers.last?.outputWidth ?? 0
         if let parallel, pipelineDegree > 1 {
             let counts = layers.map { $0.parameterSpecs.reduce(0) { $0 + $1.shape.reduce(1, *) } }
@@ -149,7 +154,8 @@ public final class Trainer {
             // Each replica's slice of the global batch, cut into micro-batches of whole samples.
             let localSamples = (batchSize + dataDegree - 1) / dataDegree
             let perMicroBatch = max(1, (localSamples + microBatches - 1) / microBatches)
-            let stage = PipelineStage(makeLayers: { [spec] in spec.makeLayers(tensorGroup: tensorGroup) }, partition: partition,
+            let stage = PipelineStage(makeLayers: { [spec] in spec.makeLayers(tensorGroup: tensorGroup, separateTiedHead: separateTiedHead) },
+                                      partition: partition,
                                       stage: parallel.coordinates.stage, stageRanks: parallel.layout.pipelineRanks(of: parallel.layout.rank(parallel.coordinates)),
                                       group: group ?? parallel.dataParallel, schedule: plan.layout.schedule, microBatches: microBatches,
                                       maxMicroBatchRows: perMicroBatch * sequenceLength, loss: loss, seed: plan.seed, device: device,
@@ -161,6 +167,17 @@ public final class Trainer {
             let own = Sequential.parameterSpecs(of: layers).dropFirst(specsBefore).prefix(stage.parameters.parameters.count)
             parameterSplits = own.map(\.spec.split)
             modelRows = max(localSamples, 1) * sequenceLength
+            let pipeline = parallel.layout.pipelineRanks(of: parallel.layout.rank(parallel.coordinates))
+            if separateTiedHead, let group, stage.isFirst || stage.isLast {
+                let name = stage.isFirst ? "layers.0.token.weight" : "layers.\(layers.count - 1).weight"
+                guard let parameter = stage.parameters[name] else { throw .layout("the tied table \(name) is not on this stage") }
+                tiedTable = TiedTable(parameter: parameter, partner: stage.isFirst ? pipeline[pipeline.count - 1] : pipeline[0],
+                                      isCopy: stage.isLast)
+                // The head's copy starts as the embedding's table.
+                try tiedTable?.synchronizeValues(group)
+            } else {
+                tiedTable = nil
+            }
         } else {
             // A language model evaluates a batch at a time: its activations grow with the context.
             let evaluationRows = sequenceLength > 1 ? batchSize : max(batchSize, min(1024, max(data.validation?.count ?? 0, data.train.count)))
@@ -171,6 +188,7 @@ public final class Trainer {
             parameters = block
             parameterSplits = specs.map(\.spec.split)
             modelRows = evaluationRows * sequenceLength
+            tiedTable = nil
         }
         if plan.zeroStage == 1, let dataGroup, dataGroup.worldSize > 1 {
             guard parallel == nil else {

@@ -255,10 +255,6 @@ public struct TrainingPlan: Sendable, Equatable {
         if let layers, layout.pipelineDegree > layers + 2 {
             r.report(.conflict(key: "forge_pipeline_degree", reason: "\(layout.pipelineDegree) stages for \(layers + 2) layers (embedding, \(layers) blocks, head)"))
         }
-        if tie, layout.pipelineDegree > 1 {
-            r.report(.conflict(key: "tie_embeddings", reason: "a tied head shares the first stage's embedding table, "
-                + "which pipeline parallelism puts on another rank; set tie_embeddings=false or forge_pipeline_degree=1"))
-        }
         r.rejectUnknown(known: Set(r.consumed), ignoredPrefixes: ignoredPrefixes)
         guard r.problems.isEmpty, let layers, let heads, let width, let context, let dropout, let batch, let epochs, let maxSteps,
               let warmup, let schedule, let clip, let learningRate, let optimizer, let weightDecay, let momentum, let beta1,

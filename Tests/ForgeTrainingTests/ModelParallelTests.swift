@@ -152,3 +152,42 @@ extension ModelParallelTests {
         }
     }
 }
+
+/// A tied output head whose embedding is on another stage: the two copies of the table stay
+/// equal and take the single process's steps.
+extension ModelParallelTests {
+    @Test(arguments: [
+        (2, ["forge_pipeline_degree": "2", "forge_micro_batches": "3"]),
+        (4, ["forge_pipeline_degree": "2", "forge_pipeline_schedule": "gpipe"]),
+        (4, ["forge_pipeline_degree": "4"]),
+        (4, ["forge_pipeline_degree": "2", "forge_tensor_degree": "2"]),
+    ])
+    func aTiedHeadAcrossStagesMatchesOneProcess(ranks: Int, layout: [String: String]) throws {
+        let plan = try Self.plan(["tie_embeddings": "true"])
+        let single = try Trainer(plan: plan, data: try Self.data(plan), device: CPUDevice(threadCount: 1)).run()
+        var tied = layout
+        tied["tie_embeddings"] = "true"
+        let split = try Self.run(ranks: ranks, tied)
+        #expect(single.model.parameters.map(\.name) == split.model.parameters.map(\.name), "no second table in the model")
+        let worst = expectMatching(single.model.parameters, split.model.parameters, "(tied, \(ranks) ranks, \(layout))")
+        print("tied transformer-lm on \(ranks) ranks \(layout.sorted { $0.key < $1.key }): max per-tensor max|Δ|/max|ref| = \(worst)")
+    }
+
+    @Test func aTiedCheckpointOfStagesResumesInOneProcess() throws {
+        let scratch = try TemporaryDirectory()
+        let tied = ["tie_embeddings": "true"]
+        let whole = try Self.checkpointed(ranks: 1, tied, directory: scratch.file("reference"))
+        var staged = tied
+        staged["forge_pipeline_degree"] = "2"
+        _ = try Self.checkpointed(ranks: 2, staged, directory: scratch.file("checkpoints"))
+        let store = CheckpointStore(directory: scratch.file("checkpoints"))
+        for folder in store.checkpointFolders() where !folder.hasSuffix("-000000020") {
+            try FileManager.default.removeItem(atPath: store.directory + "/" + folder)
+        }
+        let resumed = try Self.checkpointed(ranks: 1, tied, directory: scratch.file("checkpoints"))
+        expectMatching(whole.model.parameters, resumed.model.parameters, "(tied, 2 stages → one process)")
+        // And back: one process's checkpoint resumed on 2 stages.
+        let back = try Self.checkpointed(ranks: 2, staged, directory: scratch.file("reference"))
+        #expect(back.state.step == 50)
+    }
+}
