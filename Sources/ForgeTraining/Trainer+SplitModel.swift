@@ -53,8 +53,8 @@ extension Trainer {
         lossBuffer[0] = counts ? Float(lossSum) : 0
         lossBuffer[1] = wantsStop
         do {
-            if let dataGroup = parallel.dataParallel as ProcessGroup?, dataGroup.worldSize > 1 {
-                try dataGroup.allReduce(UnsafeMutableBufferPointer(start: parameters.gradients.hostPointer, count: parameters.count), op: .sum)
+            if zero == nil, parallel.dataParallel.worldSize > 1 {
+                try parallel.dataParallel.allReduce(UnsafeMutableBufferPointer(start: parameters.gradients.hostPointer, count: parameters.count), op: .sum)
             }
             try group.allReduce(lossBuffer, op: .sum)
         } catch {
@@ -63,6 +63,29 @@ extension Trainer {
         lossSum = Double(lossBuffer[0])
         stopAgreed = lossBuffer[1] > 0
         optimizer.learningRate = plan.learningRate(atStep: state.step, totalSteps: totalSteps)
+        if let zero {
+            // The piece's state sharded over its replicas: reduce-scatter, clip by the whole
+            // model's norm (every rank's segment of the parameters that count, summed over the
+            // job), update the segment, all-gather.
+            let tensorIndex = parallel.coordinates.tensorIndex
+            let splits = Dictionary(uniqueKeysWithValues: zip(parameters.parameters.map(\.name), parameterSplits))
+            let copy = tiedTable.flatMap { $0.isCopy ? $0.parameter.name : nil }
+            let buffer = lossBuffer
+            do {
+                try zero.step(maxGradientNorm: plan.gradientClip > 0 ? plan.gradientClip : nil,
+                              counted: { parameter in parameter.name != copy && (splits[parameter.name] != .replicated || tensorIndex == 0) },
+                              sumAcrossPieces: { squares throws(CollectiveError) in
+                                  let high = Float(squares)
+                                  buffer[0] = high
+                                  buffer[1] = Float(squares - Double(high))
+                                  try group.allReduce(buffer, op: .sum)
+                                  return Double(buffer[0]) + Double(buffer[1])
+                              })
+            } catch {
+                throw .collective(error.description)
+            }
+            return lossSum
+        }
         if plan.gradientClip > 0 {
             let norm = try globalGradientNorm()
             if norm > Double(plan.gradientClip) {

@@ -191,10 +191,7 @@ public final class Trainer {
             tiedTable = nil
         }
         if plan.zeroStage == 1, let dataGroup, dataGroup.worldSize > 1 {
-            guard parallel == nil else {
-                throw .layout("forge_zero_stage 1 shards the optimizer state of a replicated model; with pipeline or tensor "
-                    + "parallelism use forge_zero_stage 0 (each rank already holds only its piece's state)")
-            }
+            // Each piece's state is sharded across that piece's replicas.
             zero = ZeroRedundancyOptimizer(block: parameters, group: dataGroup) { values, gradients in
                 Trainer.makeOptimizer(plan, values: values, gradients: gradients)
             }

@@ -80,8 +80,14 @@ public final class ZeroRedundancyOptimizer {
     ///
     /// Afterwards `block.gradients` holds the reduced (and clipped) gradients only in `segment`;
     /// the rest holds partial sums.
+    ///
+    /// A block that is a piece of a larger model (a pipeline stage, a tensor-parallel part)
+    /// passes `counted` (which of its parameters count toward the model's norm: a replicated
+    /// one on one part only) and `sumAcrossPieces` (sums this rank's squares over every rank
+    /// of the job), so the norm is the whole model's.
     @discardableResult
-    public func step(maxGradientNorm: Float? = nil) throws(CollectiveError) -> Double {
+    public func step(maxGradientNorm: Float? = nil, counted: ((Parameter) -> Bool)? = nil,
+                     sumAcrossPieces: ((Double) throws(CollectiveError) -> Double)? = nil) throws(CollectiveError) -> Double {
         let shardedGroup = (group?.worldSize ?? 1) > 1 ? group : nil
         let gradients = UnsafeMutableBufferPointer(start: block.gradients.hostPointer, count: block.count)
         if let shardedGroup { try shardedGroup.reduceScatter(gradients, op: .sum) }
@@ -89,6 +95,27 @@ public final class ZeroRedundancyOptimizer {
         if let maxGradientNorm {
             let mine = Tensor(storage: block.gradients.storage, offset: block.gradients.offset + segment.lowerBound,
                               shape: [segment.count])
+            if let sumAcrossPieces {
+                // This rank's segment, parameter by parameter, of the parameters that count.
+                var squares = 0.0
+                for parameter in block.parameters where counted?(parameter) ?? true {
+                    let lower = max(parameter.offset, segment.lowerBound)
+                    let upper = min(parameter.offset + parameter.value.count, segment.upperBound)
+                    guard lower < upper else { continue }
+                    let range = lower..<upper
+                    squares += block.device.sumOfSquares(Tensor(storage: block.gradients.storage,
+                                                                offset: block.gradients.offset + range.lowerBound, shape: [range.count]))
+                }
+                norm = try sumAcrossPieces(squares).squareRoot()
+                if let scale = ZeroRedundancyOptimizer.clipScale(norm: norm, maxNorm: maxGradientNorm), !segment.isEmpty {
+                    block.device.axpby(alpha: scale, mine, beta: 0, mine)
+                }
+                inner.step()
+                if let shardedGroup {
+                    try shardedGroup.allGather(UnsafeMutableBufferPointer(start: block.values.hostPointer, count: block.count))
+                }
+                return norm
+            }
             let squares = segment.isEmpty ? 0 : block.device.sumOfSquares(mine)
             if let shardedGroup {
                 normBuffer[0] = Float(squares)

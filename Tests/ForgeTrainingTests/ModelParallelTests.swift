@@ -50,6 +50,9 @@ import Testing
         (4, ["forge_pipeline_degree": "2", "forge_micro_batches": "2"]),
         (4, ["forge_tensor_degree": "2"]),
         (4, ["forge_tensor_degree": "2", "forge_pipeline_degree": "2", "forge_micro_batches": "3"]),
+        (4, ["forge_pipeline_degree": "2", "forge_zero_stage": "1"]),
+        (4, ["forge_tensor_degree": "2", "forge_zero_stage": "1"]),
+        (3, ["forge_zero_stage": "1"]),
     ])
     func matchesOneProcess(ranks: Int, layout: [String: String]) throws {
         let single = try Self.single()
@@ -95,6 +98,7 @@ extension ModelParallelTests {
         (2, ["forge_tensor_degree": "2"], 1, [String: String]()),
         (1, [String: String](), 4, ["forge_pipeline_degree": "2", "forge_tensor_degree": "2", "forge_micro_batches": "2"]),
         (4, ["forge_pipeline_degree": "4", "forge_pipeline_schedule": "gpipe"], 2, ["forge_pipeline_degree": "2"]),
+        (4, ["forge_pipeline_degree": "2", "forge_zero_stage": "1"], 4, ["forge_tensor_degree": "2", "forge_zero_stage": "1"]),
     ])
     func aCheckpointOfOneLayoutResumesUnderAnother(writers: Int, written: [String: String], readers: Int, read: [String: String]) throws {
         // One layout writes checkpoints to step 50; the one of step 20 alone is kept, and
