@@ -87,9 +87,8 @@ extension Trainer {
             return lossSum
         }
         if plan.gradientClip > 0 {
-            let norm = try globalGradientNorm()
-            if norm > Double(plan.gradientClip) {
-                device.axpby(alpha: Float(Double(plan.gradientClip) / norm), parameters.gradients, beta: 0, parameters.gradients)
+            if let scale = ZeroRedundancyOptimizer.clipScale(norm: try globalGradientNorm(), maxNorm: plan.gradientClip) {
+                device.axpby(alpha: scale, parameters.gradients, beta: 0, parameters.gradients)
             }
         }
         optimizer.step()

@@ -439,7 +439,9 @@ public final class Trainer {
         if plan.gradientClip > 0 {
             // The summed gradient is the same on every rank, so is the clipping.
             let norm = device.sumOfSquares(gradients).squareRoot()
-            if norm > Double(plan.gradientClip) { device.axpby(alpha: Float(Double(plan.gradientClip) / norm), gradients, beta: 0, gradients) }
+            if let scale = ZeroRedundancyOptimizer.clipScale(norm: norm, maxNorm: plan.gradientClip) {
+                device.axpby(alpha: scale, gradients, beta: 0, gradients)
+            }
         }
         optimizer.step()
         return lossSum

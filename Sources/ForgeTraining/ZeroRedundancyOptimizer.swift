@@ -102,27 +102,19 @@ public final class ZeroRedundancyOptimizer {
                     let lower = max(parameter.offset, segment.lowerBound)
                     let upper = min(parameter.offset + parameter.value.count, segment.upperBound)
                     guard lower < upper else { continue }
-                    let range = lower..<upper
                     squares += block.device.sumOfSquares(Tensor(storage: block.gradients.storage,
-                                                                offset: block.gradients.offset + range.lowerBound, shape: [range.count]))
+                                                                offset: block.gradients.offset + lower, shape: [upper - lower]))
                 }
                 norm = try sumAcrossPieces(squares).squareRoot()
-                if let scale = ZeroRedundancyOptimizer.clipScale(norm: norm, maxNorm: maxGradientNorm), !segment.isEmpty {
-                    block.device.axpby(alpha: scale, mine, beta: 0, mine)
-                }
-                inner.step()
-                if let shardedGroup {
-                    try shardedGroup.allGather(UnsafeMutableBufferPointer(start: block.values.hostPointer, count: block.count))
-                }
-                return norm
-            }
-            let squares = segment.isEmpty ? 0 : block.device.sumOfSquares(mine)
-            if let shardedGroup {
-                normBuffer[0] = Float(squares)
-                try shardedGroup.allReduce(normBuffer, op: .sum)
-                norm = Double(normBuffer[0]).squareRoot()
             } else {
-                norm = squares.squareRoot()
+                let squares = segment.isEmpty ? 0 : block.device.sumOfSquares(mine)
+                if let shardedGroup {
+                    normBuffer[0] = Float(squares)
+                    try shardedGroup.allReduce(normBuffer, op: .sum)
+                    norm = Double(normBuffer[0]).squareRoot()
+                } else {
+                    norm = squares.squareRoot()
+                }
             }
             if let scale = ZeroRedundancyOptimizer.clipScale(norm: norm, maxNorm: maxGradientNorm), !segment.isEmpty {
                 block.device.axpby(alpha: scale, mine, beta: 0, mine)
