@@ -303,9 +303,15 @@ public final class Trainer {
                                     rank: dataGroup?.rank ?? 0, worldSize: dataGroup?.worldSize ?? 1)
         totalSteps = plan.epochs * batches.steps
         if plan.maxSteps > 0 { totalSteps = min(totalSteps, plan.maxSteps) }
+        let wholeModel = Sequential.parameterSpecs(of: spec.makeLayers()).reduce(0) { $0 + $1.spec.shape.reduce(1, *) }
+        let split = parallel.map { p in
+            "\(p.layout.pipelineDegree) pipeline stage(s) × \(p.layout.tensorDegree) tensor-parallel part(s) × \(p.layout.dataDegree) replica(s)"
+                + (plan.layout.pipelineDegree > 1 ? ", \(plan.layout.schedule) with \(microBatches) micro-batches" : "")
+        }
         observer.trainingStarted(RunSummary(trainRecords: data.totalTrainCount, validationRecords: data.validation?.count ?? 0,
                                             features: data.train.width, classes: spec.numClasses,
-                                            parameterCount: parameters.count, stepsPerEpoch: batches.steps, epochs: plan.epochs))
+                                            parameterCount: wholeModel, stepsPerEpoch: batches.steps, epochs: plan.epochs,
+                                            totalSteps: totalSteps, contextLength: plan.transformer?.contextLength, layout: split))
         while !state.finished && state.epoch < plan.epochs {
             let permutation = batches.permutation(epoch: state.epoch)
             observer.epochStarted(epoch: state.epoch + 1, batches: batches.steps)

@@ -32,9 +32,17 @@ public struct RunSummary: Sendable, Equatable {
     public var validationRecords: Int
     public var features: Int
     public var classes: Int
+    /// The whole model's parameters (whatever piece of it this rank holds).
     public var parameterCount: Int
     public var stepsPerEpoch: Int
     public var epochs: Int
+    /// Optimizer steps the run takes in all (`max_steps` may end it within an epoch).
+    public var totalSteps: Int
+    /// A language model's context: its records are windows of that many bytes plus one.
+    public var contextLength: Int?
+    /// How the model is split across ranks ("2 pipeline stages × 2 tensor-parallel parts × 1
+    /// replica"); nil when every rank holds all of it.
+    public var layout: String?
 }
 
 /// Receives a run's events. Every method has an empty default.

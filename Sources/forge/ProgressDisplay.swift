@@ -34,9 +34,14 @@ final class ProgressDisplay: TrainingObserver {
     func trainingStarted(_ summary: RunSummary) {
         stepsPerEpoch = summary.stepsPerEpoch
         epochs = summary.epochs
-        totalSteps = summary.stepsPerEpoch * summary.epochs
+        totalSteps = summary.totalSteps
         started = Date()
-        logger.info("training \(summary.parameterCount) parameters on \(summary.trainRecords) records (\(summary.features) features, \(summary.classes) outputs): \(summary.epochs) epochs × \(summary.stepsPerEpoch) steps")
+        let records = summary.contextLength.map { "\(summary.trainRecords) windows of \($0) bytes" }
+            ?? "\(summary.trainRecords) records (\(summary.features) features, \(summary.classes) outputs)"
+        let steps = summary.totalSteps < summary.stepsPerEpoch * summary.epochs
+            ? "\(summary.totalSteps) steps (max_steps; \(summary.stepsPerEpoch) per epoch)" : "\(summary.epochs) epochs × \(summary.stepsPerEpoch) steps"
+        logger.info("training \(summary.parameterCount) parameters on \(records): \(steps)")
+        if let layout = summary.layout { logger.info("model split across the ranks: \(layout)") }
     }
 
     func resumed(fromStep step: Int, epoch: Int, path: String) {
