@@ -57,6 +57,13 @@ public final class Sequential {
         return specs
     }
 
+    /// Which of `parameterSpecs(of: layers)` belong to `layers[layerRange]` (a pipeline
+    /// stage's slice of a model).
+    public static func parameterSpecRange(of layers: [any Layer], layerRange: Range<Int>) -> Range<Int> {
+        let before = layers[..<layerRange.lowerBound].reduce(0) { $0 + $1.parameterSpecs.count }
+        return before..<(before + layers[layerRange].reduce(0) { $0 + $1.parameterSpecs.count })
+    }
+
     public var inputWidth: Int { layers.first?.inputWidth ?? 0 }
     public var outputWidth: Int { layers.last?.outputWidth ?? 0 }
 

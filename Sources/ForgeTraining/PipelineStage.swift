@@ -171,9 +171,7 @@ public final class PipelineStage {
         precondition(model.count == partition.layerCount, "the partition covers \(partition.layerCount) layers, the model has \(model.count)")
         let range = partition.ranges[stage]
         let specs = Sequential.parameterSpecs(of: model)
-        let specsBefore = model[..<range.lowerBound].reduce(0) { $0 + $1.parameterSpecs.count }
-        let specsOwn = model[range].reduce(0) { $0 + $1.parameterSpecs.count }
-        parameters = ParameterBlock(specs: specs, seed: seed, device: device, keeping: specsBefore..<(specsBefore + specsOwn),
+        parameters = ParameterBlock(specs: specs, seed: seed, device: device, keeping: Sequential.parameterSpecRange(of: model, layerRange: range),
                                     tensorRank: tensorRank, tensorDegree: tensorDegree)
 
         let slotCount = PipelineSchedule(kind: schedule, stage: stage, stages: partition.stages, microBatches: microBatches).maxInFlight

@@ -74,13 +74,7 @@ extension Trainer {
             do {
                 try zero.step(maxGradientNorm: plan.gradientClip > 0 ? plan.gradientClip : nil,
                               counted: { parameter in parameter.name != copy && (splits[parameter.name] != .replicated || tensorIndex == 0) },
-                              sumAcrossPieces: { squares throws(CollectiveError) in
-                                  let high = Float(squares)
-                                  buffer[0] = high
-                                  buffer[1] = Float(squares - Double(high))
-                                  try group.allReduce(buffer, op: .sum)
-                                  return Double(buffer[0]) + Double(buffer[1])
-                              })
+                              sumAcrossPieces: { squares throws(CollectiveError) in try Trainer.sum(squares, over: group, buffer: buffer) })
             } catch {
                 throw .collective(error.description)
             }
@@ -106,17 +100,23 @@ extension Trainer {
             if let tiedTable, tiedTable.isCopy, tiedTable.parameter.name == parameter.name { continue }
             squares += device.sumOfSquares(parameter.gradient)
         }
-        // Two floats carry the sum without losing its low digits: a high and a low part.
-        let high = Float(squares)
-        lossBuffer[0] = high
-        lossBuffer[1] = Float(squares - Double(high))
+        let total: Double
         do {
-            try group.allReduce(lossBuffer, op: .sum)
+            total = try Trainer.sum(squares, over: group, buffer: lossBuffer) / Double(parallel.layout.dataDegree)
         } catch {
             throw .collective(error.description)
         }
-        let total = (Double(lossBuffer[0]) + Double(lossBuffer[1])) / Double(parallel.layout.dataDegree)
         return total.squareRoot()
+    }
+
+    /// `value` summed over every rank of `group`, carried in two floats of `buffer` (a high
+    /// and a low part) so its low digits survive.
+    static func sum(_ value: Double, over group: ProcessGroup, buffer: UnsafeMutableBufferPointer<Float>) throws(CollectiveError) -> Double {
+        let high = Float(value)
+        buffer[0] = high
+        buffer[1] = Float(value - Double(high))
+        try group.allReduce(UnsafeMutableBufferPointer(rebasing: buffer[0..<2]), op: .sum)
+        return Double(buffer[0]) + Double(buffer[1])
     }
 
     /// Loss and metric on `dataset` through the pipeline: micro-batches flow forward through
@@ -141,18 +141,7 @@ extension Trainer {
                     let rows = batch.rows
                     lossSum += loss.evaluate(output: output, targets: targets.rows(rows), gradient: nil, gradScale: 1)
                     guard length == 1 else { return }
-                    switch plan.predictorType {
-                    case .multiclassClassifier:
-                        for (row, predicted) in device.argmaxRows(output).enumerated() where Float(predicted) == dataset.labels[first + rows.lowerBound + row] {
-                            correct += 1
-                        }
-                    case .binaryClassifier:
-                        for (row, logit) in output.toArray().enumerated() where (logit > 0 ? 1 : 0) == dataset.labels[first + rows.lowerBound + row] {
-                            correct += 1
-                        }
-                    case .regressor:
-                        break
-                    }
+                    correct += correctPredictions(output, labels: dataset.labels[(first + rows.lowerBound)..<(first + rows.upperBound)])
                 }
             } catch {
                 throw .collective(error.description)
@@ -191,9 +180,7 @@ extension Trainer {
                     let layers = spec.makeLayers(tensorGroup: layout.tensorDegree > 1 ? TensorPart(rank: part, size: layout.tensorDegree) : nil,
                                                  separateTiedHead: layout.pipelineDegree > 1 && (plan.transformer?.tieEmbeddings ?? false))
                     let range = stage?.partition.ranges[stageIndex] ?? layers.indices
-                    let before = layers[..<range.lowerBound].reduce(0) { $0 + $1.parameterSpecs.count }
-                    let own = layers[range].reduce(0) { $0 + $1.parameterSpecs.count }
-                    let specs = Array(Sequential.parameterSpecs(of: layers)[before..<(before + own)])
+                    let specs = Array(Sequential.parameterSpecs(of: layers)[Sequential.parameterSpecRange(of: layers, layerRange: range)])
                     let count = specs.reduce(0) { $0 + $1.spec.shape.reduce(1, *) }
                     var values = [Float](repeating: 0, count: count)
                     if rank == 0 {

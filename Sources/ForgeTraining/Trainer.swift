@@ -163,9 +163,8 @@ public final class Trainer {
             self.stage = stage
             model = nil
             parameters = stage.parameters
-            let specsBefore = layers[..<partition.ranges[parallel.coordinates.stage].lowerBound].reduce(0) { $0 + $1.parameterSpecs.count }
-            let own = Sequential.parameterSpecs(of: layers).dropFirst(specsBefore).prefix(stage.parameters.parameters.count)
-            parameterSplits = own.map(\.spec.split)
+            let own = Sequential.parameterSpecRange(of: layers, layerRange: partition.ranges[parallel.coordinates.stage])
+            parameterSplits = Sequential.parameterSpecs(of: layers)[own].map(\.spec.split)
             modelRows = max(localSamples, 1) * sequenceLength
             let pipeline = parallel.layout.pipelineRanks(of: parallel.layout.rank(parallel.coordinates))
             if separateTiedHead, let group, stage.isFirst || stage.isLast {
@@ -559,21 +558,22 @@ public final class Trainer {
                 start = end
                 continue
             }
-            switch plan.predictorType {
-            case .multiclassClassifier:
-                for (row, predicted) in device.argmaxRows(output).enumerated() where Float(predicted) == dataset.labels[start + row] {
-                    correct += 1
-                }
-            case .binaryClassifier:
-                for (row, logit) in output.toArray().enumerated() where (logit > 0 ? 1 : 0) == dataset.labels[start + row] {
-                    correct += 1
-                }
-            case .regressor:
-                break
-            }
+            correct += correctPredictions(output, labels: dataset.labels[start..<end])
             start = end
         }
         return metrics(lossSum: lossSum, correct: correct, count: dataset.count)
+    }
+
+    /// How many rows of a classifier's `output` predict their label (0 for a regressor).
+    func correctPredictions(_ output: Tensor, labels: ArraySlice<Float>) -> Int {
+        switch plan.predictorType {
+        case .multiclassClassifier:
+            return zip(device.argmaxRows(output), labels).filter { Float($0) == $1 }.count
+        case .binaryClassifier:
+            return zip(output.toArray(), labels).filter { ($0 > 0 ? 1 : 0) == $1 }.count
+        case .regressor:
+            return 0
+        }
     }
 
     /// The validation metrics from a pass's summed loss and correct predictions.

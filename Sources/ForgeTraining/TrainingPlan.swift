@@ -1,5 +1,6 @@
 // A validated training configuration: built once from the string hyperparameters of a job,
 // it cannot hold an invalid value afterwards.
+import ForgeCollectives
 import ForgeTensor
 import Foundation
 
@@ -43,14 +44,12 @@ public struct ParallelLayoutPlan: Sendable, Equatable {
     /// The data-parallel degree for `worldSize` ranks, or a description of why the layout does
     /// not fit it.
     public func dataParallelDegree(worldSize: Int) -> Result<Int, HyperparameterError> {
-        let product = pipelineDegree * tensorDegree
-        guard worldSize % product == 0 else {
+        do {
+            return .success(try ParallelLayout(worldSize: worldSize, pipelineDegree: pipelineDegree, tensorDegree: tensorDegree).dataDegree)
+        } catch {
             return .failure(HyperparameterError(algorithm: "layout", problems: [.conflict(
-                key: "forge_pipeline_degree",
-                reason: "pipeline degree \(pipelineDegree) × tensor degree \(tensorDegree) = \(product) does not divide the \(worldSize) ranks; "
-                    + "choose degrees whose product divides the instance count")]))
+                key: "forge_pipeline_degree", reason: "\(error)")]))
         }
-        return .success(worldSize / product)
     }
 }
 
