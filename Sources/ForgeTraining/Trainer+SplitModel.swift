@@ -223,6 +223,15 @@ struct TiedTable {
     let partner: Int
     /// True on the head's side: its copy is not part of the model's logical state.
     let isCopy: Bool
+    /// Where the partner's gradient arrives (allocated once, not every step).
+    private let received: Tensor
+
+    init(parameter: Parameter, partner: Int, isCopy: Bool) {
+        self.parameter = parameter
+        self.partner = partner
+        self.isCopy = isCopy
+        received = Tensor(zeros: [parameter.gradient.count], on: parameter.gradient.device)
+    }
 
     private static let valuesTag: UInt32 = 0x7469_0001
     private static let gradientTag: UInt32 = 0x7469_0002
@@ -245,11 +254,11 @@ struct TiedTable {
     func exchangeGradients(_ group: ProcessGroup) throws(TrainingError) {
         let count = parameter.gradient.count
         let own = UnsafeBufferPointer(start: parameter.gradient.hostPointer, count: count)
-        var theirs = [Float](repeating: 0, count: count)
+        let theirs = received.hostPointer
         do {
             // Sends queue without waiting, so both sides can send first.
             try group.send(own, to: partner, tag: Self.gradientTag)
-            try theirs.withUnsafeMutableBufferPointer { buffer throws(CollectiveError) in try group.receive(buffer, from: partner, tag: Self.gradientTag) }
+            try group.receive(UnsafeMutableBufferPointer(start: theirs, count: count), from: partner, tag: Self.gradientTag)
         } catch {
             throw .collective(error.description)
         }

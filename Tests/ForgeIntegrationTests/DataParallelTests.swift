@@ -7,15 +7,7 @@ import Foundation
 import Testing
 
 @Suite struct DataParallelTests {
-    /// Parameter tensors of a model.tar.gz, by name.
-    private func parameters(_ path: String) throws -> [String: [Float]] {
-        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
-        let entries = try TarArchive.readGzipped(bytes)
-        let weights = try #require(entries.first { $0.name == "model.safetensors" })
-        var result = [String: [Float]]()
-        for tensor in try SafetensorsFile(decoding: weights.bytes).tensors { result[tensor.name] = try tensor.floatValues() }
-        return result
-    }
+    private func parameters(_ path: String) throws -> [String: [Float]] { try modelParameters(path) }
 
     /// 301 records, 3 classes: batch 40 → 8 steps per epoch (the last of 21 rows), 7 epochs = 56 steps.
     private func writeTrainChannel(_ directory: TemporaryDirectory) throws -> String {

@@ -1,7 +1,9 @@
 // Runs the real `forge` executable as a subprocess with arguments, environment and a deadline,
 // and captures its exit status, standard output and standard error.
+import ForgeArchive
 import ForgeTestSupport
 import Foundation
+import Testing
 
 /// One finished `forge` run.
 struct ForgeRun: CustomStringConvertible {
@@ -104,4 +106,13 @@ enum ForgeProcess {
                         standardError: try String(contentsOfFile: errPath, encoding: .utf8),
                         timedOut: timedOut)
     }
+}
+
+/// Parameter tensors of a model.tar.gz that `forge train` wrote, by name.
+func modelParameters(_ path: String) throws -> [String: [Float]] {
+    let entries = try TarArchive.readGzipped([UInt8](Data(contentsOf: URL(fileURLWithPath: path))))
+    let weights = try #require(entries.first { $0.name == "model.safetensors" })
+    var result = [String: [Float]]()
+    for tensor in try SafetensorsFile(decoding: weights.bytes).tensors { result[tensor.name] = try tensor.floatValues() }
+    return result
 }

@@ -92,11 +92,5 @@ import Testing
         }
     }
 
-    static func parameters(_ path: String) throws -> [String: [Float]] {
-        let entries = try TarArchive.readGzipped([UInt8](Data(contentsOf: URL(fileURLWithPath: path))))
-        let weights = try #require(entries.first { $0.name == "model.safetensors" })
-        var result = [String: [Float]]()
-        for tensor in try SafetensorsFile(decoding: weights.bytes).tensors { result[tensor.name] = try tensor.floatValues() }
-        return result
-    }
+    static func parameters(_ path: String) throws -> [String: [Float]] { try modelParameters(path) }
 }
