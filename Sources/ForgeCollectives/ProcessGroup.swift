@@ -25,6 +25,21 @@ public final class ProcessGroup {
     /// breaks both (a half-finished operation leaves messages behind on the shared streams).
     private let parentGroup: ProcessGroup?
     private var ownFailure: CollectiveError?
+    /// Regions every co-located rank maps (`sharedBuffer(count:)`): buffers inside them are
+    /// all-reduced in place, without messages.
+    private var registered: [SharedReductionArena] = []
+    /// The region all-reduces above `directAllReduceBytes` go through when every peer is in
+    /// shared memory (made on first use).
+    private var scratch: SharedReductionArena?
+    private var arenasMade: UInt64 = 0
+    /// All-reduces larger than this go through a shared scratch region (`SharedReductionArena`)
+    /// instead of the ring, when every peer shares this host; nil: never.
+    public var directAllReduceBytes: Int? = 8 << 10
+    /// Whether `sharedBuffer(count:)` and `directAllReduceBytes` may make shared regions at all
+    /// (set it the same on every rank).
+    public var directReduction = true
+    /// Floats in each rank's scratch region (two halves used in turn).
+    public var scratchFloats = 1 << 19
     /// The failure that broke this group or one it shares a transport with.
     public var broken: CollectiveError? { ownFailure ?? parentGroup?.broken }
 
@@ -99,12 +114,45 @@ public final class ProcessGroup {
     /// doubling up to `smallAllReduceBytes`, the ring above.
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws(CollectiveError) {
         try guarded { () throws(CollectiveError) in
-            if buffer.count * 4 <= smallAllReduceBytes {
+            if let arena = registered.first(where: { $0.contains(buffer) }) {
+                try arena.allReduce(buffer, op: op)
+            } else if let threshold = directAllReduceBytes, buffer.count * 4 > threshold, let arena = try scratchArena() {
+                try arena.allReduce(buffer, op: op)
+            } else if buffer.count * 4 <= smallAllReduceBytes {
                 try doubling.run(buffer, op: op)
             } else {
                 try ring.run(buffer, op: op)
             }
         }
+    }
+
+    /// A buffer of `count` floats (zeroed) in a region every rank of the group maps, when every
+    /// peer shares this host (else nil, on every rank): all-reduces of buffers inside it run in
+    /// place, each rank reducing its segment straight from the others' memory. Every rank calls
+    /// it, with the same count. The buffer lives as long as the group.
+    public func sharedBuffer(count: Int) throws(CollectiveError) -> UnsafeMutableBufferPointer<Float>? {
+        guard count > 0 else { return nil }
+        var arena: SharedReductionArena?
+        try guarded { () throws(CollectiveError) in arena = try makeArena(floats: count) }
+        guard let arena else { return nil }
+        registered.append(arena)
+        return UnsafeMutableBufferPointer(start: arena.base, count: count)
+    }
+
+    private func scratchArena() throws(CollectiveError) -> SharedReductionArena? {
+        if scratch == nil {
+            scratch = try makeArena(floats: scratchFloats)
+            // Nobody has one when any rank could not make one: stop asking.
+            if scratch == nil { directAllReduceBytes = nil }
+        }
+        return scratch
+    }
+
+    private func makeArena(floats: Int) throws(CollectiveError) -> SharedReductionArena? {
+        guard directReduction, worldSize > 1, let shm = transport as? SharedMemoryTransport,
+              (0..<worldSize).allSatisfy({ $0 == rank || shm.isAttached($0) }) else { return nil }
+        arenasMade += 1
+        return try SharedReductionArena.make(transport: shm, capacity: floats, tag: (5 << 60) | arenasMade)
     }
 
     /// Reduce-scatter in place: afterwards `segment(of:)` of `buffer` holds this rank's share of

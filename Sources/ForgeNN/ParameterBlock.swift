@@ -21,20 +21,32 @@ public final class ParameterBlock {
     /// a logical tensor: the logical values are drawn, as one process draws them, and this
     /// rank's part kept, so every layout starts from the same model.
     public convenience init(specs: [(name: String, spec: ParameterSpec)], seed: UInt64, device: any Device,
-                            tensorRank: Int = 0, tensorDegree: Int = 1) {
-        self.init(specs: specs, seed: seed, device: device, keeping: specs.indices, tensorRank: tensorRank, tensorDegree: tensorDegree)
+                            tensorRank: Int = 0, tensorDegree: Int = 1, gradientMemory: UnsafeMutableBufferPointer<Float>? = nil) {
+        self.init(specs: specs, seed: seed, device: device, keeping: specs.indices, tensorRank: tensorRank, tensorDegree: tensorDegree,
+                  gradientMemory: gradientMemory)
     }
 
     /// Draws every spec's initial values from `seed` exactly as `init(specs:seed:device:)` does,
     /// but lays out only `specs[keeping]`: the values a model's slice (a pipeline stage) has
     /// when the whole model is built from the same seed.
+    ///
+    /// `gradientMemory` (host-visible devices only; at least as many floats as the block holds,
+    /// zeroed, outliving the block) holds the gradients instead of memory of the block's own: a
+    /// region other processes map, so that co-located ranks reduce gradients where they lie.
     public init(specs: [(name: String, spec: ParameterSpec)], seed: UInt64, device: any Device, keeping: Range<Int>,
-                tensorRank: Int = 0, tensorDegree: Int = 1) {
+                tensorRank: Int = 0, tensorDegree: Int = 1, gradientMemory: UnsafeMutableBufferPointer<Float>? = nil) {
         precondition(keeping.lowerBound >= 0 && keeping.upperBound <= specs.count, "kept specs \(keeping) outside 0..<\(specs.count)")
         self.device = device
         let total = specs[keeping].reduce(0) { $0 + $1.spec.shape.reduce(1, *) }
         values = Tensor(zeros: [total], on: device)
-        gradients = Tensor(zeros: [total], on: device)
+        if let gradientMemory, let address = gradientMemory.baseAddress {
+            precondition(device.capabilities.hostVisibleMemory && gradientMemory.count >= total,
+                         "gradient memory needs a host-visible device and room for \(total) floats")
+            let storage = Storage(device: device, count: total, address: UnsafeMutableRawPointer(address), release: { _ in })
+            gradients = Tensor(storage: storage, shape: [total])
+        } else {
+            gradients = Tensor(zeros: [total], on: device)
+        }
         var random = CounterRandom(seed: seed).stream(0x1417)
         var offset = 0
         var bound = [Parameter]()

@@ -90,6 +90,10 @@ public final class Trainer {
     /// goes on, or inline), and the buckets.
     let reducer: BucketReducer?
     let buckets: GradientBuckets?
+    /// Co-located ranks reducing inline: the shared region holding the loss and stop flag (its
+    /// first two floats) and then the gradients, all-reduced in place once per step.
+    let fusedReduction: UnsafeMutableBufferPointer<Float>?
+    static let fusedHeader = 16
     /// By default a bucket closes once it holds at least this many bytes of gradients.
     public static let defaultBucketBytes = 256 << 10
 
@@ -161,6 +165,7 @@ public final class Trainer {
                                       maxMicroBatchRows: perMicroBatch * sequenceLength, loss: loss, seed: plan.seed, device: device,
                                       sequenceLength: sequenceLength, tensorRank: tensorRank, tensorDegree: tensorDegree)
             self.stage = stage
+            fusedReduction = nil
             model = nil
             parameters = stage.parameters
             let own = Sequential.parameterSpecRange(of: layers, layerRange: partition.ranges[parallel.coordinates.stage])
@@ -181,7 +186,24 @@ public final class Trainer {
             // A language model evaluates a batch at a time: its activations grow with the context.
             let evaluationRows = sequenceLength > 1 ? batchSize : max(batchSize, min(1024, max(data.validation?.count ?? 0, data.train.count)))
             let specs = Sequential.parameterSpecs(of: layers)
-            let block = ParameterBlock(specs: specs, seed: plan.seed, device: device, tensorRank: tensorRank, tensorDegree: tensorDegree)
+            // Data-parallel ranks that all share this host keep their gradients in memory the
+            // others map, and reduce each bucket where it lies (no messages, no copies).
+            // The region's first 16 floats (a cache line) carry the step's loss and stop flag.
+            var shared: UnsafeMutableBufferPointer<Float>?
+            if let group, group.worldSize > 1, plan.zeroStage != 1, device.capabilities.hostVisibleMemory {
+                do {
+                    shared = try group.sharedBuffer(count: Trainer.fusedHeader + specs.reduce(0) { $0 + $1.spec.shape.reduce(1, *) })
+                } catch {
+                    throw .collective(error.description)
+                }
+            }
+            let gradientMemory = shared.map { UnsafeMutableBufferPointer(rebasing: $0[Trainer.fusedHeader...]) }
+            // Reduced inline, buckets only add synchronisation points (each waits for the slowest
+            // rank's share of the step, and a VM's jitter makes that wait real): the whole region,
+            // loss included, is reduced once, after backward.
+            fusedReduction = overlapReduction ? nil : shared
+            let block = ParameterBlock(specs: specs, seed: plan.seed, device: device, tensorRank: tensorRank, tensorDegree: tensorDegree,
+                                       gradientMemory: gradientMemory)
             model = Sequential(layers, parameters: block, maxBatch: evaluationRows * sequenceLength)
             stage = nil
             parameters = block
@@ -387,7 +409,7 @@ public final class Trainer {
                               targets: targets.rows(0..<(local.count * sequenceLength)),
                               loss: loss, rows: local.count, globalRows: globalRows, firstSample: firstSample,
                               step: state.step, seed: plan.seed, sequenceLength: sequenceLength)
-            if pool == nil, let buckets, reducer != nil {
+            if pool == nil, let buckets, reducer != nil, fusedReduction == nil {
                 // One compute thread: each bucket goes to the reducer the moment backward has
                 // finished its first layer, while the layers below it are still computing
                 // (inline, it is reduced right there, between two layers' backward passes).
@@ -412,7 +434,17 @@ public final class Trainer {
                 lossSum = losses.reduce(0, +)
             }
         }
-        if let reducer, let buckets {
+        if let fused = fusedReduction, let group {
+            fused[0] = Float(lossSum)
+            fused[1] = wantsStop
+            do {
+                try group.allReduce(fused, op: .sum)
+            } catch {
+                throw .collective(error.description)
+            }
+            lossSum = Double(fused[0])
+            stopAgreed = fused[1] > 0
+        } else if let reducer, let buckets {
             if !submittedDuringBackward {
                 submitLoss(lossSum)
                 for bucket in buckets.ranges.indices { submitBucket(bucket) }

@@ -17,6 +17,10 @@ struct AllReduceBench: ParsableCommand {
     @Option(help: "Bytes per chunk on the wire (the ring's pipelining unit).") var chunkBytes = 1 << 18
     @Option(help: "All-reduces of at most this many bytes use recursive doubling, larger ones the ring (default: 64 KiB in shared memory, 256 KiB over sockets).")
     var smallBytes: Int?
+    @Option(help: "With shm and every peer on this host: all-reduces above this many bytes go through a shared scratch region, each rank reducing its segment in place (default: the group's).")
+    var directBytes: Int?
+    @Flag(help: "With shm and every peer on this host: the buffers live in a region every rank maps (as a trainer's gradients do), reduced in place without copies.")
+    var sharedBuffer = false
     @Option(help: "Seconds a rank waits for a peer before failing.") var timeout = 30
     @Option(help: "For tests: this rank exits with status 3 after its first all-reduce.") var failRank: Int?
 
@@ -48,14 +52,21 @@ struct AllReduceBench: ParsableCommand {
                       + (transport == "shm" ? " (\(group.sharedMemoryPeers) of \(worldSize - 1) peers through shared memory)" : ""))
                 print("     bytes      time(us)   algbw(GB/s)   busbw(GB/s)")
             }
-            for bytes in sizes.split(separator: ",").compactMap({ Int($0) }) {
+            if let directBytes { group.directAllReduceBytes = directBytes }
+            let sizeList = sizes.split(separator: ",").compactMap { Int($0) }
+            let largest = max(1, (sizeList.max() ?? 4) / 4)
+            let shared = sharedBuffer ? try group.sharedBuffer(count: largest) : nil
+            if sharedBuffer && shared == nil && rank == 0 { print("(no shared buffer: not every peer is in shared memory)") }
+            let owned = UnsafeMutableBufferPointer<Float>.allocate(capacity: shared == nil ? largest : 0)
+            defer { owned.deallocate() }
+            for bytes in sizeList {
                 let count = max(1, bytes / 4)
-                var values = [Float](repeating: 0, count: count)
+                let values = UnsafeMutableBufferPointer(rebasing: (shared ?? owned)[0..<count])
                 var times = [Double]()
                 for iteration in 0..<(iterations + 1) {
                     for i in 0..<count { values[i] = Float(rank + 1) * Float(i % 7 + 1) }
                     let start = DispatchTime.now().uptimeNanoseconds
-                    try values.withUnsafeMutableBufferPointer { try group.allReduce($0, op: .sum) }
+                    try group.allReduce(values, op: .sum)
                     if iteration > 0 { times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9) }
                     if failRank == rank {
                         FileHandle.standardError.write(Data("rank \(rank): exiting on purpose (--fail-rank)\n".utf8))
@@ -72,7 +83,7 @@ struct AllReduceBench: ParsableCommand {
                 let busbw = algbw * 2 * Double(worldSize - 1) / Double(worldSize)
                 if rank == 0 {
                     print(String(format: "%10d  %12.1f  %12.3f  %12.3f", count * 4, median * 1e6, algbw, busbw))
-                    emit(["kind": "allreduce", "bytes": count * 4, "ranks": worldSize, "transport": transport,
+                    emit(["kind": "allreduce", "bytes": count * 4, "ranks": worldSize, "transport": shared == nil ? transport : transport + "+shared",
                           "seconds": median, "algbw": algbw, "busbw": busbw])
                 }
             }

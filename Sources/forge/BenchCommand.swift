@@ -116,6 +116,7 @@ struct MLPBench: ParsableCommand {
     @Option(help: "Timed epochs (after one untimed warm-up epoch).") var epochs = 3
     @Option(help: "The global batch (under forge launch: split across the ranks).") var batch = 128
     @Option(help: "Threads.") var threads = 1
+    @Option(help: "ZeRO stage (forge_zero_stage): 1 shards the optimizer's state and step across the ranks.") var zeroStage = 0
     @Option(help: "The IDX channel folder to train on (scripts/make-synthetic-mnist writes one).")
     var train: String
 
@@ -124,6 +125,7 @@ struct MLPBench: ParsableCommand {
         let plan = try TrainingPlan.make(algorithm: .mlp, hyperparameters: [
             "hidden_layer_sizes": "512,256", "activation": "relu", "mini_batch_size": String(batch), "optimizer": "adam",
             "learning_rate": "0.001", "wd": "0", "epochs": String(epochs + 1), "normalize_data": "false", "seed": "1",
+            "forge_zero_stage": String(zeroStage),
         ])
         var scaled = dataset
         scaled.features = scaled.features.map { $0 / 255 }

@@ -45,6 +45,9 @@ enum RankEnvironment {
         let group = try ProcessGroup.join(RendezvousConfiguration(rank: rank, worldSize: worldSize, master: "tcp://\(address):\(port)"),
                                           bind: local ? "tcp://127.0.0.1:*" : "tcp://*:*", advertisedHost: local ? nil : nodeAddress, key: key,
                                           sharedMemory: sharedMemory)
+        // FORGE_DIRECT_REDUCE=0 keeps co-located ranks on the shared-memory rings' message
+        // algorithms (no shared gradient regions, no scratch region).
+        if environment["FORGE_DIRECT_REDUCE"] == "0" { group.directReduction = false }
         if rank == 0 {
             logger.info("data plane: \(group.sharedMemoryPeers) of \(worldSize - 1) peers through shared memory, the rest over ZeroMQ tcp")
         }

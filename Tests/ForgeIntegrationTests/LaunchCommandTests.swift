@@ -95,14 +95,16 @@ import Testing
     /// Rank 1 (alone on "node 1") dies after its first all-reduce, while rank 0 (on "node 0",
     /// whose launcher knows nothing of it) waits in the next one: rank 0 must fail by itself
     /// with an error naming rank 1 within its timeout. Over tcp silence is all it sees (the
-    /// timeout); through shared memory it also notices that rank 1's process is gone.
-    @Test(arguments: ["tcp", "shm"])
+    /// timeout); through shared memory (rings, or a shared region reduced in place: "direct")
+    /// it also notices that rank 1's process is gone.
+    @Test(arguments: ["tcp", "shm", "direct"])
     func aRankThatDiesMidJobIsAnErrorOnItsPeerWithinTheTimeout(transport: String) throws {
         let endpoint = "127.0.0.1:\(MultiNodeLaunchTests.freePort())"
+        let plane = transport == "direct" ? ["--transport", "shm", "--shared-buffer"] : ["--transport", transport]
         func arguments(node: Int) -> [String] {
             ["launch", "--nproc", "1", "--nnodes", "2", "--node-rank", String(node), "--rdzv-endpoint", endpoint,
              "--node-addr", "127.0.0.1", "--", "forge", "bench", "allreduce", "--sizes", "4096,1048576", "--iterations", "20",
-             "--transport", transport, "--fail-rank", "1", "--timeout", "4"]
+             "--fail-rank", "1", "--timeout", "4"] + plane
         }
         let second = Box()
         let done = DispatchSemaphore(value: 0)
@@ -118,7 +120,7 @@ import Testing
         let other = try #require(second.run, "node 1's launcher did not run: \(String(describing: second.failure))")
         #expect(other.standardError.contains("exited with status 3"), "\(other)")
         #expect(first.status == 1, "\(first)")
-        let named = transport == "shm" ? "rank 1 (pid" : "no data from rank 1 within 4000 ms"
+        let named = transport == "tcp" ? "no data from rank 1 within 4000 ms" : "rank 1 (pid"
         #expect(first.standardError.contains("error: rank 0:") && first.standardError.contains(named), "\(first)")
         #expect(elapsed < 30, "rank 0 took \(elapsed) s to give up")
     }

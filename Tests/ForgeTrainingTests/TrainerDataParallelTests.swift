@@ -26,10 +26,10 @@ import Testing
     /// Trains on `worldSize` rank threads; returns every rank's parameters (flat, and by tensor)
     /// and train loss.
     private static func train(worldSize: Int, threads: Int, bucketBytes: Int, overlap: Bool = true, zeroStage: Int = 0,
-                              checkpoints: String? = nil) throws -> [RankResult] {
+                              checkpoints: String? = nil, sharedMemory: Bool = false) throws -> [RankResult] {
         let plan = try plan(zeroStage: zeroStage)
         let prepared = try PreparedData(plan: plan, train: data(seed: 1), validation: data(seed: 2))
-        return try onRankThreads(worldSize) { group -> RankResult in
+        return try onRankThreads(worldSize, sharedMemory: sharedMemory) { group -> RankResult in
             let trainer = try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: threads), group: group,
                                       bucketBytes: bucketBytes, overlapReduction: overlap)
             let result = try trainer.run(checkpoints: checkpoints.map { CheckpointStore(directory: $0, keep: 1000) })
@@ -60,6 +60,26 @@ import Testing
 }
 
 extension TrainerDataParallelTests {
+    @Test(arguments: [(2, 1, false), (2, 2, false), (2, 1, true), (3, 1, false), (3, 1, true), (4, 1, false)])
+    func coLocatedRanksReduceInSharedGradientsAndTakeTheSingleProcessSteps(worldSize: Int, threads: Int, overlap: Bool) throws {
+        // Over shared-memory mailboxes the gradients live in a region every rank maps: inline,
+        // loss and gradients are reduced in place once per step; threaded, bucket by bucket.
+        let plan = try Self.plan()
+        let prepared = try PreparedData(plan: plan, train: Self.data(seed: 1), validation: Self.data(seed: 2))
+        let reference = try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: 1)).run().model.parameters.map(\.values)
+        let ranks = try Self.train(worldSize: worldSize, threads: threads, bucketBytes: 64, overlap: overlap, sharedMemory: true)
+        for (rank, result) in ranks.enumerated() {
+            #expect(result.parameters.map(\.bitPattern) == ranks[0].parameters.map(\.bitPattern), "rank \(rank) drifted from rank 0")
+        }
+        let worst = Self.worstTensor(reference, ranks[0].tensors)
+        #expect(worst.relative <= 1e-5, "\(worldSize) co-located ranks: tensor \(worst.tensor) max|Δ|/max|ref| = \(worst.relative)")
+        if worldSize == 2 {
+            // Two addends sum the same in either order: the message algorithms give the same bits.
+            let messages = try Self.train(worldSize: 2, threads: threads, bucketBytes: 64, overlap: overlap)
+            #expect(ranks[0].parameters.map(\.bitPattern) == messages[0].parameters.map(\.bitPattern))
+        }
+    }
+
     /// The largest `max|a − b| / max|a|` over the tensors, with the tensor's index.
     private static func worstTensor(_ reference: [[Float]], _ other: [[Float]]) -> (tensor: Int, relative: Float) {
         var worst = (tensor: -1, relative: Float.infinity)

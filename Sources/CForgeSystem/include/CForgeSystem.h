@@ -30,6 +30,9 @@ static inline void forge_store_u32(uint32_t *address, uint32_t value) {
 static inline uint32_t forge_increment_u32(uint32_t *address) {
     return __atomic_add_fetch(address, 1, __ATOMIC_SEQ_CST);
 }
+static inline uint32_t forge_decrement_u32(uint32_t *address) {
+    return __atomic_sub_fetch(address, 1, __ATOMIC_SEQ_CST);
+}
 
 /// A full barrier between a store and a later load (the waiter/waker handshake needs it).
 static inline void forge_fence(void) {

@@ -1,0 +1,124 @@
+// The direct all-reduce of co-located ranks (SharedReductionArena): buffers inside a shared
+// region reduced in place, any buffer through a scratch region in pieces, on 2–5 rank threads
+// over real /dev/shm mailboxes; every result has a closed form and every rank ends with the
+// same bits. Groups that are not all co-located get no region, and a silent peer is a timeout.
+import ForgeCollectives
+import ForgeTestSupport
+import Foundation
+import Testing
+
+@Suite struct SharedReductionArenaTests {
+    /// Rank r's element i.
+    private static func input(_ rank: Int, _ i: Int, round: Int) -> Float { Float((rank + 1) * (i % 11 + 1) + round) }
+
+    private static func expected(_ op: ReduceOp, _ worldSize: Int, _ i: Int, round: Int) -> Float {
+        let values = (0..<worldSize).map { input($0, i, round: round) }
+        switch op {
+        case .sum: return values.reduce(0, +)
+        case .mean: return values.reduce(0, +) * (1 / Float(worldSize))
+        case .max: return values.max() ?? 0
+        }
+    }
+
+    /// Runs `body` on every rank's group over shared-memory mailboxes (every peer attached).
+    private func run<T: Sendable>(_ worldSize: Int, timeoutMilliseconds: Int = 10_000,
+                                  _ body: @escaping @Sendable (ProcessGroup) throws -> T) throws -> [T] {
+        let transports = Handed(value: try TransportKind.sharedMemory.make(worldSize, timeoutMilliseconds: timeoutMilliseconds))
+        let outcomes = onRanks(worldSize) { rank -> Result<T, CollectiveError> in
+            let group = ProcessGroup(transport: transports.value[rank], chunkElements: 7)
+            do {
+                return .success(try body(group))
+            } catch let error as CollectiveError {
+                return .failure(error)
+            } catch {
+                return .failure(.invalidArgument("\(error)"))
+            }
+        }
+        return try outcomes.map { try $0.get() }
+    }
+
+    @Test(arguments: [2, 3, 4, 5])
+    func buffersInASharedRegionReduceInPlace(worldSize: Int) throws {
+        // Counts below the world size, counts that do not divide, an offset into the region, and
+        // several calls in a row (the handshakes carry on from one call to the next).
+        let results = try run(worldSize) { group -> [[UInt32]] in
+            let region = try #require(try group.sharedBuffer(count: 4200))
+            var seen: [[UInt32]] = []
+            for (round, (count, op)) in [(1, ReduceOp.sum), (3, .max), (13, .mean), (4099, .sum), (4099, .max), (2, .sum)].enumerated() {
+                let buffer = UnsafeMutableBufferPointer(rebasing: region[5..<(5 + count)])
+                for i in 0..<count { buffer[i] = Self.input(group.rank, i, round: round) }
+                try group.allReduce(buffer, op: op)
+                for i in 0..<count {
+                    #expect(buffer[i] == Self.expected(op, worldSize, i, round: round), "\(worldSize) ranks, \(op) of \(count), element \(i)")
+                }
+                seen.append(buffer.map(\.bitPattern))
+            }
+            return seen
+        }
+        for result in results { #expect(result == results[0]) }
+    }
+
+    @Test(arguments: [2, 3, 4, 5])
+    func anyBufferReducesThroughAScratchRegionInPieces(worldSize: Int) throws {
+        // A scratch region of 8 floats: halves of 4, so a buffer of 37 takes 10 pieces and both
+        // halves are used in turn.
+        let results = try run(worldSize) { group -> [[UInt32]] in
+            group.scratchFloats = 8
+            group.directAllReduceBytes = 0
+            var seen: [[UInt32]] = []
+            for (round, (count, op)) in [(1, ReduceOp.sum), (5, .mean), (37, .max), (37, .sum), (3, .sum)].enumerated() {
+                var values = (0..<count).map { Self.input(group.rank, $0, round: round) }
+                try values.withUnsafeMutableBufferPointer { try group.allReduce($0, op: op) }
+                for i in 0..<count {
+                    #expect(values[i] == Self.expected(op, worldSize, i, round: round), "\(worldSize) ranks, \(op) of \(count), element \(i)")
+                }
+                seen.append(values.map(\.bitPattern))
+            }
+            return seen
+        }
+        for result in results { #expect(result == results[0]) }
+    }
+
+    @Test func ranksThatDoNotAllShareMemoryGetNoRegion() throws {
+        // Mixed: ranks 0–1 and 2–3 share memory in pairs, the pairs talk over tcp. Nobody gets a
+        // region, and the scratch threshold falls back to the message algorithms.
+        let transports = Handed(value: try TransportKind.mixed.make(4, timeoutMilliseconds: 10_000))
+        let results = onRanks(4) { rank -> Result<(Bool, [Float]), CollectiveError> in
+            let group = ProcessGroup(transport: transports.value[rank])
+            group.directAllReduceBytes = 0
+            do {
+                let region = try group.sharedBuffer(count: 16)
+                var values: [Float] = [Float(rank), 1]
+                try values.withUnsafeMutableBufferPointer { try group.allReduce($0, op: .sum) }
+                return .success((region == nil, values))
+            } catch let error as CollectiveError {
+                return .failure(error)
+            } catch {
+                return .failure(.invalidArgument("\(error)"))
+            }
+        }
+        for result in results {
+            let (noRegion, values) = try result.get()
+            #expect(noRegion)
+            #expect(values == [6, 4])
+        }
+    }
+
+    @Test func aPeerThatNeverArrivesIsATimeoutNamingIt() throws {
+        // Rank 1 makes the region with rank 0, then never reduces: rank 0 gives up within its
+        // timeout, naming rank 1.
+        let results = try run(2, timeoutMilliseconds: 300) { group -> CollectiveError? in
+            let region = try #require(try group.sharedBuffer(count: 64))
+            guard group.rank == 0 else { return nil }
+            let started = Date()
+            do throws(CollectiveError) {
+                try group.allReduce(UnsafeMutableBufferPointer(rebasing: region[0..<64]), op: .sum)
+                return nil
+            } catch {
+                #expect(Date().timeIntervalSince(started) < 5)
+                return error
+            }
+        }
+        #expect(results[0] == .timedOut(peer: 1, milliseconds: 300))
+    }
+}
