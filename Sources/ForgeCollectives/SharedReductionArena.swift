@@ -246,6 +246,12 @@ public final class SharedReductionArena {
         Int32(bitPattern: forge_load_u32(counters[peer]) &- passed) >= 0
     }
 
+    /// How long a waiting rank yields before it sleeps. Longer than the rings' wait: a handshake
+    /// waits for the slowest rank's whole share of a training step, which on a shared VM often
+    /// runs a few hundred microseconds late, and waking from a futex costs ~80 µs there. Yielding
+    /// still hands the core to any other runnable thread (oversubscribed ranks).
+    static let yieldNanoseconds: UInt64 = 1_000_000
+
     /// Spins, then yields, then sleeps on the peer's counter, as the shared-memory transport's
     /// rings do; checks that the peer process lives, and gives up after the timeout.
     private func wait(for peer: Int) throws(CollectiveError) {
@@ -254,7 +260,7 @@ public final class SharedReductionArena {
             forge_cpu_relax()
         }
         let start = DispatchTime.now().uptimeNanoseconds
-        while DispatchTime.now().uptimeNanoseconds - start < SharedMemoryTransport.yieldNanoseconds {
+        while DispatchTime.now().uptimeNanoseconds - start < SharedReductionArena.yieldNanoseconds {
             if reached(peer) { return }
             sched_yield()
         }
