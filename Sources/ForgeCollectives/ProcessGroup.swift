@@ -156,14 +156,27 @@ public final class ProcessGroup {
     }
 
     /// Reduce-scatter in place: afterwards `segment(of:)` of `buffer` holds this rank's share of
-    /// the reduction.
+    /// the reduction (the rest: partial sums, or this rank's own input for a buffer in a shared
+    /// region, which is reduced straight from the other ranks' memory).
     public func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws(CollectiveError) {
-        try guarded { () throws(CollectiveError) in try ring.reduceScatter(buffer, op: op) }
+        try guarded { () throws(CollectiveError) in
+            if let arena = registered.first(where: { $0.contains(buffer) }) {
+                try arena.reduceScatter(buffer, op: op)
+            } else {
+                try ring.reduceScatter(buffer, op: op)
+            }
+        }
     }
 
     /// All-gather in place: every rank's `segment(of:)` of `buffer` reaches every rank.
     public func allGather(_ buffer: UnsafeMutableBufferPointer<Float>) throws(CollectiveError) {
-        try guarded { () throws(CollectiveError) in try ring.allGather(buffer) }
+        try guarded { () throws(CollectiveError) in
+            if let arena = registered.first(where: { $0.contains(buffer) }) {
+                try arena.allGather(buffer)
+            } else {
+                try ring.allGather(buffer)
+            }
+        }
     }
 
     /// Copies `root`'s buffer to every rank.

@@ -202,6 +202,26 @@ public final class SharedReductionArena {
         }
     }
 
+    /// Reduce-scatter of a buffer inside this rank's region: afterwards this rank's segment of
+    /// it (`RingAllReduce.segment`) holds the reduction; the rest keeps this rank's own input.
+    public func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws(CollectiveError) {
+        guard worldSize > 1, buffer.count > 0, let start = buffer.baseAddress else { return }
+        precondition(contains(buffer), "reduce-scatter through a shared region needs a buffer inside it")
+        try handshake()  // every rank's input is in place
+        reduceOwnSegment(at: start - regions[rank], count: buffer.count, op)
+        try handshake()  // no rank reads this rank's buffer any more
+    }
+
+    /// All-gather of a buffer inside this rank's region: every rank's segment of it reaches every
+    /// rank.
+    public func allGather(_ buffer: UnsafeMutableBufferPointer<Float>) throws(CollectiveError) {
+        guard worldSize > 1, buffer.count > 0, let start = buffer.baseAddress else { return }
+        precondition(contains(buffer), "all-gather through a shared region needs a buffer inside it")
+        try handshake()  // every segment is final
+        gatherSegments(at: start - regions[rank], count: buffer.count, into: start)
+        try handshake()  // no rank reads this rank's buffer any more
+    }
+
     /// Reduces this rank's segment of the `count` floats at `offset` of every region into its
     /// own region.
     private func reduceOwnSegment(at offset: Int, count: Int, _ op: ReduceOp) {

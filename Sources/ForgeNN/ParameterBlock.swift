@@ -21,32 +21,28 @@ public final class ParameterBlock {
     /// a logical tensor: the logical values are drawn, as one process draws them, and this
     /// rank's part kept, so every layout starts from the same model.
     public convenience init(specs: [(name: String, spec: ParameterSpec)], seed: UInt64, device: any Device,
-                            tensorRank: Int = 0, tensorDegree: Int = 1, gradientMemory: UnsafeMutableBufferPointer<Float>? = nil) {
+                            tensorRank: Int = 0, tensorDegree: Int = 1, valueMemory: UnsafeMutableBufferPointer<Float>? = nil,
+                            gradientMemory: UnsafeMutableBufferPointer<Float>? = nil) {
         self.init(specs: specs, seed: seed, device: device, keeping: specs.indices, tensorRank: tensorRank, tensorDegree: tensorDegree,
-                  gradientMemory: gradientMemory)
+                  valueMemory: valueMemory, gradientMemory: gradientMemory)
     }
 
     /// Draws every spec's initial values from `seed` exactly as `init(specs:seed:device:)` does,
     /// but lays out only `specs[keeping]`: the values a model's slice (a pipeline stage) has
     /// when the whole model is built from the same seed.
     ///
-    /// `gradientMemory` (host-visible devices only; at least as many floats as the block holds,
-    /// zeroed, outliving the block) holds the gradients instead of memory of the block's own: a
-    /// region other processes map, so that co-located ranks reduce gradients where they lie.
+    /// `gradientMemory` and `valueMemory` (host-visible devices only; at least as many floats as
+    /// the block holds, zeroed, outliving the block) hold the gradients or the values instead of
+    /// memory of the block's own: regions other processes map, so that co-located ranks reduce
+    /// gradients (and, sharding the optimizer, gather values) where they lie.
     public init(specs: [(name: String, spec: ParameterSpec)], seed: UInt64, device: any Device, keeping: Range<Int>,
-                tensorRank: Int = 0, tensorDegree: Int = 1, gradientMemory: UnsafeMutableBufferPointer<Float>? = nil) {
+                tensorRank: Int = 0, tensorDegree: Int = 1, valueMemory: UnsafeMutableBufferPointer<Float>? = nil,
+                gradientMemory: UnsafeMutableBufferPointer<Float>? = nil) {
         precondition(keeping.lowerBound >= 0 && keeping.upperBound <= specs.count, "kept specs \(keeping) outside 0..<\(specs.count)")
         self.device = device
         let total = specs[keeping].reduce(0) { $0 + $1.spec.shape.reduce(1, *) }
-        values = Tensor(zeros: [total], on: device)
-        if let gradientMemory, let address = gradientMemory.baseAddress {
-            precondition(device.capabilities.hostVisibleMemory && gradientMemory.count >= total,
-                         "gradient memory needs a host-visible device and room for \(total) floats")
-            let storage = Storage(device: device, count: total, address: UnsafeMutableRawPointer(address), release: { _ in })
-            gradients = Tensor(storage: storage, shape: [total])
-        } else {
-            gradients = Tensor(zeros: [total], on: device)
-        }
+        values = ParameterBlock.tensor(total, on: device, in: valueMemory)
+        gradients = ParameterBlock.tensor(total, on: device, in: gradientMemory)
         var random = CounterRandom(seed: seed).stream(0x1417)
         var offset = 0
         var bound = [Parameter]()
@@ -64,6 +60,14 @@ public final class ParameterBlock {
             offset += count
         }
         parameters = bound
+    }
+
+    /// A flat tensor of `count` floats: over `memory` when given, else of its own (zeroed).
+    private static func tensor(_ count: Int, on device: any Device, in memory: UnsafeMutableBufferPointer<Float>?) -> Tensor {
+        guard let memory, let address = memory.baseAddress else { return Tensor(zeros: [count], on: device) }
+        precondition(device.capabilities.hostVisibleMemory && memory.count >= count,
+                     "external parameter memory needs a host-visible device and room for \(count) floats")
+        return Tensor(storage: Storage(device: device, count: count, address: UnsafeMutableRawPointer(address), release: { _ in }), shape: [count])
     }
 
     /// A block laid out like `other` (names, shapes, offsets) with values and gradients of its

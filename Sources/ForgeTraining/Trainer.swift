@@ -189,21 +189,29 @@ public final class Trainer {
             // Data-parallel ranks that all share this host keep their gradients in memory the
             // others map, and reduce each bucket where it lies (no messages, no copies).
             // The region's first 16 floats (a cache line) carry the step's loss and stop flag.
+            // ZeRO reduce-scatters the gradients and all-gathers the values in place instead.
             var shared: UnsafeMutableBufferPointer<Float>?
-            if let group, group.worldSize > 1, plan.zeroStage != 1, device.capabilities.hostVisibleMemory {
+            var valueMemory: UnsafeMutableBufferPointer<Float>?
+            if let group, group.worldSize > 1, device.capabilities.hostVisibleMemory {
+                let total = specs.reduce(0) { $0 + $1.spec.shape.reduce(1, *) }
                 do {
-                    shared = try group.sharedBuffer(count: Trainer.fusedHeader + specs.reduce(0) { $0 + $1.spec.shape.reduce(1, *) })
+                    if plan.zeroStage == 1 {
+                        shared = try group.sharedBuffer(count: total)
+                        valueMemory = shared == nil ? nil : try group.sharedBuffer(count: total)
+                    } else {
+                        shared = try group.sharedBuffer(count: Trainer.fusedHeader + total)
+                    }
                 } catch {
                     throw .collective(error.description)
                 }
             }
-            let gradientMemory = shared.map { UnsafeMutableBufferPointer(rebasing: $0[Trainer.fusedHeader...]) }
+            let gradientMemory = plan.zeroStage == 1 ? shared : shared.map { UnsafeMutableBufferPointer(rebasing: $0[Trainer.fusedHeader...]) }
             // Reduced inline, buckets only add synchronisation points (each waits for the slowest
             // rank's share of the step, and a VM's jitter makes that wait real): the whole region,
             // loss included, is reduced once, after backward.
-            fusedReduction = overlapReduction ? nil : shared
+            fusedReduction = overlapReduction || plan.zeroStage == 1 ? nil : shared
             let block = ParameterBlock(specs: specs, seed: plan.seed, device: device, tensorRank: tensorRank, tensorDegree: tensorDegree,
-                                       gradientMemory: gradientMemory)
+                                       valueMemory: valueMemory, gradientMemory: gradientMemory)
             model = Sequential(layers, parameters: block, maxBatch: evaluationRows * sequenceLength)
             stage = nil
             parameters = block

@@ -59,6 +59,36 @@ import Testing
     }
 
     @Test(arguments: [2, 3, 4, 5])
+    func reduceScatterAndAllGatherWorkInPlaceInARegion(worldSize: Int) throws {
+        // ZeRO's pair: reduce-scatter leaves each rank the reduction of its segment (and its own
+        // input elsewhere); all-gather then hands every rank every segment.
+        let results = try run(worldSize) { group -> [UInt32] in
+            let region = try #require(try group.sharedBuffer(count: 40))
+            var last: [UInt32] = []
+            for (round, count) in [3, 13, 40].enumerated() {
+                let buffer = UnsafeMutableBufferPointer(rebasing: region[0..<count])
+                for i in 0..<count { buffer[i] = Self.input(group.rank, i, round: round) }
+                try group.reduceScatter(buffer, op: .sum)
+                let own = group.segment(of: count)
+                for i in 0..<count {
+                    let expected = own.contains(i) ? Self.expected(.sum, worldSize, i, round: round) : Self.input(group.rank, i, round: round)
+                    #expect(buffer[i] == expected, "\(worldSize) ranks, reduce-scatter of \(count), element \(i)")
+                }
+                // Each rank marks its segment, then gathers everyone's.
+                for i in own { buffer[i] = Float(group.rank * 100 + i) }
+                try group.allGather(buffer)
+                for i in 0..<count {
+                    let owner = (0..<worldSize).first { RingAllReduce.segment($0, of: count, ranks: worldSize).contains(i) } ?? -1
+                    #expect(buffer[i] == Float(owner * 100 + i), "\(worldSize) ranks, all-gather of \(count), element \(i)")
+                }
+                last = buffer.map(\.bitPattern)
+            }
+            return last
+        }
+        for result in results { #expect(result == results[0]) }
+    }
+
+    @Test(arguments: [2, 3, 4, 5])
     func anyBufferReducesThroughAScratchRegionInPieces(worldSize: Int) throws {
         // A scratch region of 8 floats: halves of 4, so a buffer of 37 takes 10 pieces and both
         // halves are used in turn.

@@ -112,6 +112,23 @@ extension TrainerDataParallelTests {
         #expect(worst.relative <= 1e-5, "ZeRO-1 on \(worldSize) ranks: tensor \(worst.tensor) max|Δ|/max|ref| = \(worst.relative)")
     }
 
+    @Test(arguments: [2, 3])
+    func zeroStageOneInSharedRegionsTakesTheSingleProcessSteps(worldSize: Int) throws {
+        // Co-located: the gradients and the values live in shared regions, reduce-scattered and
+        // all-gathered in place.
+        let plan = try Self.plan()
+        let prepared = try PreparedData(plan: plan, train: Self.data(seed: 1), validation: Self.data(seed: 2))
+        let singleTrainer = try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: 1))
+        let reference = try singleTrainer.run().model.parameters.map(\.values)
+        let ranks = try Self.train(worldSize: worldSize, threads: 1, bucketBytes: 64, zeroStage: 1, sharedMemory: true)
+        #expect(ranks.map(\.stateBytes).reduce(0, +) == singleTrainer.optimizerStateBytes)
+        for (rank, result) in ranks.enumerated() {
+            #expect(result.parameters.map(\.bitPattern) == ranks[0].parameters.map(\.bitPattern), "rank \(rank) drifted from rank 0")
+        }
+        let worst = Self.worstTensor(reference, ranks[0].tensors)
+        #expect(worst.relative <= 1e-5, "ZeRO-1 on \(worldSize) co-located ranks: tensor \(worst.tensor) max|Δ|/max|ref| = \(worst.relative)")
+    }
+
     @Test(arguments: [(2, 1, [(1, 0), (3, 1)]), (3, 0, [(2, 1)])])
     func zeroCheckpointsResumeUnderAnyLayout(writers: Int, writerStage: Int, resumers: [(worldSize: Int, zeroStage: Int)]) throws {
         // A checkpoint holds the whole optimizer state whatever wrote it: one from step 24 of a
