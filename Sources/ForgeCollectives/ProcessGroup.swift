@@ -63,10 +63,12 @@ public final class ProcessGroup {
     /// Joins a group: binds this rank's ZeroMQ data endpoint at `bind` (e.g. `tcp://HOST:*`, or
     /// `tcp://*:*` with `advertisedHost`), meets the others at the master, and connects to all.
     /// With `sharedMemory`, ranks on the same host (same kernel, mount and network namespace)
-    /// talk through shared-memory rings instead of sockets; the others through ZeroMQ.
+    /// talk through shared-memory rings instead of sockets. The others talk through ZeroMQ when
+    /// there is a cluster key (CURVE), the bind is not tcp://, or `plainSockets` is off; else
+    /// through plain TCP connections the rank polls itself (`SocketTransport`).
     public static func join(_ configuration: RendezvousConfiguration, bind: String, advertisedHost: String? = nil,
                             key: ClusterKey?, timeoutMilliseconds: Int = 30_000,
-                            sharedMemory: Bool = true, chunkElements: Int = 1 << 16,
+                            sharedMemory: Bool = true, plainSockets: Bool = true, chunkElements: Int = 1 << 16,
                             smallAllReduceBytes: Int? = nil) throws(CollectiveError) -> ProcessGroup {
         let context: ZMQContext
         do {
@@ -81,7 +83,13 @@ public final class ProcessGroup {
         let host = sharedMemory && worldSize > 1 ? PeerAddress.currentHostKey() : nil
         let shm = host == nil ? nil
             : try? SharedMemoryTransport(rank: rank, worldSize: worldSize, timeoutMilliseconds: timeoutMilliseconds)
-        let me = PeerAddress(endpoint: zmq.endpoint, host: shm == nil ? nil : host, mailbox: shm?.mailbox)
+        var sockets: SocketTransport?
+        if plainSockets, key == nil, worldSize > 1, bind.hasPrefix("tcp://"), let colon = bind.lastIndex(of: ":") {
+            let bindHost = String(bind[bind.index(bind.startIndex, offsetBy: 6)..<colon])
+            sockets = try SocketTransport(rank: rank, worldSize: worldSize, host: bindHost, advertisedHost: advertisedHost,
+                                          timeoutMilliseconds: timeoutMilliseconds)
+        }
+        let me = PeerAddress(endpoint: zmq.endpoint, host: shm == nil ? nil : host, mailbox: shm?.mailbox, socket: sockets?.endpoint)
         let peers = try Rendezvous.exchange(configuration, address: me, context: context, key: key)
         var local = Set<Int>()
         if let shm, let host {
@@ -91,9 +99,17 @@ public final class ProcessGroup {
                 local.insert(peer)
             }
         }
-        try zmq.connect(to: peers.map(\.endpoint), skipping: local)
-        guard let shm, !local.isEmpty else { return ProcessGroup(transport: zmq, chunkElements: chunkElements, smallAllReduceBytes: smallAllReduceBytes) }
-        let routes: [any CollectiveTransport] = (0..<worldSize).map { local.contains($0) ? shm as any CollectiveTransport : zmq }
+        // Every rank sees the same addresses, so every rank makes the same choice.
+        let remote: any CollectiveTransport
+        if let sockets, peers.allSatisfy({ $0.socket != nil }) {
+            try sockets.connect(to: peers.map { $0.socket ?? "" }, skipping: local)
+            remote = sockets
+        } else {
+            try zmq.connect(to: peers.map(\.endpoint), skipping: local)
+            remote = zmq
+        }
+        guard let shm, !local.isEmpty else { return ProcessGroup(transport: remote, chunkElements: chunkElements, smallAllReduceBytes: smallAllReduceBytes) }
+        let routes: [any CollectiveTransport] = (0..<worldSize).map { local.contains($0) ? shm as any CollectiveTransport : remote }
         let group = ProcessGroup(transport: local.count == worldSize - 1 ? shm : RoutedTransport(routes: routes, rank: rank),
                                  chunkElements: chunkElements, smallAllReduceBytes: smallAllReduceBytes)
         // Once every rank has mapped its peers' mailboxes, the files can go: the mappings stay,

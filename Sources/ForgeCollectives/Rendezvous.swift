@@ -29,11 +29,14 @@ public struct PeerAddress: Codable, Sendable, Hashable {
     public var host: String?
     /// This rank's shared-memory mailbox, when it offers one.
     public var mailbox: SharedMemoryMailbox?
+    /// This rank's plain TCP data socket (`SocketTransport`), when it offers one.
+    public var socket: String?
 
-    public init(endpoint: String, host: String? = nil, mailbox: SharedMemoryMailbox? = nil) {
+    public init(endpoint: String, host: String? = nil, mailbox: SharedMemoryMailbox? = nil, socket: String? = nil) {
         self.endpoint = endpoint
         self.host = host
         self.mailbox = mailbox
+        self.socket = socket
     }
 
     /// This machine's host key: the boot id and the mount and network namespaces (so ranks in

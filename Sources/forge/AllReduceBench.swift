@@ -13,7 +13,8 @@ struct AllReduceBench: ParsableCommand {
 
     @Option(help: "Buffer sizes in bytes, comma-separated.") var sizes = "4096,1048576,16777216"
     @Option(help: "Timed iterations per size (median reported).") var iterations = 5
-    @Option(help: "Data plane: tcp or ipc (ZeroMQ sockets only), or shm (shared-memory rings between ranks on one host, tcp to the others).") var transport = "tcp"
+    @Option(help: "Data plane: tcp (plain TCP connections each rank polls itself; ZeroMQ with a cluster key), zmq (ZeroMQ over tcp), ipc (ZeroMQ over ipc), or shm (shared memory between ranks on one host, tcp to the others).")
+    var transport = "tcp"
     @Option(help: "Bytes per chunk on the wire (the ring's pipelining unit).") var chunkBytes = 1 << 18
     @Option(help: "All-reduces of at most this many bytes use recursive doubling, larger ones the ring (default: 64 KiB in shared memory, 256 KiB over sockets).")
     var smallBytes: Int?
@@ -30,8 +31,8 @@ struct AllReduceBench: ParsableCommand {
               let address = environment["MASTER_ADDR"], let port = environment["MASTER_PORT"] else {
             throw ValidationError("run me under forge launch (RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT are not set)")
         }
-        guard ["tcp", "ipc", "shm"].contains(transport) else {
-            throw ValidationError("--transport must be tcp, ipc or shm, not \(transport)")
+        guard ["tcp", "zmq", "ipc", "shm"].contains(transport) else {
+            throw ValidationError("--transport must be tcp, zmq, ipc or shm, not \(transport)")
         }
         do {
             let key = try environment["FORGE_CLUSTER_KEY"].map { path throws(TransportError) in try ClusterKey.load(path: path) }
@@ -46,6 +47,7 @@ struct AllReduceBench: ParsableCommand {
                                                         timeoutMilliseconds: timeout * 1000)
             let group = try ProcessGroup.join(configuration, bind: bind, advertisedHost: local || transport == "ipc" ? nil : nodeAddress,
                                               key: key, timeoutMilliseconds: timeout * 1000, sharedMemory: transport == "shm",
+                                              plainSockets: transport != "zmq",
                                               chunkElements: max(1, chunkBytes / 4), smallAllReduceBytes: smallBytes)
             if rank == 0 {
                 print("all-reduce (sum, float32), \(worldSize) ranks over \(transport)\(key == nil ? "" : " with CURVE")"

@@ -42,14 +42,18 @@ enum RankEnvironment {
         }
         // Ranks on one host share memory unless FORGE_SHARED_MEMORY=0 keeps them on sockets.
         let sharedMemory = environment["FORGE_SHARED_MEMORY"] != "0"
+        // Without a cluster key, ranks on other hosts talk over plain TCP connections they poll
+        // themselves, unless FORGE_PLAIN_SOCKETS=0 keeps them on ZeroMQ.
+        let plainSockets = environment["FORGE_PLAIN_SOCKETS"] != "0"
         let group = try ProcessGroup.join(RendezvousConfiguration(rank: rank, worldSize: worldSize, master: "tcp://\(address):\(port)"),
                                           bind: local ? "tcp://127.0.0.1:*" : "tcp://*:*", advertisedHost: local ? nil : nodeAddress, key: key,
-                                          sharedMemory: sharedMemory)
+                                          sharedMemory: sharedMemory, plainSockets: plainSockets)
         // FORGE_DIRECT_REDUCE=0 keeps co-located ranks on the shared-memory rings' message
         // algorithms (no shared gradient regions, no scratch region).
         if environment["FORGE_DIRECT_REDUCE"] == "0" { group.directReduction = false }
         if rank == 0 {
-            logger.info("data plane: \(group.sharedMemoryPeers) of \(worldSize - 1) peers through shared memory, the rest over ZeroMQ tcp")
+            let rest = key != nil || !plainSockets ? "ZeroMQ tcp" : "plain tcp"
+            logger.info("data plane: \(group.sharedMemoryPeers) of \(worldSize - 1) peers through shared memory, the rest over \(rest)")
         }
         return group
     }

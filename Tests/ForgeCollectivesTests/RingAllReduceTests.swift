@@ -13,10 +13,11 @@ struct Handed<T>: @unchecked Sendable {
 }
 
 /// The transports the suite runs over: the in-process reference, ZeroMQ over tcp:// and ipc://,
+/// plain TCP connections each rank polls itself (socket),
 /// shared-memory rings (small, so records wrap and large messages fragment), and a routed mix
 /// where pairs of ranks share memory and reach the others over tcp://.
 enum TransportKind: String, CaseIterable, Sendable {
-    case inProcess, tcp, ipc, sharedMemory, mixed
+    case inProcess, tcp, ipc, sharedMemory, mixed, socket
 
     /// One transport per rank, connected into a group.
     func make(_ worldSize: Int, timeoutMilliseconds: Int = 10_000, keys: [ClusterKey?]? = nil,
@@ -34,6 +35,23 @@ enum TransportKind: String, CaseIterable, Sendable {
             return (0..<worldSize).map { rank in
                 RoutedTransport(routes: (0..<worldSize).map { near(rank, $0) ? shm[rank] : zmq[rank] }, rank: rank)
             }
+        case .socket:
+            let transports = try (0..<worldSize).map {
+                try SocketTransport(rank: $0, worldSize: worldSize, host: "127.0.0.1", timeoutMilliseconds: timeoutMilliseconds)
+            }
+            let endpoints = transports.map(\.endpoint)
+            let handed = Handed(value: transports)
+            // Each rank connects to the lower ranks and accepts the higher ones: all at once.
+            let failures = onRanks(worldSize) { rank -> CollectiveError? in
+                do throws(CollectiveError) {
+                    try handed.value[rank].connect(to: endpoints)
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+            if let failure = failures.compactMap({ $0 }).first { throw failure }
+            return transports
         case .tcp, .ipc:
             let context = try ZMQContext()
             let transports = try (0..<worldSize).map { rank in
@@ -205,7 +223,7 @@ final class ResultBox<T: Sendable>: @unchecked Sendable {
         }
     }
 
-    @Test(arguments: [TransportKind.tcp, .ipc, .mixed], [2, 3])
+    @Test(arguments: [TransportKind.tcp, .ipc, .mixed, .socket], [2, 3])
     func largeChunksSentWithoutACopyArriveIntactCallAfterCall(transport kind: TransportKind, worldSize: Int) throws {
         // 256 KiB chunks go zero-copy over ZeroMQ; each call rewrites the buffer the moment the
         // previous one returns, so a payload still read after the call would show up as wrong sums.

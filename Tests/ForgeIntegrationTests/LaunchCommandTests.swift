@@ -95,9 +95,10 @@ import Testing
     /// Rank 1 (alone on "node 1") dies after its first all-reduce, while rank 0 (on "node 0",
     /// whose launcher knows nothing of it) waits in the next one: rank 0 must fail by itself
     /// with an error naming rank 1 within its timeout. Over tcp silence is all it sees (the
-    /// timeout); through shared memory (rings, or a shared region reduced in place: "direct")
-    /// it also notices that rank 1's process is gone.
-    @Test(arguments: ["tcp", "shm", "direct"])
+    /// timeout) over ZeroMQ; over plain TCP the closed connection names it; through shared memory
+    /// (rings, or a shared region reduced in place: "direct") it notices that rank 1's process is
+    /// gone.
+    @Test(arguments: ["tcp", "zmq", "shm", "direct"])
     func aRankThatDiesMidJobIsAnErrorOnItsPeerWithinTheTimeout(transport: String) throws {
         let endpoint = "127.0.0.1:\(MultiNodeLaunchTests.freePort())"
         let plane = transport == "direct" ? ["--transport", "shm", "--shared-buffer"] : ["--transport", transport]
@@ -120,7 +121,7 @@ import Testing
         let other = try #require(second.run, "node 1's launcher did not run: \(String(describing: second.failure))")
         #expect(other.standardError.contains("exited with status 3"), "\(other)")
         #expect(first.status == 1, "\(first)")
-        let named = transport == "tcp" ? "no data from rank 1 within 4000 ms" : "rank 1 (pid"
+        let named = ["zmq": "no data from rank 1 within 4000 ms", "tcp": "rank 1 closed its connection"][transport] ?? "rank 1 (pid"
         #expect(first.standardError.contains("error: rank 0:") && first.standardError.contains(named), "\(first)")
         #expect(elapsed < 30, "rank 0 took \(elapsed) s to give up")
     }

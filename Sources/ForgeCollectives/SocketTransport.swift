@@ -1,0 +1,490 @@
+// The collective transport for plain (keyless) tcp between hosts: one TCP connection per pair
+// of ranks, non-blocking, driven by the rank's own thread. libzmq hands every message to an I/O
+// thread that sleeps in epoll; on a VM each of those wake-ups costs tens of microseconds, which
+// is what separated a ZeroMQ all-reduce from Open MPI's (whose TCP transport polls its sockets
+// from the calling thread). Here a waiting rank reads its peer's socket itself: it spins
+// (yielding the core) for a while, then sleeps in poll(2).
+//
+// A message is a 24-byte header (magic "FGSK", version 1, flags 0, tag, payload length, all
+// little-endian) and the payload. Sends queue: a send writes what the kernel takes at once and
+// keeps the rest (a copy, or the caller's memory for `sendWithoutCopy`, until `flush`). A rank
+// that waits keeps writing its queues and reads whatever its other peers have sent into memory
+// of its own, so two ranks that both send large messages before receiving never deadlock.
+// With a cluster key the data plane stays on ZeroMQ, which encrypts and authenticates it.
+//
+// Connection set-up: rank r connects to every lower rank and sends a hello (magic "FGSH",
+// version, its rank, the world size); it accepts one connection from every higher rank and
+// checks that hello.
+import CForgeSystem
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Point-to-point TCP connections between the ranks of a group, polled by the rank's thread.
+///
+/// Concurrency: not Sendable; it belongs to the thread that runs this rank, and its sockets
+/// are used by no other thread.
+public final class SocketTransport: CollectiveTransport {
+    public let rank: Int
+    public let worldSize: Int
+    public let timeoutMilliseconds: Int
+    /// `tcp://HOST:PORT` as peers connect to it.
+    public let endpoint: String
+    private var listener: Int32
+    private var sockets: [Int32]
+    private var outbox: [[Outgoing]]
+    private var inbox: [Inbound]
+    /// Whole messages read while another peer was awaited, per source rank.
+    private var pending: [[(tag: UInt64, bytes: [UInt8])]]
+
+    static let magic: UInt32 = 0x4B53_4746  // "FGSK"
+    static let helloMagic: UInt32 = 0x4853_4746  // "FGSH"
+    static let version: UInt16 = 1
+    static let headerBytes = 24
+    /// Messages larger than this are left in the kernel rather than read ahead of their turn.
+    static let readAheadLimit = 256 << 20
+    /// How long a waiting rank polls its sockets without sleeping.
+    static let spinNanoseconds: UInt64 = 1_000_000
+
+    /// A queued message: the header, then the payload (the caller's memory or a copy).
+    private struct Outgoing {
+        var header: [UInt8]
+        var payload: UnsafeRawPointer?
+        var count: Int
+        var owned: [UInt8]?
+        /// Bytes of header and payload written so far.
+        var written = 0
+    }
+
+    /// The message being read from one peer.
+    private final class Inbound {
+        var header = [UInt8](repeating: 0, count: SocketTransport.headerBytes)
+        var headerFilled = 0
+        var tag: UInt64 = 0
+        var length = 0
+        var buffer = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+        var capacity = 64
+        var filled = 0
+        var complete = false
+
+        deinit { buffer.deallocate() }
+
+        func reserve(_ count: Int) {
+            guard count > capacity else { return }
+            buffer.deallocate()
+            capacity = max(count, capacity * 2)
+            buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
+        }
+
+        func reset() {
+            headerFilled = 0
+            filled = 0
+            complete = false
+        }
+    }
+
+    /// Listens on `host` (an address, or `*` for every interface) at a port the kernel picks;
+    /// peers are told `advertisedHost` (default: `host`).
+    public init(rank: Int, worldSize: Int, host: String, advertisedHost: String? = nil,
+                timeoutMilliseconds: Int = 30_000) throws(CollectiveError) {
+        precondition(rank >= 0 && rank < worldSize, "rank \(rank) outside 0..<\(worldSize)")
+        self.rank = rank
+        self.worldSize = worldSize
+        self.timeoutMilliseconds = timeoutMilliseconds
+        sockets = Array(repeating: -1, count: worldSize)
+        outbox = Array(repeating: [], count: worldSize)
+        inbox = (0..<worldSize).map { _ in Inbound() }
+        pending = Array(repeating: [], count: worldSize)
+        let (descriptor, port) = try SocketTransport.listen(host: host == "*" ? nil : host, rank: rank)
+        listener = descriptor
+        let shown = advertisedHost ?? (host == "*" ? "127.0.0.1" : host)
+        endpoint = "tcp://\(shown.contains(":") ? "[\(shown)]" : shown):\(port)"
+    }
+
+    deinit {
+        if listener >= 0 { close(listener) }
+        for descriptor in sockets where descriptor >= 0 { close(descriptor) }
+    }
+
+    // MARK: Connecting
+
+    /// Connects to every peer (`endpoints[rank]` is this rank's own), except those in
+    /// `skipping`, which another transport reaches. Every rank calls it with the same lists.
+    public func connect(to endpoints: [String], skipping: Set<Int> = []) throws(CollectiveError) {
+        guard endpoints.count == worldSize else { throw .invalidArgument("\(endpoints.count) endpoints for a group of \(worldSize)") }
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(timeoutMilliseconds) * 1_000_000
+        for peer in 0..<rank where !skipping.contains(peer) {
+            let descriptor = try SocketTransport.connect(endpoints[peer], peer: peer, deadline: deadline)
+            sockets[peer] = descriptor
+            var hello = [UInt8]()
+            SocketTransport.append(SocketTransport.helloMagic, to: &hello)
+            SocketTransport.append(SocketTransport.version, to: &hello)
+            SocketTransport.append(UInt16(0), to: &hello)
+            SocketTransport.append(UInt32(rank), to: &hello)
+            SocketTransport.append(UInt32(worldSize), to: &hello)
+            try writeAll(hello, to: descriptor, peer: peer)
+        }
+        var expected = Set((rank + 1)..<worldSize).subtracting(skipping)
+        while !expected.isEmpty {
+            let descriptor = try acceptOne(deadline: deadline)
+            var hello = [UInt8](repeating: 0, count: 16)
+            let got = hello.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, 16, Int32(MSG_WAITALL)) }
+            let peer = got == 16 ? Int(SocketTransport.load(UInt32.self, hello, at: 8)) : -1
+            guard got == 16, SocketTransport.load(UInt32.self, hello, at: 0) == SocketTransport.helloMagic,
+                  SocketTransport.load(UInt16.self, hello, at: 4) == SocketTransport.version,
+                  SocketTransport.load(UInt32.self, hello, at: 12) == UInt32(worldSize), expected.contains(peer) else {
+                close(descriptor)
+                throw .protocolViolation(peer: rank, reason: "a connection to rank \(rank)'s data socket did not say hello as a peer of this group")
+            }
+            expected.remove(peer)
+            sockets[peer] = descriptor
+        }
+        close(listener)
+        listener = -1
+        for descriptor in sockets where descriptor >= 0 {
+            var one: Int32 = 1
+            setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
+        }
+    }
+
+    /// Whether `peer` has a connection here.
+    public func isConnected(_ peer: Int) -> Bool { peer >= 0 && peer < worldSize && sockets[peer] >= 0 }
+
+    private static func listen(host: String?, rank: Int) throws(CollectiveError) -> (Int32, Int) {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_PASSIVE
+        var found: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(host, "0", &hints, &found)
+        guard status == 0, let first = found else {
+            throw .transport(peer: rank, reason: "getaddrinfo(\(host ?? "*")) failed: \(String(cString: gai_strerror(status)))")
+        }
+        defer { freeaddrinfo(found) }
+        let descriptor = socket(first.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard descriptor >= 0 else { throw failure("socket", peer: rank) }
+        var one: Int32 = 1
+        setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard bind(descriptor, first.pointee.ai_addr, first.pointee.ai_addrlen) == 0, Glibc.listen(descriptor, 128) == 0 else {
+            let error = failure("bind/listen(\(host ?? "*"))", peer: rank)
+            close(descriptor)
+            throw error
+        }
+        var address = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+        }
+        let port: UInt16 = withUnsafeBytes(of: &address) { bytes in
+            // sin_port and sin6_port sit at the same offset, in network order.
+            UInt16(bigEndian: bytes.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
+        }
+        return (descriptor, Int(port))
+    }
+
+    private static func connect(_ endpoint: String, peer: Int, deadline: UInt64) throws(CollectiveError) -> Int32 {
+        guard endpoint.hasPrefix("tcp://"), let colon = endpoint.lastIndex(of: ":"), colon > endpoint.index(endpoint.startIndex, offsetBy: 6) else {
+            throw .invalidArgument("rank \(peer)'s data endpoint \(endpoint) is not tcp://HOST:PORT")
+        }
+        var host = String(endpoint[endpoint.index(endpoint.startIndex, offsetBy: 6)..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        let port = String(endpoint[endpoint.index(after: colon)...])
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var found: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(host, port, &hints, &found)
+        guard status == 0, let first = found else {
+            throw .transport(peer: peer, reason: "getaddrinfo(\(endpoint)) failed: \(String(cString: gai_strerror(status)))")
+        }
+        defer { freeaddrinfo(found) }
+        while true {
+            let descriptor = socket(first.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard descriptor >= 0 else { throw failure("socket", peer: peer) }
+            if Glibc.connect(descriptor, first.pointee.ai_addr, first.pointee.ai_addrlen) == 0 { return descriptor }
+            let error = failure("connect(\(endpoint))", peer: peer)
+            close(descriptor)
+            // A peer's listener exists before the rendezvous; refusal means it is gone, but
+            // retrying until the deadline costs nothing and rides out a full backlog.
+            guard DispatchTime.now().uptimeNanoseconds < deadline else { throw error }
+            usleep(10_000)
+        }
+    }
+
+    private func acceptOne(deadline: UInt64) throws(CollectiveError) -> Int32 {
+        while true {
+            var entry = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+            let now = DispatchTime.now().uptimeNanoseconds
+            guard now < deadline else { throw .timedOut(peer: rank, milliseconds: timeoutMilliseconds) }
+            _ = poll(&entry, 1, Int32(min(1000, (deadline - now) / 1_000_000 + 1)))
+            guard entry.revents & Int16(POLLIN) != 0 else { continue }
+            let descriptor = Glibc.accept(listener, nil, nil)
+            if descriptor >= 0 {
+                _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
+                var limit = timeval(tv_sec: max(1, timeoutMilliseconds / 1000), tv_usec: 0)
+                setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+                return descriptor
+            }
+            guard errno == EINTR || errno == EAGAIN || errno == ECONNABORTED else { throw SocketTransport.failure("accept", peer: rank) }
+        }
+    }
+
+    private func writeAll(_ bytes: [UInt8], to descriptor: Int32, peer: Int) throws(CollectiveError) {
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+            guard sent > 0 else { throw SocketTransport.failure("send", peer: peer) }
+            offset += sent
+        }
+    }
+
+    // MARK: Sending
+
+    public func send(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt64) throws(CollectiveError) {
+        try enqueue(bytes, to: peer, tag: tag)
+        // What the kernel did not take is copied: the caller may reuse its memory now.
+        if let index = outbox[peer].indices.last, outbox[peer][index].owned == nil, let payload = outbox[peer][index].payload {
+            let done = max(0, outbox[peer][index].written - SocketTransport.headerBytes)
+            outbox[peer][index].owned = Array(UnsafeRawBufferPointer(start: payload + done, count: outbox[peer][index].count - done))
+            outbox[peer][index].payload = nil
+            outbox[peer][index].count -= done
+            outbox[peer][index].written = min(outbox[peer][index].written, SocketTransport.headerBytes)
+        }
+    }
+
+    /// Like `send`, but what the kernel does not take at once is written later straight from
+    /// `bytes`: leave them unchanged until `flush` returns.
+    public func sendWithoutCopy(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt64) throws(CollectiveError) {
+        try enqueue(bytes, to: peer, tag: tag)
+    }
+
+    private func enqueue(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt64) throws(CollectiveError) {
+        guard peer >= 0, peer < worldSize, peer != rank, sockets[peer] >= 0 else {
+            throw .invalidArgument("cannot send to rank \(peer) (connected?)")
+        }
+        guard bytes.count <= Int(UInt32.max) else { throw .invalidArgument("a message of \(bytes.count) bytes is too large") }
+        var header = [UInt8]()
+        header.reserveCapacity(SocketTransport.headerBytes)
+        SocketTransport.append(SocketTransport.magic, to: &header)
+        SocketTransport.append(SocketTransport.version, to: &header)
+        SocketTransport.append(UInt16(0), to: &header)
+        SocketTransport.append(tag, to: &header)
+        SocketTransport.append(UInt64(bytes.count), to: &header)
+        outbox[peer].append(Outgoing(header: header, payload: bytes.count > 0 ? bytes.baseAddress : nil, count: bytes.count))
+        try writeQueued(to: peer)
+    }
+
+    /// Writes queued messages to `peer` until the queue is empty or the kernel takes no more;
+    /// returns whether anything was written.
+    @discardableResult
+    private func writeQueued(to peer: Int) throws(CollectiveError) -> Bool {
+        var progressed = false
+        while var message = outbox[peer].first {
+            let total = SocketTransport.headerBytes + message.count
+            let written: Int
+            if let owned = message.owned {
+                written = owned.withUnsafeBytes { body in
+                    SocketTransport.write(message.header, body.baseAddress, message, to: sockets[peer])
+                }
+            } else {
+                written = SocketTransport.write(message.header, message.payload, message, to: sockets[peer])
+            }
+            if written < 0 {
+                if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return progressed }
+                throw closedOrFailed(peer, "sendmsg")
+            }
+            progressed = progressed || written > 0
+            message.written += written
+            if message.written < total {
+                outbox[peer][0] = message
+                return progressed
+            }
+            outbox[peer].removeFirst()
+        }
+        return progressed
+    }
+
+    /// One non-blocking sendmsg of what is left of `message`'s header and of `body`.
+    private static func write(_ header: [UInt8], _ body: UnsafeRawPointer?, _ message: Outgoing, to descriptor: Int32) -> Int {
+        header.withUnsafeBytes { head in
+            var vectors = [iovec]()
+            if message.written < headerBytes {
+                vectors.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: head.baseAddress! + message.written),
+                                     iov_len: headerBytes - message.written))
+            }
+            let payloadDone = max(0, message.written - headerBytes)
+            if message.count > payloadDone, let body {
+                vectors.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: body + payloadDone), iov_len: message.count - payloadDone))
+            }
+            return vectors.withUnsafeMutableBufferPointer { list in
+                var header = msghdr()
+                header.msg_iov = list.baseAddress
+                header.msg_iovlen = list.count
+                return sendmsg(descriptor, &header, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            }
+        }
+    }
+
+    public func flush() throws(CollectiveError) {
+        try wait(for: nil) { outbox.allSatisfy(\.isEmpty) }
+    }
+
+    // MARK: Receiving
+
+    public func receive(from peer: Int, tag: UInt64, byteCount: Int, _ consume: (UnsafeRawBufferPointer) -> Void) throws(CollectiveError) {
+        guard peer >= 0, peer < worldSize, peer != rank, sockets[peer] >= 0 else {
+            throw .invalidArgument("cannot receive from rank \(peer) (connected?)")
+        }
+        if !pending[peer].isEmpty {
+            let message = pending[peer].removeFirst()
+            try SocketTransport.check(message.tag, message.bytes.count, tag: tag, byteCount: byteCount, peer: peer)
+            message.bytes.withUnsafeBytes(consume)
+            return
+        }
+        let inbound = inbox[peer]
+        try wait(for: peer, expecting: byteCount) { inbound.complete }
+        defer { inbound.reset() }
+        try SocketTransport.check(inbound.tag, inbound.length, tag: tag, byteCount: byteCount, peer: peer)
+        consume(UnsafeRawBufferPointer(start: inbound.buffer, count: inbound.length))
+    }
+
+    /// Reads what `peer` has sent into its inbound message, without blocking; returns whether
+    /// anything was read. `expecting` (the awaited message's length) is checked as soon as the
+    /// header is in; without it a message beyond `readAheadLimit` stays in the kernel.
+    @discardableResult
+    private func readAvailable(from peer: Int, expecting: Int?) throws(CollectiveError) -> Bool {
+        let inbound = inbox[peer]
+        var progressed = false
+        while !inbound.complete {
+            if inbound.headerFilled < SocketTransport.headerBytes {
+                let got = inbound.header.withUnsafeMutableBytes {
+                    recv(sockets[peer], $0.baseAddress! + inbound.headerFilled, SocketTransport.headerBytes - inbound.headerFilled, Int32(MSG_DONTWAIT))
+                }
+                guard try accept(got, from: peer) else { return progressed }
+                progressed = true
+                inbound.headerFilled += got
+                guard inbound.headerFilled == SocketTransport.headerBytes else { continue }
+                let header = inbound.header
+                guard SocketTransport.load(UInt32.self, header, at: 0) == SocketTransport.magic,
+                      SocketTransport.load(UInt16.self, header, at: 4) == SocketTransport.version,
+                      SocketTransport.load(UInt16.self, header, at: 6) == 0 else {
+                    throw .protocolViolation(peer: peer, reason: "a data frame without Forge's socket header (magic, version 1, no flags)")
+                }
+                let length = SocketTransport.load(UInt64.self, header, at: 16)
+                guard length <= UInt64(UInt32.max) else {
+                    throw .protocolViolation(peer: peer, reason: "a data frame announcing \(length) bytes")
+                }
+                if let expecting, Int(length) != expecting {
+                    throw .protocolViolation(peer: peer, reason: "expected \(expecting) bytes, got \(length)")
+                }
+                inbound.tag = SocketTransport.load(UInt64.self, header, at: 8)
+                inbound.length = Int(length)
+                if expecting == nil && inbound.length > SocketTransport.readAheadLimit { return progressed }
+                inbound.reserve(inbound.length)
+            }
+            if inbound.filled < inbound.length {
+                if expecting == nil && inbound.length > SocketTransport.readAheadLimit { return progressed }
+                inbound.reserve(inbound.length)
+                let got = recv(sockets[peer], inbound.buffer + inbound.filled, inbound.length - inbound.filled, Int32(MSG_DONTWAIT))
+                guard try accept(got, from: peer) else { return progressed }
+                progressed = true
+                inbound.filled += got
+            }
+            if inbound.filled == inbound.length { inbound.complete = true }
+        }
+        return progressed
+    }
+
+    /// True when `got` bytes arrived; false when none are there yet; throws when the
+    /// connection closed or failed.
+    private func accept(_ got: Int, from peer: Int) throws(CollectiveError) -> Bool {
+        if got > 0 { return true }
+        if got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { return false }
+        throw got == 0 ? .transport(peer: peer, reason: "rank \(peer) closed its connection (has it exited?)") : closedOrFailed(peer, "recv")
+    }
+
+    /// Moves every whole message other peers have sent into `pending` (all but `except`).
+    private func readAhead(except awaited: Int?) throws(CollectiveError) -> Bool {
+        var progressed = false
+        for peer in 0..<worldSize where peer != rank && peer != awaited && sockets[peer] >= 0 {
+            while try readAvailable(from: peer, expecting: nil) || inbox[peer].complete {
+                progressed = true
+                let inbound = inbox[peer]
+                guard inbound.complete else { continue }
+                pending[peer].append((inbound.tag, Array(UnsafeRawBufferPointer(start: inbound.buffer, count: inbound.length))))
+                inbound.reset()
+            }
+        }
+        return progressed
+    }
+
+    /// Drives every socket (writes queued messages, reads `peer`'s, reads ahead from the others)
+    /// until `ready()`: polling without sleeping for `spinNanoseconds` (yielding the core), then
+    /// sleeping in poll(2). Fails after the timeout without progress, naming `peer` (or the first
+    /// peer whose queue has not drained).
+    private func wait(for peer: Int?, expecting: Int? = nil, _ ready: () -> Bool) throws(CollectiveError) {
+        var lastProgress = DispatchTime.now().uptimeNanoseconds
+        while true {
+            var progressed = false
+            if let peer { progressed = try readAvailable(from: peer, expecting: expecting) }
+            if ready() { return }
+            for other in 0..<worldSize where !outbox[other].isEmpty {
+                if try writeQueued(to: other) { progressed = true }
+            }
+            if ready() { return }
+            if try readAhead(except: peer) { progressed = true }
+            let now = DispatchTime.now().uptimeNanoseconds
+            if progressed {
+                lastProgress = now
+                continue
+            }
+            if now - lastProgress >= UInt64(timeoutMilliseconds) * 1_000_000 {
+                let silent = peer ?? (0..<worldSize).first { !outbox[$0].isEmpty } ?? rank
+                throw .timedOut(peer: silent, milliseconds: timeoutMilliseconds)
+            }
+            if now - lastProgress < SocketTransport.spinNanoseconds {
+                sched_yield()
+                continue
+            }
+            var entries = [pollfd]()
+            for other in 0..<worldSize where sockets[other] >= 0 {
+                let events = Int16(POLLIN) | (outbox[other].isEmpty ? 0 : Int16(POLLOUT))
+                entries.append(pollfd(fd: sockets[other], events: events, revents: 0))
+            }
+            _ = poll(&entries, nfds_t(entries.count), 20)
+        }
+    }
+
+    // MARK: Helpers
+
+    private static func check(_ got: UInt64, _ count: Int, tag: UInt64, byteCount: Int, peer: Int) throws(CollectiveError) {
+        guard got == tag else {
+            throw .protocolViolation(peer: peer, reason: "expected tag \(String(tag, radix: 16)), got \(String(got, radix: 16))")
+        }
+        guard count == byteCount else { throw .protocolViolation(peer: peer, reason: "expected \(byteCount) bytes, got \(count)") }
+    }
+
+    private func closedOrFailed(_ peer: Int, _ call: String) -> CollectiveError {
+        let code = errno
+        if code == ECONNRESET || code == EPIPE {
+            return .transport(peer: peer, reason: "rank \(peer) closed its connection (has it exited?)")
+        }
+        return .transport(peer: peer, reason: "\(call) failed: \(String(cString: strerror(code))) (errno \(code))")
+    }
+
+    private static func failure(_ call: String, peer: Int) -> CollectiveError {
+        let code = errno
+        return .transport(peer: peer, reason: "\(call) failed: \(String(cString: strerror(code))) (errno \(code))")
+    }
+
+    private static func append<T: FixedWidthInteger>(_ value: T, to bytes: inout [UInt8]) {
+        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+    }
+
+    private static func load<T: FixedWidthInteger>(_: T.Type, _ bytes: [UInt8], at offset: Int) -> T {
+        bytes.withUnsafeBytes { T(littleEndian: $0.loadUnaligned(fromByteOffset: offset, as: T.self)) }
+    }
+}

@@ -1,0 +1,173 @@
+// What only the plain-TCP transport can get wrong: a stranger at its data socket, frames that
+// are not Forge's (fuzzed), a peer that disconnects, and two ranks that both send more than the
+// kernel buffers hold before either receives. The collective suites run every algorithm over it
+// too (TransportKind.socket).
+import ForgeCollectives
+import ForgeTestSupport
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite struct SocketTransportTests {
+    /// A raw TCP client playing rank 1 of a group of 2 against a real rank 0.
+    private final class RawPeer: @unchecked Sendable {
+        let descriptor: Int32
+
+        init(endpoint: String) throws {
+            let port = UInt16(endpoint.split(separator: ":").last.flatMap { Int($0) } ?? 0)
+            descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = port.bigEndian
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard connected == 0 else { throw CollectiveError.invalidArgument("connect failed: errno \(errno)") }
+        }
+
+        deinit { close(descriptor) }
+
+        func send(_ bytes: [UInt8]) {
+            _ = bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        }
+
+        static func hello(rank: UInt32, worldSize: UInt32, magic: UInt32 = 0x4853_4746) -> [UInt8] {
+            var bytes = [UInt8]()
+            for value in [magic] { withUnsafeBytes(of: value.littleEndian) { bytes += $0 } }
+            withUnsafeBytes(of: UInt16(1).littleEndian) { bytes += $0 }
+            withUnsafeBytes(of: UInt16(0).littleEndian) { bytes += $0 }
+            withUnsafeBytes(of: rank.littleEndian) { bytes += $0 }
+            withUnsafeBytes(of: worldSize.littleEndian) { bytes += $0 }
+            return bytes
+        }
+
+        static func frame(tag: UInt64, payload: [UInt8]) -> [UInt8] {
+            var bytes = [UInt8]()
+            withUnsafeBytes(of: UInt32(0x4B53_4746).littleEndian) { bytes += $0 }
+            withUnsafeBytes(of: UInt16(1).littleEndian) { bytes += $0 }
+            withUnsafeBytes(of: UInt16(0).littleEndian) { bytes += $0 }
+            withUnsafeBytes(of: tag.littleEndian) { bytes += $0 }
+            withUnsafeBytes(of: UInt64(payload.count).littleEndian) { bytes += $0 }
+            return bytes + payload
+        }
+    }
+
+    /// Rank 0 of 2, connected to a raw peer that said `hello`; returns the transport (or the
+    /// error its connect threw) and the peer.
+    private func rankZero(hello: [UInt8], timeoutMilliseconds: Int = 2000) throws -> (Result<SocketTransport, CollectiveError>, RawPeer) {
+        let transport = try SocketTransport(rank: 0, worldSize: 2, host: "127.0.0.1", timeoutMilliseconds: timeoutMilliseconds)
+        let handed = Handed(value: transport)
+        let endpoint = transport.endpoint
+        let outcome = onRanks(2) { index -> Result<RawPeer?, CollectiveError> in
+            if index == 0 {
+                do throws(CollectiveError) {
+                    try handed.value.connect(to: [endpoint, "tcp://127.0.0.1:1"])
+                    return .success(nil)
+                } catch {
+                    return .failure(error)
+                }
+            }
+            do {
+                let peer = try RawPeer(endpoint: endpoint)
+                peer.send(hello)
+                return .success(peer)
+            } catch {
+                return .failure(.invalidArgument("\(error)"))
+            }
+        }
+        let peer = try #require(try outcome[1].get())
+        return (outcome[0].map { _ in transport }, peer)
+    }
+
+    private func receive(_ transport: SocketTransport, byteCount: Int = 8) -> CollectiveError? {
+        do throws(CollectiveError) {
+            try transport.receive(from: 1, tag: 7, byteCount: byteCount) { _ in }
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    @Test func aWellFormedFrameFromARawPeerArrives() throws {
+        let (connected, peer) = try rankZero(hello: RawPeer.hello(rank: 1, worldSize: 2))
+        let transport = try connected.get()
+        peer.send(RawPeer.frame(tag: 7, payload: [1, 2, 3, 4, 5, 6, 7, 8]))
+        var got: [UInt8] = []
+        try transport.receive(from: 1, tag: 7, byteCount: 8) { got = Array($0) }
+        #expect(got == [1, 2, 3, 4, 5, 6, 7, 8])
+    }
+
+    @Test func aStrangerAtTheDataSocketIsRefused() throws {
+        let (connected, _) = try rankZero(hello: RawPeer.hello(rank: 1, worldSize: 2, magic: 0x5445_4720))
+        #expect(throws: CollectiveError.self) { try connected.get() }
+        let (wrongWorld, _) = try rankZero(hello: RawPeer.hello(rank: 1, worldSize: 3))
+        #expect(throws: CollectiveError.self) { try wrongWorld.get() }
+    }
+
+    @Test func aPeerThatDisconnectsIsNamedAtOnce() throws {
+        let (connected, peer) = try rankZero(hello: RawPeer.hello(rank: 1, worldSize: 2), timeoutMilliseconds: 30_000)
+        let transport = try connected.get()
+        shutdown(peer.descriptor, Int32(SHUT_RDWR))
+        let started = Date()
+        #expect(receive(transport) == .transport(peer: 1, reason: "rank 1 closed its connection (has it exited?)"))
+        #expect(Date().timeIntervalSince(started) < 5)
+    }
+
+    @Test func framesThatAreNotForgesAreErrorsNeverCrashesOrHangs() throws {
+        // 400 rounds: a valid frame's header with random bytes replaced, or a random header; the
+        // transport must answer with a protocol violation, a timeout (a frame announcing more
+        // than arrives) or the message itself (a mutation that left it valid), and nothing else.
+        var random = SystemRandomNumberGenerator()
+        var outcomes = [String: Int]()
+        for round in 0..<400 {
+            var bytes = RawPeer.frame(tag: 7, payload: [UInt8](repeating: 9, count: 8))
+            if round % 4 == 3 {
+                for i in 0..<24 { bytes[i] = UInt8.random(in: 0...255, using: &random) }
+            } else {
+                for _ in 0..<(1 + round % 3) { bytes[Int.random(in: 0..<24, using: &random)] = UInt8.random(in: 0...255, using: &random) }
+            }
+            let (connected, peer) = try rankZero(hello: RawPeer.hello(rank: 1, worldSize: 2), timeoutMilliseconds: 100)
+            let transport = try connected.get()
+            peer.send(bytes)
+            let outcome: String
+            switch receive(transport) {
+            case nil: outcome = "delivered"
+            case .protocolViolation(peer: 1, _): outcome = "violation"
+            case .timedOut(peer: 1, _): outcome = "timeout"
+            case let other: outcome = "unexpected \(String(describing: other))"
+            }
+            outcomes[outcome, default: 0] += 1
+        }
+        #expect(Set(outcomes.keys).isSubset(of: ["delivered", "violation", "timeout"]), "\(outcomes)")
+        #expect((outcomes["violation"] ?? 0) > 200, "\(outcomes)")
+    }
+
+    @Test func twoRanksThatBothSendMoreThanTheKernelHoldsDoNotDeadlock() throws {
+        // 16 MiB each way before either receives: each send queues what the kernel does not
+        // take, and the waiting side reads ahead.
+        let transports = Handed(value: try TransportKind.socket.make(2, timeoutMilliseconds: 10_000))
+        let count = 16 << 20
+        let outcomes = onRanks(2) { rank -> Result<Bool, CollectiveError> in
+            let transport = transports.value[rank]
+            let outgoing = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 64)
+            defer { outgoing.deallocate() }
+            outgoing.initializeMemory(as: UInt8.self, repeating: UInt8(rank + 1))
+            var received = 0
+            do throws(CollectiveError) {
+                try transport.send(UnsafeRawBufferPointer(outgoing), to: 1 - rank, tag: 5)
+                try transport.receive(from: 1 - rank, tag: 5, byteCount: count) { bytes in
+                    received = bytes.allSatisfy { $0 == UInt8(2 - rank) } ? bytes.count : -1
+                }
+                try transport.flush()
+                return .success(received == count)
+            } catch {
+                return .failure(error)
+            }
+        }
+        for outcome in outcomes { #expect(try outcome.get()) }
+    }
+}
