@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <linux/futex.h>
 #include <sched.h>
 #include <signal.h>
@@ -53,4 +54,22 @@ int forge_die_with_parent(int expectedParent) {
         return -1;
     }
     return 0;
+}
+
+int forge_wait_for_exit(int pid) {
+#ifdef SYS_pidfd_open
+    int descriptor = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (descriptor < 0) return -1;
+    struct pollfd entry = {.fd = descriptor, .events = POLLIN, .revents = 0};
+    int ready;
+    do {
+        ready = poll(&entry, 1, -1);
+    } while (ready < 0 && errno == EINTR);
+    close(descriptor);
+    return ready > 0 ? 0 : -1;
+#else
+    (void)pid;
+    errno = ENOSYS;
+    return -1;
+#endif
 }

@@ -38,6 +38,9 @@ public final class SocketTransport: CollectiveTransport {
     private var inbox: [Inbound]
     /// Whole messages read while another peer was awaited, per source rank.
     private var pending: [[(tag: UInt64, bytes: [UInt8])]]
+    /// Peers whose connection ended while nothing was awaited from them (a rank that finished
+    /// first): an error only if something more is awaited from them.
+    private var closed: [CollectiveError?]
 
     static let magic: UInt32 = 0x4B53_4746  // "FGSK"
     static let helloMagic: UInt32 = 0x4853_4746  // "FGSH"
@@ -48,12 +51,11 @@ public final class SocketTransport: CollectiveTransport {
     /// How long a waiting rank polls its sockets without sleeping.
     static let spinNanoseconds: UInt64 = 1_000_000
 
-    /// A queued message: the header, then the payload (the caller's memory or a copy).
+    /// A queued message: the header, then the payload (the caller's memory).
     private struct Outgoing {
         var header: [UInt8]
         var payload: UnsafeRawPointer?
         var count: Int
-        var owned: [UInt8]?
         /// Bytes of header and payload written so far.
         var written = 0
     }
@@ -97,6 +99,7 @@ public final class SocketTransport: CollectiveTransport {
         outbox = Array(repeating: [], count: worldSize)
         inbox = (0..<worldSize).map { _ in Inbound() }
         pending = Array(repeating: [], count: worldSize)
+        closed = Array(repeating: nil, count: worldSize)
         let (descriptor, port) = try SocketTransport.listen(host: host == "*" ? nil : host, rank: rank)
         listener = descriptor
         let shown = advertisedHost ?? (host == "*" ? "127.0.0.1" : host)
@@ -243,16 +246,12 @@ public final class SocketTransport: CollectiveTransport {
 
     // MARK: Sending
 
+    /// Returns once the kernel holds the whole message (reading ahead from every peer while it
+    /// waits, so two ranks sending to each other cannot block each other): after a collective
+    /// that ends in sends, a rank may exit and the kernel still delivers them.
     public func send(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt64) throws(CollectiveError) {
         try enqueue(bytes, to: peer, tag: tag)
-        // What the kernel did not take is copied: the caller may reuse its memory now.
-        if let index = outbox[peer].indices.last, outbox[peer][index].owned == nil, let payload = outbox[peer][index].payload {
-            let done = max(0, outbox[peer][index].written - SocketTransport.headerBytes)
-            outbox[peer][index].owned = Array(UnsafeRawBufferPointer(start: payload + done, count: outbox[peer][index].count - done))
-            outbox[peer][index].payload = nil
-            outbox[peer][index].count -= done
-            outbox[peer][index].written = min(outbox[peer][index].written, SocketTransport.headerBytes)
-        }
+        try wait(for: nil) { outbox[peer].isEmpty }
     }
 
     /// Like `send`, but what the kernel does not take at once is written later straight from
@@ -284,14 +283,7 @@ public final class SocketTransport: CollectiveTransport {
         var progressed = false
         while var message = outbox[peer].first {
             let total = SocketTransport.headerBytes + message.count
-            let written: Int
-            if let owned = message.owned {
-                written = owned.withUnsafeBytes { body in
-                    SocketTransport.write(message.header, body.baseAddress, message, to: sockets[peer])
-                }
-            } else {
-                written = SocketTransport.write(message.header, message.payload, message, to: sockets[peer])
-            }
+            let written = SocketTransport.write(message.header, message.payload, message, to: sockets[peer])
             if written < 0 {
                 if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return progressed }
                 throw closedOrFailed(peer, "sendmsg")
@@ -344,6 +336,7 @@ public final class SocketTransport: CollectiveTransport {
             message.bytes.withUnsafeBytes(consume)
             return
         }
+        if let ended = closed[peer] { throw ended }
         let inbound = inbox[peer]
         try wait(for: peer, expecting: byteCount) { inbound.complete }
         defer { inbound.reset() }
@@ -409,8 +402,16 @@ public final class SocketTransport: CollectiveTransport {
     /// Moves every whole message other peers have sent into `pending` (all but `except`).
     private func readAhead(except awaited: Int?) throws(CollectiveError) -> Bool {
         var progressed = false
-        for peer in 0..<worldSize where peer != rank && peer != awaited && sockets[peer] >= 0 {
-            while try readAvailable(from: peer, expecting: nil) || inbox[peer].complete {
+        for peer in 0..<worldSize where peer != rank && peer != awaited && sockets[peer] >= 0 && closed[peer] == nil {
+            while true {
+                let read: Bool
+                do {
+                    read = try readAvailable(from: peer, expecting: nil)
+                } catch .transport(let failed, let reason) where failed == peer {
+                    closed[peer] = .transport(peer: failed, reason: reason)
+                    break
+                }
+                guard read || inbox[peer].complete else { break }
                 progressed = true
                 let inbound = inbox[peer]
                 guard inbound.complete else { continue }
@@ -450,8 +451,8 @@ public final class SocketTransport: CollectiveTransport {
                 continue
             }
             var entries = [pollfd]()
-            for other in 0..<worldSize where sockets[other] >= 0 {
-                let events = Int16(POLLIN) | (outbox[other].isEmpty ? 0 : Int16(POLLOUT))
+            for other in 0..<worldSize where sockets[other] >= 0 && (closed[other] == nil || !outbox[other].isEmpty) {
+                let events = (closed[other] == nil ? Int16(POLLIN) : 0) | (outbox[other].isEmpty ? 0 : Int16(POLLOUT))
                 entries.append(pollfd(fd: sockets[other], events: events, revents: 0))
             }
             _ = poll(&entries, nfds_t(entries.count), 20)

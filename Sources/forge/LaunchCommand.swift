@@ -1,6 +1,7 @@
 // `forge launch`: start N rank processes on this node, torchrun-style, and tear them all down
 // when one fails.
 import ArgumentParser
+import CForgeSystem
 import ForgeCollectives
 import Foundation
 
@@ -72,6 +73,9 @@ struct LaunchCommand: ParsableCommand {
         // SIGINT/SIGTERM to the launcher stop the ranks too, so none is left running.
         let stopSignal = SignalLatch(signals: [SIGINT, SIGTERM])
         var processes = [Process]()
+        // The order ranks exit in: when one fails, its peers fail moments later (a closed
+        // connection, a vanished process); the first to exit is the one to name.
+        let exits = ExitOrder()
         let cpus = CPUBinding.allowedCPUs()
         defer { if cpuBind == .cores { CPUBinding.pinCallingThread(to: cpus) } }
         for localRank in 0..<nproc {
@@ -97,8 +101,14 @@ struct LaunchCommand: ParsableCommand {
                 let share = CPUBinding.share(localRank, of: nproc, cpus: cpus)
                 CPUBinding.pinCallingThread(to: share)
             }
+            let index = processes.count
+            process.terminationHandler = { _ in exits.record(index) }
             do {
                 try process.run()
+                // Foundation reaps children in no particular order once several have exited;
+                // a pidfd wakes a watcher the moment this one exits.
+                let pid = process.processIdentifier
+                Thread { if forge_wait_for_exit(pid) == 0 { exits.record(index) } }.start()
             } catch {
                 for started in processes { started.terminate() }
                 FileHandle.standardError.write(Data("error: cannot start rank \(rank) (\(arguments[0])): \(error.localizedDescription)\n".utf8))
@@ -118,7 +128,8 @@ struct LaunchCommand: ParsableCommand {
                 FileHandle.standardError.write(Data("forge launch: stopped all ranks on signal \(signal)\n".utf8))
                 throw ExitCode(128 + signal)
             }
-            if failure == nil, let (index, process) = processes.enumerated().first(where: { !$1.isRunning && !LaunchCommand.succeeded($1) }) {
+            if failure == nil, let index = exits.indices.first(where: { !processes[$0].isRunning && !LaunchCommand.succeeded(processes[$0]) }) {
+                let process = processes[index]
                 failure = "rank \(nodeRank * nproc + index) (pid \(process.processIdentifier)) on \(host) \(LaunchCommand.describe(process))"
                 for other in processes where other.isRunning { other.terminate() }
                 let deadline = Date().addingTimeInterval(5)
@@ -129,7 +140,8 @@ struct LaunchCommand: ParsableCommand {
         }
         // A rank killed before its group formed leaves its shared-memory mailbox behind.
         for process in processes { SharedMemoryTransport.removeMailboxes(ofProcess: process.processIdentifier) }
-        if failure == nil, let (index, process) = processes.enumerated().first(where: { !LaunchCommand.succeeded($1) }) {
+        if failure == nil, let index = (exits.indices + Array(processes.indices)).first(where: { !LaunchCommand.succeeded(processes[$0]) }) {
+            let process = processes[index]
             failure = "rank \(nodeRank * nproc + index) (pid \(process.processIdentifier)) on \(host) \(LaunchCommand.describe(process))"
         }
         if let failure {
@@ -224,3 +236,24 @@ final class SignalLatch: @unchecked Sendable {
 
 /// The do-nothing handler SignalLatch installs.
 private let ignoreSignal: @convention(c) (Int32) -> Void = { _ in }
+
+/// The local ranks in the order they exited, recorded from Foundation's termination handlers.
+///
+/// Concurrency: `@unchecked Sendable`; `lock` guards `order`.
+final class ExitOrder: @unchecked Sendable {
+    private let lock = NSLock()
+    private var order: [Int] = []
+
+    /// Notes that local rank `index` exited (once; later reports of it are ignored).
+    func record(_ index: Int) {
+        lock.lock()
+        if !order.contains(index) { order.append(index) }
+        lock.unlock()
+    }
+
+    var indices: [Int] {
+        lock.lock()
+        defer { lock.unlock() }
+        return order
+    }
+}

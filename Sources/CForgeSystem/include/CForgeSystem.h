@@ -75,5 +75,8 @@ int forge_pin_thread(const int *cpus, int count);
 /// worker was killed must not train on as an orphan). Returns 0; -1 with errno set when prctl
 /// fails, or with errno ESRCH when the parent is no longer `expectedParent` (it died first).
 int forge_die_with_parent(int expectedParent);
+/// Blocks until process `pid` (a child, or any process) exits, without reaping it (a pidfd);
+/// returns 0, or -1 with errno set (ENOSYS on kernels before 5.3).
+int forge_wait_for_exit(int pid);
 
 #endif
