@@ -93,15 +93,17 @@ extension TrainerDataParallelTests {
         return worst
     }
 
-    @Test(arguments: [2, 3])
-    func zeroStageOneTakesTheSingleProcessSteps(worldSize: Int) throws {
+    @Test(arguments: [(2, false), (3, false), (2, true), (3, true)])
+    func zeroStageOneTakesTheSingleProcessSteps(worldSize: Int, sharedMemory: Bool) throws {
         // 8 epochs (56 steps) with dropout: the sharded optimizer (reduce-scatter, update of a
         // segment, all-gather) matches one process per tensor; only the summation order differs.
+        // Over shared memory the gradients and the values live in shared regions, reduce-scattered
+        // and all-gathered in place.
         let plan = try Self.plan()
         let prepared = try PreparedData(plan: plan, train: Self.data(seed: 1), validation: Self.data(seed: 2))
         let singleTrainer = try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: 1))
         let reference = try singleTrainer.run().model.parameters.map(\.values)
-        let ranks = try Self.train(worldSize: worldSize, threads: 1, bucketBytes: 64, zeroStage: 1)
+        let ranks = try Self.train(worldSize: worldSize, threads: 1, bucketBytes: 64, zeroStage: 1, sharedMemory: sharedMemory)
         // Each rank keeps the Adam moments of its segment only.
         #expect(ranks.map(\.stateBytes).reduce(0, +) == singleTrainer.optimizerStateBytes)
         #expect(ranks.allSatisfy { $0.stateBytes <= singleTrainer.optimizerStateBytes / worldSize + 8 }, "\(ranks.map(\.stateBytes))")
@@ -109,24 +111,7 @@ extension TrainerDataParallelTests {
             #expect(result.parameters.map(\.bitPattern) == ranks[0].parameters.map(\.bitPattern), "rank \(rank) drifted from rank 0")
         }
         let worst = Self.worstTensor(reference, ranks[0].tensors)
-        #expect(worst.relative <= 1e-5, "ZeRO-1 on \(worldSize) ranks: tensor \(worst.tensor) max|Δ|/max|ref| = \(worst.relative)")
-    }
-
-    @Test(arguments: [2, 3])
-    func zeroStageOneInSharedRegionsTakesTheSingleProcessSteps(worldSize: Int) throws {
-        // Co-located: the gradients and the values live in shared regions, reduce-scattered and
-        // all-gathered in place.
-        let plan = try Self.plan()
-        let prepared = try PreparedData(plan: plan, train: Self.data(seed: 1), validation: Self.data(seed: 2))
-        let singleTrainer = try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: 1))
-        let reference = try singleTrainer.run().model.parameters.map(\.values)
-        let ranks = try Self.train(worldSize: worldSize, threads: 1, bucketBytes: 64, zeroStage: 1, sharedMemory: true)
-        #expect(ranks.map(\.stateBytes).reduce(0, +) == singleTrainer.optimizerStateBytes)
-        for (rank, result) in ranks.enumerated() {
-            #expect(result.parameters.map(\.bitPattern) == ranks[0].parameters.map(\.bitPattern), "rank \(rank) drifted from rank 0")
-        }
-        let worst = Self.worstTensor(reference, ranks[0].tensors)
-        #expect(worst.relative <= 1e-5, "ZeRO-1 on \(worldSize) co-located ranks: tensor \(worst.tensor) max|Δ|/max|ref| = \(worst.relative)")
+        #expect(worst.relative <= 1e-5, "ZeRO-1 on \(worldSize) ranks (shared memory: \(sharedMemory)): tensor \(worst.tensor) max|Δ|/max|ref| = \(worst.relative)")
     }
 
     @Test(arguments: [(2, 1, [(1, 0), (3, 1)]), (3, 0, [(2, 1)])])
