@@ -415,8 +415,9 @@ final class SharedMemoryMapping {
     let base: UnsafeMutableRawPointer
     let size: Int
 
-    /// Creates `path` (it must not exist), sizes it (sparse) and maps it.
-    convenience init(creating path: String, size: Int, peer: Int) throws(CollectiveError) {
+    /// Creates `path` (it must not exist), sizes it (sparse, or with `allocate` backed in full
+    /// now, so that a full tmpfs is an error here rather than a SIGBUS on first touch) and maps it.
+    convenience init(creating path: String, size: Int, peer: Int, allocate: Bool = false) throws(CollectiveError) {
         let descriptor = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else { throw SharedMemoryMapping.failure("open(\(path))", peer: peer) }
         defer { close(descriptor) }
@@ -424,6 +425,13 @@ final class SharedMemoryMapping {
             let error = SharedMemoryMapping.failure("ftruncate(\(path))", peer: peer)
             unlink(path)
             throw error
+        }
+        if allocate {
+            let code = posix_fallocate(descriptor, 0, off_t(size))
+            guard code == 0 else {
+                unlink(path)
+                throw .transport(peer: peer, reason: "posix_fallocate(\(path), \(size)) failed: \(String(cString: strerror(code))) (errno \(code))")
+            }
         }
         try self.init(descriptor: descriptor, size: size, path: path, peer: peer)
     }

@@ -67,7 +67,7 @@ public final class SharedReductionArena {
         let nonce = UInt64.random(in: 1...UInt64.max)
         let path = "\(directory)/\(SharedMemoryTransport.mailboxPrefix(of: getpid()))a\(rank)-\(String(nonce, radix: 16))"
         let size = headerBytes + (capacity * 4 + 4095) / 4096 * 4096
-        let own = try? SharedMemoryMapping(creating: path, size: size, peer: rank)
+        let own = try? SharedMemoryMapping(creating: path, size: size, peer: rank, allocate: true)
         defer { unlink(path) }
         if let own {
             let header = own.base

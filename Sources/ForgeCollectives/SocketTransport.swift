@@ -46,8 +46,9 @@ public final class SocketTransport: CollectiveTransport {
     static let helloMagic: UInt32 = 0x4853_4746  // "FGSH"
     static let version: UInt16 = 1
     static let headerBytes = 24
-    /// Messages larger than this are left in the kernel rather than read ahead of their turn.
-    static let readAheadLimit = 256 << 20
+    /// An inbound buffer grows by at most this much beyond the bytes already read, so memory
+    /// follows the bytes that actually arrive, not a length a garbled header claims.
+    static let growthStep = 16 << 20
     /// How long a waiting rank polls its sockets without sleeping.
     static let spinNanoseconds: UInt64 = 1_000_000
 
@@ -73,11 +74,14 @@ public final class SocketTransport: CollectiveTransport {
 
         deinit { buffer.deallocate() }
 
+        /// Room for `count` bytes, keeping the `filled` already read.
         func reserve(_ count: Int) {
             guard count > capacity else { return }
+            let grown = UnsafeMutableRawPointer.allocate(byteCount: max(count, capacity * 2), alignment: 64)
+            grown.copyMemory(from: buffer, byteCount: filled)
             buffer.deallocate()
+            buffer = grown
             capacity = max(count, capacity * 2)
-            buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
         }
 
         func reset() {
@@ -130,8 +134,17 @@ public final class SocketTransport: CollectiveTransport {
             try writeAll(hello, to: descriptor, peer: peer)
         }
         var expected = Set((rank + 1)..<worldSize).subtracting(skipping)
+        // A connection that is not a peer of this group (a port scanner, another job) is closed
+        // and accepting goes on; it is named only if the peers never all arrive.
+        var stranger: String?
         while !expected.isEmpty {
-            let descriptor = try acceptOne(deadline: deadline)
+            let descriptor: Int32
+            do {
+                descriptor = try acceptOne(deadline: deadline)
+            } catch {
+                if let stranger { throw .protocolViolation(peer: expected.min() ?? rank, reason: stranger) }
+                throw error
+            }
             var hello = [UInt8](repeating: 0, count: 16)
             let got = hello.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, 16, Int32(MSG_WAITALL)) }
             let peer = got == 16 ? Int(SocketTransport.load(UInt32.self, hello, at: 8)) : -1
@@ -139,7 +152,8 @@ public final class SocketTransport: CollectiveTransport {
                   SocketTransport.load(UInt16.self, hello, at: 4) == SocketTransport.version,
                   SocketTransport.load(UInt32.self, hello, at: 12) == UInt32(worldSize), expected.contains(peer) else {
                 close(descriptor)
-                throw .protocolViolation(peer: rank, reason: "a connection to rank \(rank)'s data socket did not say hello as a peer of this group")
+                stranger = "a connection to rank \(rank)'s data socket did not say hello as a peer of this group, and rank \(expected.min() ?? rank) never connected"
+                continue
             }
             expected.remove(peer)
             sockets[peer] = descriptor
@@ -227,7 +241,8 @@ public final class SocketTransport: CollectiveTransport {
             let descriptor = Glibc.accept(listener, nil, nil)
             if descriptor >= 0 {
                 _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
-                var limit = timeval(tv_sec: max(1, timeoutMilliseconds / 1000), tv_usec: 0)
+                // A peer says hello as soon as it connects; a silent stranger gets 2 s at most.
+                var limit = timeval(tv_sec: min(2, max(1, timeoutMilliseconds / 1000)), tv_usec: 0)
                 setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
                 return descriptor
             }
@@ -346,7 +361,7 @@ public final class SocketTransport: CollectiveTransport {
 
     /// Reads what `peer` has sent into its inbound message, without blocking; returns whether
     /// anything was read. `expecting` (the awaited message's length) is checked as soon as the
-    /// header is in; without it a message beyond `readAheadLimit` stays in the kernel.
+    /// header is in (or at once, when an earlier read-ahead already read it).
     @discardableResult
     private func readAvailable(from peer: Int, expecting: Int?) throws(CollectiveError) -> Bool {
         let inbound = inbox[peer]
@@ -375,13 +390,14 @@ public final class SocketTransport: CollectiveTransport {
                 }
                 inbound.tag = SocketTransport.load(UInt64.self, header, at: 8)
                 inbound.length = Int(length)
-                if expecting == nil && inbound.length > SocketTransport.readAheadLimit { return progressed }
-                inbound.reserve(inbound.length)
+            }
+            if let expecting, inbound.length != expecting {
+                throw .protocolViolation(peer: peer, reason: "expected \(expecting) bytes, got \(inbound.length)")
             }
             if inbound.filled < inbound.length {
-                if expecting == nil && inbound.length > SocketTransport.readAheadLimit { return progressed }
-                inbound.reserve(inbound.length)
-                let got = recv(sockets[peer], inbound.buffer + inbound.filled, inbound.length - inbound.filled, Int32(MSG_DONTWAIT))
+                inbound.reserve(min(inbound.length, inbound.filled + SocketTransport.growthStep))
+                let room = min(inbound.length, inbound.capacity) - inbound.filled
+                let got = recv(sockets[peer], inbound.buffer + inbound.filled, room, Int32(MSG_DONTWAIT))
                 guard try accept(got, from: peer) else { return progressed }
                 progressed = true
                 inbound.filled += got

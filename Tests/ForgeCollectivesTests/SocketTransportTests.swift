@@ -147,10 +147,10 @@ import Glibc
     }
 
     @Test func twoRanksThatBothSendMoreThanTheKernelHoldsDoNotDeadlock() throws {
-        // 16 MiB each way before either receives: each send queues what the kernel does not
-        // take, and the waiting side reads ahead.
+        // 40 MiB each way before either receives: a send waits for the kernel to take its
+        // message and meanwhile reads the other's ahead, growing its buffer as bytes arrive.
         let transports = Handed(value: try TransportKind.socket.make(2, timeoutMilliseconds: 10_000))
-        let count = 16 << 20
+        let count = 40 << 20
         let outcomes = onRanks(2) { rank -> Result<Bool, CollectiveError> in
             let transport = transports.value[rank]
             let outgoing = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 64)
