@@ -226,7 +226,7 @@ final class LocalCluster {
         TrainingJobName: survivor
         RoleArn: arn:aws:iam::123456789012:role/forge
         AlgorithmSpecification: {TrainingImage: "forge/mlp", TrainingInputMode: File}
-        HyperParameters: {epochs: "60", hidden_layer_sizes: "16", mini_batch_size: "32", forge_checkpoint_steps: "20"}
+        HyperParameters: {epochs: "400", hidden_layer_sizes: "16", mini_batch_size: "32", forge_checkpoint_steps: "20"}
         InputDataConfig:
           - ChannelName: train
             DataSource: {S3DataSource: {S3DataType: S3Prefix, S3Uri: "s3://data/train"}}
@@ -239,6 +239,14 @@ final class LocalCluster {
         let checkpoints = cluster.directory.file("state/checkpoints/survivor")
         let deadline = Date().addingTimeInterval(120)
         while Date() < deadline, ((try? FileManager.default.contentsOfDirectory(atPath: checkpoints)) ?? []).isEmpty { usleep(100_000) }
+        // Both ranks' first lines are in (output a rank sends while no coordinator listens is
+        // not kept), and the job is still running when its coordinator dies.
+        func streams() throws -> Set<Substring> {
+            let logs = try cluster.forge(["logs", "survivor"]).standardOutput
+            return Set(logs.split(separator: "\n").compactMap { $0.hasPrefix("[") ? $0.split(separator: "]").first : nil })
+        }
+        while Date() < deadline, try streams().count < 2 { usleep(100_000) }
+        #expect(try cluster.forge(["describe", "survivor"]).standardOutput.contains("\"TrainingJobStatus\" : \"InProgress\""))
         cluster.killCoordinator()
         try cluster.startCoordinator()
         var described = ""
@@ -252,8 +260,8 @@ final class LocalCluster {
         // restart, no second attempt) and saw them finish.
         #expect(!described.contains("Restarting") && !described.contains("was interrupted"), "\(described)")
         let logs = try cluster.forge(["logs", "survivor"]).standardOutput
-        let streams = Set(logs.split(separator: "\n").compactMap { $0.hasPrefix("[") ? $0.split(separator: "]").first : nil })
-        #expect(logs.contains("epoch=60 ") && streams.count == 2, "one attempt, two hosts: \(streams) \(logs.suffix(2000))")
+        let hosts = try streams()
+        #expect(logs.contains("epoch=400 ") && hosts.count == 2, "one attempt, two hosts: \(hosts) \(logs.suffix(2000))")
         let resumed = try String(contentsOfFile: cluster.directory.file("state/objects/data/models/survivor/output/metrics.json"), encoding: .utf8)
         #expect(resumed.contains("validation:accuracy"))
     }
