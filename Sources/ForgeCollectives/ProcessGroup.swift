@@ -134,7 +134,7 @@ public final class ProcessGroup {
     /// doubling up to `smallAllReduceBytes`, the ring above.
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws(CollectiveError) {
         try guarded { () throws(CollectiveError) in
-            if let arena = registered.first(where: { $0.contains(buffer) }),
+            if let arena = registeredArena(holding: buffer),
                worldSize == 2 || buffer.count * 4 > ProcessGroup.registeredDoublingBytes {
                 try arena.allReduce(buffer, op: op)
             } else if let threshold = directAllReduceBytes, buffer.count * 4 > threshold, let arena = try scratchArena() {
@@ -160,6 +160,11 @@ public final class ProcessGroup {
         return UnsafeMutableBufferPointer(start: arena.base, count: count)
     }
 
+    /// The shared region `buffer` lies in, if any.
+    private func registeredArena(holding buffer: UnsafeMutableBufferPointer<Float>) -> SharedReductionArena? {
+        registered.first { $0.contains(buffer) }
+    }
+
     private func scratchArena() throws(CollectiveError) -> SharedReductionArena? {
         if scratch == nil {
             scratch = try makeArena(floats: scratchFloats)
@@ -181,7 +186,7 @@ public final class ProcessGroup {
     /// region, which is reduced straight from the other ranks' memory).
     public func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws(CollectiveError) {
         try guarded { () throws(CollectiveError) in
-            if let arena = registered.first(where: { $0.contains(buffer) }) {
+            if let arena = registeredArena(holding: buffer) {
                 try arena.reduceScatter(buffer, op: op)
             } else {
                 try ring.reduceScatter(buffer, op: op)
@@ -192,7 +197,7 @@ public final class ProcessGroup {
     /// All-gather in place: every rank's `segment(of:)` of `buffer` reaches every rank.
     public func allGather(_ buffer: UnsafeMutableBufferPointer<Float>) throws(CollectiveError) {
         try guarded { () throws(CollectiveError) in
-            if let arena = registered.first(where: { $0.contains(buffer) }) {
+            if let arena = registeredArena(holding: buffer) {
                 try arena.allGather(buffer)
             } else {
                 try ring.allGather(buffer)

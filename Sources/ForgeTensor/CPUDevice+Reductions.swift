@@ -37,18 +37,24 @@ extension CPUDevice {
         let (rows, cols, ldx) = CPUDevice.matrix(x)
         let (_, _, ldo) = CPUDevice.matrix(out)
         for r in 0..<rows {
-            let xr = x.hostPointer + r * ldx, orow = out.hostPointer + r * ldo
-            var peak = -Float.infinity
-            for j in 0..<cols { peak = max(peak, xr[j]) }
-            var total: Float = 0
-            for j in 0..<cols {
-                let e = expf(xr[j] - peak)
-                orow[j] = e
-                total += e
-            }
-            let inverse = 1 / total
-            for j in 0..<cols { orow[j] *= inverse }
+            CPUDevice.softmaxRow(UnsafePointer(x.hostPointer + r * ldx), into: out.hostPointer + r * ldo, count: cols)
         }
+    }
+
+    /// The softmax of `count` values into `out` (which may be `x` itself): shifted by the
+    /// maximum, exponentiated, scaled by the inverse of the sum. Rows of `softmax` and the
+    /// visible prefix of each row of `causalSoftmax`.
+    static func softmaxRow(_ x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int) {
+        var peak = -Float.infinity
+        for j in 0..<count { peak = max(peak, x[j]) }
+        var total: Float = 0
+        for j in 0..<count {
+            let e = expf(x[j] - peak)
+            out[j] = e
+            total += e
+        }
+        let inverse = 1 / total
+        for j in 0..<count { out[j] *= inverse }
     }
 
     public func argmaxRows(_ x: Tensor) -> [Int] {

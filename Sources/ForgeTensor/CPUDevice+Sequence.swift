@@ -19,16 +19,7 @@ extension CPUDevice {
         for r in 0..<rows {
             let row = scores.hostPointer + r * ld
             let visible = shift + r + 1
-            var peak = -Float.infinity
-            for j in 0..<visible { peak = max(peak, row[j]) }
-            var total: Float = 0
-            for j in 0..<visible {
-                let e = expf(row[j] - peak)
-                row[j] = e
-                total += e
-            }
-            let inverse = 1 / total
-            for j in 0..<visible { row[j] *= inverse }
+            CPUDevice.softmaxRow(UnsafePointer(row), into: row, count: visible)
             for j in visible..<cols { row[j] = 0 }
         }
     }

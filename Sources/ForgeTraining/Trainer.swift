@@ -187,7 +187,7 @@ public final class Trainer {
             let evaluationRows = sequenceLength > 1 ? batchSize : max(batchSize, min(1024, max(data.validation?.count ?? 0, data.train.count)))
             let specs = Sequential.parameterSpecs(of: layers)
             // Data-parallel ranks that all share this host keep their gradients in memory the
-            // others map, and reduce each bucket where it lies (no messages, no copies).
+            // others map, and reduce them where they lie (no messages, no copies).
             // The region's first 16 floats (a cache line) carry the step's loss and stop flag.
             // ZeRO reduce-scatters the gradients and all-gathers the values in place instead.
             var shared: UnsafeMutableBufferPointer<Float>?
