@@ -205,6 +205,26 @@ public final class ProcessGroup {
         }
     }
 
+    /// A sharded optimizer step (ZeRO-1): sums `gradients` so that this rank's `segment(of:)`
+    /// holds the reduction, runs `update` (which writes this rank's segment of `values` from it),
+    /// and gathers every rank's segment of `values` to every rank; `scalars` are all-reduced
+    /// (summed) with it. When all three lie in one shared region (`sharedBuffer`) this is one
+    /// pass with three handshakes; otherwise an all-reduce of the scalars, a reduce-scatter
+    /// and an all-gather.
+    public func reduceScatterUpdateGather(gradients: UnsafeMutableBufferPointer<Float>, values: UnsafeMutableBufferPointer<Float>,
+                                          scalars: UnsafeMutableBufferPointer<Float>, update: () -> Void) throws(CollectiveError) {
+        try guarded { () throws(CollectiveError) in
+            if let arena = registeredArena(holding: gradients), arena.contains(values), scalars.isEmpty || arena.contains(scalars) {
+                try arena.reduceScatterUpdateGather(gradients: gradients, values: values, scalars: scalars, update: update)
+                return
+            }
+            if !scalars.isEmpty { try allReduce(scalars, op: .sum) }
+            try reduceScatter(gradients, op: .sum)
+            update()
+            try allGather(values)
+        }
+    }
+
     /// Copies `root`'s buffer to every rank.
     public func broadcast(_ buffer: UnsafeMutableBufferPointer<Float>, root: Int) throws(CollectiveError) {
         try guarded { () throws(CollectiveError) in try broadcaster.run(buffer, root: root) }

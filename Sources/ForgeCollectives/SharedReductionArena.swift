@@ -222,6 +222,43 @@ public final class SharedReductionArena {
         try handshake()  // no rank reads this rank's buffer any more
     }
 
+    /// A sharded optimizer step over three buffers inside this rank's region, in one pass:
+    /// every rank reduces (sums) its segment of `gradients` straight from the others' memory,
+    /// `update` then writes this rank's segment of `values` from it, and every rank copies the
+    /// other ranks' segments of `values`. `scalars` (a few floats: a step's loss, a stop flag)
+    /// are summed along the way, in rank order, so every rank ends with the same bits.
+    ///
+    /// Reduce-scatter, update and all-gather as separate calls take four handshakes and a
+    /// message exchange for the scalars; this takes three, and each one waits for the slowest
+    /// rank. Afterwards `gradients` holds the reduction in this rank's segment only.
+    public func reduceScatterUpdateGather(gradients: UnsafeMutableBufferPointer<Float>, values: UnsafeMutableBufferPointer<Float>,
+                                          scalars: UnsafeMutableBufferPointer<Float>,
+                                          update: () -> Void) throws(CollectiveError) {
+        precondition(gradients.count == values.count, "gradients and values differ in size")
+        precondition(contains(gradients) && contains(values) && (scalars.isEmpty || contains(scalars)),
+                     "a sharded step through a shared region needs its buffers inside it")
+        guard worldSize > 1, let gradientStart = gradients.baseAddress, let valueStart = values.baseAddress else {
+            update()
+            return
+        }
+        try handshake()  // every rank's gradients and scalars are in place
+        // Into a local copy first: the peers read this rank's scalars until the next handshake.
+        var sums = [Float](repeating: 0, count: scalars.count)
+        if let scalarStart = scalars.baseAddress {
+            let offset = scalarStart - regions[rank]
+            for peer in 0..<worldSize {
+                let theirs = regions[peer] + offset
+                for i in sums.indices { sums[i] += theirs[i] }
+            }
+        }
+        reduceOwnSegment(at: gradientStart - regions[rank], count: gradients.count, .sum)
+        update()
+        try handshake()  // every segment is reduced and updated
+        gatherSegments(at: valueStart - regions[rank], count: values.count, into: valueStart)
+        for i in sums.indices { scalars[i] = sums[i] }
+        try handshake()  // no rank reads this rank's buffers any more
+    }
+
     /// Reduces this rank's segment of the `count` floats at `offset` of every region into its
     /// own region.
     private func reduceOwnSegment(at offset: Int, count: Int, _ op: ReduceOp) {

@@ -38,6 +38,9 @@ public struct ParallelLayoutPlan: Sendable, Equatable {
     public var stageMap: String?
     /// ZeRO stage: 0 replicates the optimizer state on every data-parallel replica, 1 shards it.
     public var zeroStage = 0
+    /// Whether the job chose the stage (`forge_zero_stage`); if not, the trainer may shard the
+    /// update where that costs nothing (`Trainer`).
+    public var zeroStageChosen = false
 
     public init() {}
 
@@ -128,6 +131,8 @@ public struct TrainingPlan: Sendable, Equatable {
     /// ZeRO stage of data-parallel training: 0 replicates the optimizer state on every rank, 1
     /// shards it across the ranks (`ZeroRedundancyOptimizer`). With one process, 1 is 0.
     public var zeroStage: Int = 0
+    /// Whether `forge_zero_stage` was given (else the trainer picks, `Trainer`).
+    public var zeroStageChosen = false
 
     /// Keys the platform adds that are not the algorithm's (tuning objective, SDK bookkeeping).
     static let ignoredPrefixes = ["_", "sagemaker_"]
@@ -196,6 +201,7 @@ public struct TrainingPlan: Sendable, Equatable {
                             resolved: resolved)
         plan.layout = layout
         plan.zeroStage = layout.zeroStage
+        plan.zeroStageChosen = layout.zeroStageChosen
         return plan
     }
 
@@ -215,7 +221,9 @@ public struct TrainingPlan: Sendable, Equatable {
                                    aliases: ["pipedream": .oneForwardOneBackward, "1f1b": .oneForwardOneBackward]) ?? .oneForwardOneBackward
         layout.stageMap = r.string("forge_stage_map", default: nil)
         // How the optimizer state is laid out across replicas: a checkpoint holds it whole.
-        layout.zeroStage = r.int("forge_zero_stage", default: 0, in: 0...1) ?? 0
+        let zeroStage = r.int("forge_zero_stage", default: nil, in: 0...1)
+        layout.zeroStage = zeroStage ?? 0
+        layout.zeroStageChosen = zeroStage != nil
         return layout
     }
 
@@ -276,6 +284,7 @@ public struct TrainingPlan: Sendable, Equatable {
         plan.gradientClip = Float(clip)
         plan.layout = layout
         plan.zeroStage = layout.zeroStage
+        plan.zeroStageChosen = layout.zeroStageChosen
         return plan
     }
 

@@ -85,12 +85,25 @@ public final class ZeroRedundancyOptimizer {
     /// passes `counted` (which of its parameters count toward the model's norm: a replicated
     /// one on one part only) and `sumAcrossPieces` (sums this rank's squares over every rank
     /// of the job), so the norm is the whole model's.
+    ///
+    /// `scalars` (a step's loss and stop flag) are summed across the ranks with the step. Without
+    /// clipping, a block whose values, gradients and scalars lie in one shared region
+    /// (`ProcessGroup.sharedBuffer`) steps in one pass (`reduceScatterUpdateGather`).
     @discardableResult
     public func step(maxGradientNorm: Float? = nil, counted: ((Parameter) -> Bool)? = nil,
-                     sumAcrossPieces: ((Double) throws(CollectiveError) -> Double)? = nil) throws(CollectiveError) -> Double {
+                     sumAcrossPieces: ((Double) throws(CollectiveError) -> Double)? = nil,
+                     scalars: UnsafeMutableBufferPointer<Float> = UnsafeMutableBufferPointer(start: nil, count: 0)) throws(CollectiveError) -> Double {
         let shardedGroup = (group?.worldSize ?? 1) > 1 ? group : nil
         let gradients = UnsafeMutableBufferPointer(start: block.gradients.hostPointer, count: block.count)
-        if let shardedGroup { try shardedGroup.reduceScatter(gradients, op: .sum) }
+        if let shardedGroup, maxGradientNorm == nil {
+            let values = UnsafeMutableBufferPointer(start: block.values.hostPointer, count: block.count)
+            try shardedGroup.reduceScatterUpdateGather(gradients: gradients, values: values, scalars: scalars) { inner.step() }
+            return .nan
+        }
+        if let shardedGroup {
+            if !scalars.isEmpty { try shardedGroup.allReduce(scalars, op: .sum) }
+            try shardedGroup.reduceScatter(gradients, op: .sum)
+        }
         var norm = Double.nan
         if let maxGradientNorm {
             let mine = Tensor(storage: block.gradients.storage, offset: block.gradients.offset + segment.lowerBound,

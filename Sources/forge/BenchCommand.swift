@@ -116,17 +116,19 @@ struct MLPBench: ParsableCommand {
     @Option(help: "Timed epochs (after one untimed warm-up epoch).") var epochs = 3
     @Option(help: "The global batch (under forge launch: split across the ranks).") var batch = 128
     @Option(help: "Threads.") var threads = 1
-    @Option(help: "ZeRO stage (forge_zero_stage): 1 shards the optimizer's state and step across the ranks.") var zeroStage = 0
+    @Option(help: "ZeRO stage (forge_zero_stage): 1 shards the optimizer's state and step across the ranks. (default: the trainer's choice)")
+    var zeroStage: Int?
     @Option(help: "The IDX channel folder to train on (scripts/make-synthetic-mnist writes one).")
     var train: String
 
     func run() throws {
         let dataset = try Channel.load(path: train, format: .idx).combined()
-        let plan = try TrainingPlan.make(algorithm: .mlp, hyperparameters: [
+        var hyperparameters = [
             "hidden_layer_sizes": "512,256", "activation": "relu", "mini_batch_size": String(batch), "optimizer": "adam",
             "learning_rate": "0.001", "wd": "0", "epochs": String(epochs + 1), "normalize_data": "false", "seed": "1",
-            "forge_zero_stage": String(zeroStage),
-        ])
+        ]
+        if let zeroStage { hyperparameters["forge_zero_stage"] = String(zeroStage) }
+        let plan = try TrainingPlan.make(algorithm: .mlp, hyperparameters: hyperparameters)
         var scaled = dataset
         scaled.features = scaled.features.map { $0 / 255 }
         let data = try PreparedData(plan: plan, train: scaled, validation: nil)
@@ -147,7 +149,13 @@ struct MLPBench: ParsableCommand {
             print(String(format: "  epoch %d: %8.0f samples/s%@", index + 1, rate, index == 0 ? " (warm-up, not counted)" : ""))
         }
         print(String(format: "  median of steady-state epochs: %.0f samples/s", median))
+        let steps = timer.stepSeconds.sorted()
+        let quantile = { (q: Double) in steps.isEmpty ? 0 : steps[min(steps.count - 1, Int(q * Double(steps.count)))] * 1000 }
+        let stepRate = quantile(0.5) > 0 ? Double(batch) / quantile(0.5) * 1000 : 0
+        print(String(format: "  step time: p10 %.2f ms, median %.2f ms, p90 %.2f ms (%.0f samples/s at the median step)",
+                     quantile(0.1), quantile(0.5), quantile(0.9), stepRate))
         emit(["kind": "mlp", "threads": threads, "ranks": ranks, "batch": batch, "samples_per_s": median, "epoch_sps": rates,
+              "step_ms_p10": quantile(0.1), "step_ms_p50": quantile(0.5), "step_ms_p90": quantile(0.9), "samples_per_s_median_step": stepRate,
               "loss_last": result.metrics.first?.value ?? 0, "core": BLASRuntime.coreName])
     }
 }
@@ -156,7 +164,11 @@ struct MLPBench: ParsableCommand {
 final class EpochTimer: TrainingObserver {
     var seconds: [Double] = []
     var samples: [Int] = []
+    /// Each timed step's wall time in seconds, from the end of the step before it (the first
+    /// step of an epoch: from the epoch's start), over every epoch but the warm-up.
+    var stepSeconds: [Double] = []
     private var start: UInt64 = 0
+    private var last: UInt64 = 0
     private var batchesSeen = 0
     private var recordsPerEpoch = 0
 
@@ -164,9 +176,13 @@ final class EpochTimer: TrainingObserver {
 
     func epochStarted(epoch: Int, batches: Int) {
         start = DispatchTime.now().uptimeNanoseconds
+        last = start
     }
 
     func stepCompleted(epoch: Int, batch: Int, batches: Int, step: Int, loss: Double) {
+        let now = DispatchTime.now().uptimeNanoseconds
+        if !seconds.isEmpty { stepSeconds.append(Double(now - last) / 1e9) }
+        last = now
         if batch == batches {
             seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
             samples.append(recordsPerEpoch)

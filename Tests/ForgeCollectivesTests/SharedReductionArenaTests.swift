@@ -89,6 +89,53 @@ import Testing
     }
 
     @Test(arguments: [2, 3, 4, 5])
+    func aShardedStepReducesUpdatesAndGathersInOnePass(worldSize: Int) throws {
+        // ZeRO's step in one call: each rank's segment of the gradients is reduced, the update
+        // sees exactly that segment reduced (and the step's scalars not yet summed), writes the
+        // same segment of the values, and every rank ends with every segment and the summed
+        // scalars. In a region, and (with the buffers outside one) by the separate collectives.
+        for inRegion in [true, false] {
+            let results = try run(worldSize) { group -> [UInt32] in
+                let region = inRegion ? try group.sharedBuffer(count: 16 + 2 * 48) : nil
+                #expect(region != nil || !inRegion)
+                var plain = [Float](repeating: 0, count: 16 + 2 * 48)
+                var last: [UInt32] = []
+                try plain.withUnsafeMutableBufferPointer { fallback in
+                    let memory = region ?? fallback
+                    for (round, count) in [1, 3, 13, 48].enumerated() {
+                        let scalars = UnsafeMutableBufferPointer(rebasing: memory[0..<2])
+                        let values = UnsafeMutableBufferPointer(rebasing: memory[16..<(16 + count)])
+                        let gradients = UnsafeMutableBufferPointer(rebasing: memory[(16 + 48)..<(16 + 48 + count)])
+                        for i in 0..<count { gradients[i] = Self.input(group.rank, i, round: round) }
+                        scalars[0] = Float(group.rank + 1)
+                        scalars[1] = group.rank == worldSize - 1 ? 1 : 0
+                        let own = group.segment(of: count)
+                        var updated = false
+                        try group.reduceScatterUpdateGather(gradients: gradients, values: values, scalars: scalars) {
+                            for i in own {
+                                #expect(gradients[i] == Self.expected(.sum, worldSize, i, round: round), "\(worldSize) ranks, gradient \(i)")
+                                values[i] = gradients[i] * 2 + Float(group.rank * 1000)
+                            }
+                            updated = true
+                        }
+                        #expect(updated)
+                        for i in 0..<count {
+                            let owner = (0..<worldSize).first { RingAllReduce.segment($0, of: count, ranks: worldSize).contains(i) } ?? -1
+                            #expect(values[i] == Self.expected(.sum, worldSize, i, round: round) * 2 + Float(owner * 1000),
+                                    "\(worldSize) ranks, \(count) values, element \(i), in a region: \(inRegion)")
+                        }
+                        #expect(scalars[0] == Float(worldSize * (worldSize + 1) / 2))
+                        #expect(scalars[1] == 1)
+                        last = values.map(\.bitPattern) + scalars.map(\.bitPattern)
+                    }
+                }
+                return last
+            }
+            for result in results { #expect(result == results[0]) }
+        }
+    }
+
+    @Test(arguments: [2, 3, 4, 5])
     func anyBufferReducesThroughAScratchRegionInPieces(worldSize: Int) throws {
         // A scratch region of 8 floats: halves of 4, so a buffer of 37 takes 10 pieces and both
         // halves are used in turn.

@@ -16,16 +16,19 @@ import Testing
         SyntheticData.thresholdClasses(count: 203, width: 10, seed: seed)
     }
 
-    private static func plan(zeroStage: Int = 0) throws -> TrainingPlan {
-        try TrainingPlan.make(algorithm: .mlp, hyperparameters: [
+    /// `zeroStage` nil: not chosen (the trainer picks).
+    private static func plan(zeroStage: Int? = 0) throws -> TrainingPlan {
+        var hyperparameters = [
             "hidden_layer_sizes": "24,12", "mini_batch_size": "30", "epochs": "8", "dropout": "0.2", "seed": "11",
-            "forge_checkpoint_steps": "6", "forge_zero_stage": String(zeroStage),
-        ])
+            "forge_checkpoint_steps": "6",
+        ]
+        if let zeroStage { hyperparameters["forge_zero_stage"] = String(zeroStage) }
+        return try TrainingPlan.make(algorithm: .mlp, hyperparameters: hyperparameters)
     }
 
     /// Trains on `worldSize` rank threads; returns every rank's parameters (flat, and by tensor)
     /// and train loss.
-    private static func train(worldSize: Int, threads: Int, bucketBytes: Int, overlap: Bool = true, zeroStage: Int = 0,
+    private static func train(worldSize: Int, threads: Int, bucketBytes: Int, overlap: Bool = true, zeroStage: Int? = 0,
                               checkpoints: String? = nil, sharedMemory: Bool = false) throws -> [RankResult] {
         let plan = try plan(zeroStage: zeroStage)
         let prepared = try PreparedData(plan: plan, train: data(seed: 1), validation: data(seed: 2))
@@ -78,6 +81,33 @@ extension TrainerDataParallelTests {
             let messages = try Self.train(worldSize: 2, threads: threads, bucketBytes: 64, overlap: overlap)
             #expect(ranks[0].parameters.map(\.bitPattern) == messages[0].parameters.map(\.bitPattern))
         }
+    }
+
+    @Test(arguments: [2, 3])
+    func coLocatedInlineRanksShardTheUpdateUnlessAStageIsChosen(worldSize: Int) throws {
+        // Without forge_zero_stage, co-located ranks reducing inline step as ZeRO-1 does, in one
+        // pass over their shared region: each holds 1/N of the Adam moments, and the update is
+        // elementwise, so the values are the replicated update's up to the order of the gradient
+        // sums: on 2 ranks bit for bit (two addends sum the same either way); on 3 this tiny
+        // model's replicated all-reduce goes by recursive doubling, another order. Reducing on a
+        // thread of their own, or with the stage chosen, they replicate.
+        let plan = try Self.plan()
+        let prepared = try PreparedData(plan: plan, train: Self.data(seed: 1), validation: Self.data(seed: 2))
+        let full = try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: 1)).optimizerStateBytes
+        let sharded = try Self.train(worldSize: worldSize, threads: 1, bucketBytes: 64, overlap: false, zeroStage: nil, sharedMemory: true)
+        let replicated = try Self.train(worldSize: worldSize, threads: 1, bucketBytes: 64, overlap: false, zeroStage: 0, sharedMemory: true)
+        let threaded = try Self.train(worldSize: worldSize, threads: 1, bucketBytes: 64, overlap: true, zeroStage: nil, sharedMemory: true)
+        #expect(sharded.map(\.stateBytes).reduce(0, +) == full, "\(sharded.map(\.stateBytes)) vs \(full)")
+        #expect(replicated.allSatisfy { $0.stateBytes == full } && threaded.allSatisfy { $0.stateBytes == full })
+        for result in sharded + replicated {
+            #expect(result.parameters.map(\.bitPattern) == (result.stateBytes == full ? replicated : sharded)[0].parameters.map(\.bitPattern))
+        }
+        if worldSize == 2 {
+            #expect(sharded[0].parameters.map(\.bitPattern) == replicated[0].parameters.map(\.bitPattern))
+            #expect(sharded[0].loss.bitPattern == replicated[0].loss.bitPattern)
+        }
+        let worst = Self.worstTensor(replicated[0].tensors, sharded[0].tensors)
+        #expect(worst.relative <= 1e-6, "tensor \(worst.tensor): max|Δ|/max|ref| = \(worst.relative)")
     }
 
     /// The largest `max|a − b| / max|a|` over the tensors, with the tensor's index.
