@@ -76,7 +76,7 @@ let package = Package(
         // 12. Worker: the node agent that runs assigned ranks.
         .target(
             name: "ForgeWorker",
-            dependencies: ["ForgeTransport", "ForgeWire", "ForgeCollectives", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["ForgeTransport", "ForgeWire", "ForgeCollectives", "CForgeSystem", .product(name: "Logging", package: "swift-log")],
             swiftSettings: forgeSettings
         ),
         // AWS Signature Version 4: the canonical request, a signer (CLI clients) and a verifier
@@ -136,7 +136,7 @@ let package = Package(
         .testTarget(name: "ForgeCoordinatorTests", dependencies: ["ForgeCoordinator", "ForgeTestSupport"], swiftSettings: forgeSettings),
         .testTarget(
             name: "ForgeIntegrationTests",
-            dependencies: ["ForgeArchive", "ForgeTransport", "ForgeCoordinator", "ForgeAPI", "ForgeS3", "ForgeTestSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["ForgeArchive", "ForgeTransport", "ForgeWire", "ForgeCoordinator", "ForgeAPI", "ForgeS3", "ForgeTestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: forgeSettings
         ),
     ]

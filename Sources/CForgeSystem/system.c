@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -72,4 +73,17 @@ int forge_wait_for_exit(int pid) {
     errno = ENOSYS;
     return -1;
 #endif
+}
+
+int forge_peek_exit(int pid, int *status, int *signaled) {
+    siginfo_t info = {0};
+    int result;
+    do {
+        result = waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT);
+    } while (result < 0 && errno == EINTR);
+    if (result < 0) return -1;
+    if (info.si_pid == 0) return 0;
+    *signaled = info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED;
+    *status = info.si_status;
+    return 1;
 }

@@ -95,6 +95,8 @@ public final class Coordinator {
     /// Jobs that were running when this coordinator started, waiting for their workers to
     /// report their ranks (re-attached when every rank is accounted for).
     private var recovering: [String: Recovery] = [:]
+    /// Output a worker was asked to send again (assignment → the first missing line, and when).
+    private var resendAsked: [String: (from: Int, at: Date)] = [:]
     private var lastSweep = Date.distantPast
     private var lastNodeFlush = Date.distantPast
     /// The store's job revision and the workers' revision the scheduler last looked at: it
@@ -425,10 +427,34 @@ public final class Coordinator {
             if let attempt = attempts[job], attempt.started.count == attempt.ranks.count, attempt.failure == nil, !attempt.stopping {
                 apply(.trainingStarted, to: job, at: now)
             }
-        case .rankOutput(let assignment, let lines):
+        case .rankOutput(let assignment, let sent, let first, let resent):
             guard let (job, _, rank) = RankAssignment.parse(id: assignment), isCurrent(assignment),
                   let epoch = attempts[job]?.streamEpoch ?? recovering[job].map(\.streamEpoch) else { return }
-            try? store.appendLog(job: job, stream: Coordinator.logStream(job: job, rank: rank, epoch: epoch), lines: lines, at: now)
+            let stream = Coordinator.logStream(job: job, rank: rank, epoch: epoch)
+            // Numbered lines are stored once and in order (a worker sends what it kept again when
+            // it re-registers); only the new ones go on to metrics and watchers. Lines after a
+            // gap (lost on their way to a coordinator that went down) wait for the worker to
+            // send the gap again, asked for at most once a second.
+            let lines: [String]
+            if let first {
+                switch try? store.appendOutput(job: job, stream: stream, first: first, lines: sent, oldestKept: resent, at: now) {
+                case .appended(let fresh)?:
+                    resendAsked[assignment] = nil
+                    guard !fresh.isEmpty else { return }
+                    lines = fresh
+                case .missing(let from)?:
+                    if let asked = resendAsked[assignment], asked.from == from, now.timeIntervalSince(asked.at) < 1 { return }
+                    resendAsked[assignment] = (from, now)
+                    logger.info("output of \(assignment) from line \(from) on is missing: asking worker \(worker) to send it again")
+                    send(.resendOutput(assignment: assignment, from: from), to: worker)
+                    return
+                case nil:
+                    return
+                }
+            } else {
+                lines = sent
+                try? store.appendLog(job: job, stream: stream, lines: lines, at: now)
+            }
             if let patterns = metricPatterns[job] { try? store.recordMetrics(job: job, values: Coordinator.metrics(in: lines, patterns), at: now) }
             metrics.observe(job: job, rank: rank, worldSize: attempts[job]?.ranks.count ?? 1, lines: lines, at: now)
             // A built-in's closing line (`final: validation:accuracy=0.98 …`) holds its final

@@ -131,6 +131,16 @@ public final class JobStore: Sendable {
                 }
                 try db.create(index: "metric_by_job", on: "metric", columns: ["job", "name", "id"])
             }
+            migrator.registerMigration("v5-log-cursor") { db in
+                // How many lines of each rank's output a stream holds (lost lines included), so
+                // that output a worker sends again after a coordinator restart is stored once.
+                try db.create(table: "log_cursor") { table in
+                    table.column("job", .text).notNull().references("job", onDelete: .cascade)
+                    table.column("stream", .text).notNull()
+                    table.column("next", .integer).notNull()
+                    table.primaryKey(["job", "stream"])
+                }
+            }
             try migrator.migrate(database)
         } catch {
             throw .database("\(path): \(error)")
@@ -221,6 +231,41 @@ public final class JobStore: Sendable {
                 try db.execute(sql: "INSERT INTO log (job, stream, time, line) VALUES (?, ?, ?, ?)",
                                arguments: [job, stream, time.timeIntervalSince1970, line])
             }
+        }
+    }
+
+    /// What `appendOutput` did.
+    public enum OutputAppend: Sendable, Equatable {
+        /// These lines went in (none: the stream held them all).
+        case appended([String])
+        /// Lines from this index on are missing before the ones given: nothing went in.
+        case missing(from: Int)
+    }
+
+    /// Appends lines of a rank's output numbered from `first` (the first line's index in that
+    /// output), each line once and in order: lines the stream already holds (a worker sends what
+    /// it kept again when it re-registers) are skipped. Lines that leave a gap are refused
+    /// (`missing`), unless `oldestKept`: they are the oldest the worker still has, and the gap
+    /// becomes one line saying how many lines were lost. The lines appended, the mark included.
+    public func appendOutput(job: String, stream: String, first: Int, lines: [String], oldestKept: Bool = false,
+                             at time: Date) throws(JobStoreError) -> OutputAppend {
+        try write { db in
+            let next = try Int.fetchOne(db, sql: "SELECT next FROM log_cursor WHERE job = ? AND stream = ?", arguments: [job, stream])
+                // A stream from before the cursor: its lines so far.
+                ?? Int.fetchOne(db, sql: "SELECT COUNT(*) FROM log WHERE job = ? AND stream = ?", arguments: [job, stream]) ?? 0
+            if first > next, !oldestKept { return .missing(from: next) }
+            var fresh = Array(lines.dropFirst(max(0, next - first)))
+            guard !fresh.isEmpty else { return .appended([]) }
+            if first > next {
+                fresh.insert("[forge] \(first - next) line(s) of this rank's output were lost (its worker no longer had them)", at: 0)
+            }
+            for line in fresh {
+                try db.execute(sql: "INSERT INTO log (job, stream, time, line) VALUES (?, ?, ?, ?)",
+                               arguments: [job, stream, time.timeIntervalSince1970, line])
+            }
+            try db.execute(sql: "INSERT INTO log_cursor (job, stream, next) VALUES (?, ?, ?) ON CONFLICT (job, stream) DO UPDATE SET next = excluded.next",
+                           arguments: [job, stream, first + lines.count])
+            return .appended(fresh)
         }
     }
 

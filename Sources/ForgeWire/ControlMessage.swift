@@ -121,7 +121,11 @@ public enum ControlMessage: Sendable, Equatable {
     case register(worker: String, resources: WorkerResources)
     case heartbeat(worker: String, running: [String])
     case rankStarted(assignment: String, pid: Int32)
-    case rankOutput(assignment: String, lines: [String])
+    /// Lines of a rank's output; `first` is the first line's index in all of that rank's output
+    /// (nil from a worker that does not number them), so that lines sent again are stored once.
+    /// `resent`: sent again (on registering, or asked by `resendOutput`), starting at the oldest
+    /// line the worker still has, so lines missing before it are lost for good.
+    case rankOutput(assignment: String, lines: [String], first: Int? = nil, resent: Bool = false)
     case rankExited(RankExit)
     // Coordinator → worker.
     case registered(worker: String, heartbeatMilliseconds: Int)
@@ -130,6 +134,9 @@ public enum ControlMessage: Sendable, Equatable {
     /// The coordinator does not know this worker (it restarted, or declared the worker dead):
     /// register again.
     case unknownWorker(worker: String)
+    /// Lines of this rank's output from index `from` on never arrived (they were on their way to
+    /// a coordinator that went down): send them again, as far as they are kept.
+    case resendOutput(assignment: String, from: Int)
 
     public static let version = 1
 
@@ -144,6 +151,7 @@ public enum ControlMessage: Sendable, Equatable {
         case .assign: return "assign"
         case .stop: return "stop"
         case .unknownWorker: return "unknownWorker"
+        case .resendOutput: return "resendOutput"
         }
     }
 
@@ -160,6 +168,8 @@ public enum ControlMessage: Sendable, Equatable {
         var heartbeatMilliseconds: Int?
         var rank: RankAssignment?
         var graceSeconds: Int?
+        var first: Int?
+        var resent: Bool?
     }
 
     /// The message as one JSON frame.
@@ -180,9 +190,11 @@ public enum ControlMessage: Sendable, Equatable {
         case .rankStarted(let assignment, let pid):
             envelope.assignment = assignment
             envelope.pid = pid
-        case .rankOutput(let assignment, let lines):
+        case .rankOutput(let assignment, let lines, let first, let resent):
             envelope.assignment = assignment
             envelope.lines = lines
+            envelope.first = first
+            envelope.resent = resent ? true : nil
         case .rankExited(let exit):
             envelope.exit = exit
         case .registered(let worker, let heartbeat):
@@ -195,6 +207,9 @@ public enum ControlMessage: Sendable, Equatable {
             envelope.graceSeconds = grace
         case .unknownWorker(let worker):
             envelope.worker = worker
+        case .resendOutput(let assignment, let from):
+            envelope.assignment = assignment
+            envelope.first = from
         }
         // Encoding plain strings, numbers and arrays cannot fail.
         return (try? [UInt8](JSONEncoder().encode(envelope))) ?? []
@@ -224,7 +239,10 @@ public enum ControlMessage: Sendable, Equatable {
         case "register": self = .register(worker: try need(envelope.worker, "worker"), resources: try need(envelope.resources, "resources"))
         case "heartbeat": self = .heartbeat(worker: try need(envelope.worker, "worker"), running: try need(envelope.running, "running"))
         case "rankStarted": self = .rankStarted(assignment: try need(envelope.assignment, "assignment"), pid: try need(envelope.pid, "pid"))
-        case "rankOutput": self = .rankOutput(assignment: try need(envelope.assignment, "assignment"), lines: try need(envelope.lines, "lines"))
+        case "rankOutput":
+            if let first = envelope.first, first < 0 { throw .malformed("rankOutput's first line index \(first) is negative") }
+            self = .rankOutput(assignment: try need(envelope.assignment, "assignment"), lines: try need(envelope.lines, "lines"),
+                               first: envelope.first, resent: envelope.resent ?? false)
         case "rankExited": self = .rankExited(try need(envelope.exit, "exit"))
         case "registered":
             self = .registered(worker: try need(envelope.worker, "worker"),
@@ -232,6 +250,10 @@ public enum ControlMessage: Sendable, Equatable {
         case "assign": self = .assign(try need(envelope.rank, "rank"))
         case "stop": self = .stop(assignment: try need(envelope.assignment, "assignment"), graceSeconds: try need(envelope.graceSeconds, "graceSeconds"))
         case "unknownWorker": self = .unknownWorker(worker: try need(envelope.worker, "worker"))
+        case "resendOutput":
+            let from = try need(envelope.first, "first")
+            guard from >= 0 else { throw .malformed("resendOutput's first line index \(from) is negative") }
+            self = .resendOutput(assignment: try need(envelope.assignment, "assignment"), from: from)
         default: throw .unknownType(envelope.type)
         }
     }

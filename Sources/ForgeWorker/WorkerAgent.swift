@@ -1,6 +1,7 @@
 // The node agent: registers with the coordinator, heartbeats, runs each assigned rank as a
 // child process (a crashing trainer never takes the agent down), forwards its output, and
 // reports how it ended. One thread owns the ZeroMQ socket; pipe readers hand lines to it.
+import CForgeSystem
 import ForgeCollectives
 import ForgeTransport
 import ForgeWire
@@ -49,12 +50,35 @@ public final class WorkerAgent {
     /// that restarted learns how the ranks it lost track of ended.
     private var ended: [RankReport] = []
     static let endedKept = 32
+    /// The output of those ranks, as far as it is kept: sent again on registering, with the
+    /// running ranks', because what a coordinator received just before it went down may never
+    /// have been stored (it stores each line once).
+    private var endedOutput: [(assignment: String, log: OutputLog)] = []
+    /// Processes that ended but Foundation has not reaped yet (a child they left holds one of
+    /// their descriptors): kept until it has.
+    private var unreaped: [Process] = []
 
     private final class RunningRank {
         let assignment: RankAssignment
         let process: Process
         let output: OutputBuffer
+        let log = OutputLog()
         var stopDeadline: DispatchTime?
+        /// How the process ended, once it has: seen without reaping it (Foundation's `Process`
+        /// reaps it only once every copy of a descriptor it gave the child is closed, which a
+        /// child the rank left running can put off indefinitely).
+        var ending: (status: Int32, signaled: Bool)? {
+            var status: Int32 = 0, signaled: Int32 = 0
+            switch forge_peek_exit(process.processIdentifier, &status, &signaled) {
+            case 1: return (status, signaled != 0)
+            case 0: return nil
+            default:
+                // Reaped already (Foundation got there first): it knows how.
+                guard !process.isRunning else { return nil }
+                return (process.terminationStatus, process.terminationReason == .uncaughtSignal)
+            }
+        }
+        var isRunning: Bool { ending == nil }
         init(assignment: RankAssignment, process: Process, output: OutputBuffer) {
             self.assignment = assignment
             self.process = process
@@ -87,10 +111,10 @@ public final class WorkerAgent {
             try tend()
         }
         logger.info("worker \(id): stopping \(ranks.count) rank(s)")
-        for rank in ranks.values where rank.process.isRunning { rank.process.terminate() }
+        for rank in ranks.values where rank.isRunning { rank.process.terminate() }
         let deadline = Date().addingTimeInterval(Double(graceSeconds))
-        while ranks.values.contains(where: { $0.process.isRunning }) && Date() < deadline { usleep(20_000) }
-        for rank in ranks.values where rank.process.isRunning { kill(rank.process.processIdentifier, SIGKILL) }
+        while ranks.values.contains(where: { $0.isRunning }) && Date() < deadline { usleep(20_000) }
+        for rank in ranks.values where rank.isRunning { kill(rank.process.processIdentifier, SIGKILL) }
         try? tend()
     }
 
@@ -104,6 +128,25 @@ public final class WorkerAgent {
                                         devices: ["cpu"])
         try send(.register(worker: id, resources: resources))
         logger.info("worker \(id): registering with \(configuration.coordinator)")
+        for (assignment, log) in ranks.map({ ($0.key, $0.value.log) }) + endedOutput {
+            try resendOutput(of: assignment, log, from: 0)
+        }
+    }
+
+    /// Sends lines of a rank's output numbered from `first`, in messages of at most 1,000 lines.
+    private func sendOutput(of assignment: String, _ lines: ArraySlice<String>, first: Int, resent: Bool = false) throws(TransportError) {
+        var start = lines.startIndex
+        while start < lines.endIndex {
+            let end = min(lines.endIndex, start + 1000)
+            try send(.rankOutput(assignment: assignment, lines: Array(lines[start..<end]), first: first + start - lines.startIndex, resent: resent))
+            start = end
+        }
+    }
+
+    /// Sends a rank's kept output again from line `from` (or the oldest line kept).
+    private func resendOutput(of assignment: String, _ log: OutputLog, from: Int) throws(TransportError) {
+        let skip = min(log.kept.count, max(0, from - log.first))
+        try sendOutput(of: assignment, log.kept[skip...], first: log.first + skip, resent: true)
     }
 
     private func send(_ message: ControlMessage) throws(TransportError) {
@@ -125,13 +168,16 @@ public final class WorkerAgent {
         case .assign(let assignment):
             start(assignment)
         case .stop(let assignment, let grace):
-            guard let rank = ranks[assignment], rank.process.isRunning else { return }
+            guard let rank = ranks[assignment], rank.isRunning else { return }
             rank.process.terminate()
             // A repeated stop never moves the SIGKILL deadline later.
             let deadline = DispatchTime.now() + .seconds(grace)
             rank.stopDeadline = rank.stopDeadline.map { min($0, deadline) } ?? deadline
         case .unknownWorker:
             try? register()
+        case .resendOutput(let assignment, let from):
+            guard let log = ranks[assignment]?.log ?? endedOutput.last(where: { $0.assignment == assignment })?.log else { return }
+            try? resendOutput(of: assignment, log, from: from)
         default:
             logger.warning("worker \(id): ignored a message meant for the coordinator")
         }
@@ -174,29 +220,63 @@ public final class WorkerAgent {
     /// Heartbeats, forwards output, reports exits, enforces stop deadlines.
     private func tend() throws(TransportError) {
         for (id, rank) in ranks {
-            let lines = rank.output.take()
-            if !lines.isEmpty { try send(.rankOutput(assignment: id, lines: lines)) }
-            if let deadline = rank.stopDeadline, rank.process.isRunning, DispatchTime.now() > deadline {
+            let (lines, dropped) = rank.output.take()
+            if let first = rank.log.append(lines, after: dropped) { try sendOutput(of: id, lines[...], first: first) }
+            var ending = rank.ending
+            if ending == nil, let deadline = rank.stopDeadline, DispatchTime.now() > deadline {
                 kill(rank.process.processIdentifier, SIGKILL)
+                ending = rank.ending
             }
-            guard !rank.process.isRunning else { continue }
+            guard let ending else { continue }
             // The pipes may still hold the last lines.
             rank.output.finish()
-            let tail = rank.output.take()
-            if !tail.isEmpty { try send(.rankOutput(assignment: id, lines: tail)) }
-            let exit = RankExit(assignment: id, status: rank.process.terminationStatus,
-                                signaled: rank.process.terminationReason == .uncaughtSignal, lastError: rank.output.lastErrors())
+            let (tail, lost) = rank.output.take()
+            if let first = rank.log.append(tail, after: lost) { try sendOutput(of: id, tail[...], first: first) }
+            let exit = RankExit(assignment: id, status: ending.status, signaled: ending.signaled, lastError: rank.output.lastErrors())
             ended.append(RankReport(assignment: id, worldSize: rank.assignment.worldSize, exit: exit))
             if ended.count > WorkerAgent.endedKept { ended.removeFirst(ended.count - WorkerAgent.endedKept) }
+            endedOutput.append((id, rank.log))
+            if endedOutput.count > WorkerAgent.endedKept { endedOutput.removeFirst(endedOutput.count - WorkerAgent.endedKept) }
             try send(.rankExited(exit))
             logger.info("worker \(self.id): \(id) \(exit.summary)")
             SharedMemoryTransport.removeMailboxes(ofProcess: rank.process.processIdentifier)
             ranks[id] = nil
+            unreaped.append(rank.process)
         }
+        unreaped.removeAll { !$0.isRunning }
         if DispatchTime.now().uptimeNanoseconds - lastHeartbeat.uptimeNanoseconds >= UInt64(heartbeatMilliseconds) * 1_000_000 {
             try send(.heartbeat(worker: id, running: ranks.keys.sorted()))
             lastHeartbeat = .now()
         }
+    }
+}
+
+/// The numbered output of one rank as far as it is kept: the last `capacity` lines, the first
+/// of them line `first` of everything the rank wrote (lines the buffer dropped count too).
+///
+/// Concurrency: not Sendable; it belongs to the worker's loop thread.
+final class OutputLog {
+    static let capacity = 5000
+    private(set) var first = 0
+    private(set) var kept: [String] = []
+
+    /// Numbers `lines`, which follow `dropped` lines that were never seen; returns the index of
+    /// the first, or nil when there are none.
+    func append(_ lines: [String], after dropped: Int) -> Int? {
+        if dropped > 0 {
+            // A gap: what is kept before it can no longer be sent in one numbered run with it.
+            first += kept.count + dropped
+            kept = []
+        }
+        guard !lines.isEmpty else { return nil }
+        let index = first + kept.count
+        kept.append(contentsOf: lines)
+        if kept.count > OutputLog.capacity {
+            let excess = kept.count - OutputLog.capacity
+            kept.removeFirst(excess)
+            first += excess
+        }
+        return index
     }
 }
 
@@ -206,6 +286,7 @@ public final class WorkerAgent {
 final class OutputBuffer: @unchecked Sendable {
     private let lock = NSLock()
     private var lines: [String] = []
+    private var dropped = 0
     private var partial: [ObjectIdentifier: [UInt8]] = [:]
     private var errors: [String] = []
     private var handles: [FileHandle] = []
@@ -237,26 +318,47 @@ final class OutputBuffer: @unchecked Sendable {
                 errors.append(line)
                 if errors.count > 20 { errors.removeFirst(errors.count - 20) }
             }
-            if lines.count > 10_000 { lines.removeFirst(lines.count - 10_000) }
+            if lines.count > 10_000 {
+                dropped += lines.count - 10_000
+                lines.removeFirst(lines.count - 10_000)
+            }
         }
         partial[key] = buffer
     }
 
-    /// Reads what is left in the pipes (the process has exited).
+    /// Reads what is left in the pipes (the process has exited), without waiting: a child the
+    /// rank left behind may hold them open for as long as it lives, and the worker's loop must
+    /// go on (heartbeats, other ranks).
     func finish() {
         for handle in handles {
             handle.readabilityHandler = nil
-            let rest = handle.readDataToEndOfFile()
+            let descriptor = handle.fileDescriptor
+            _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
+            var rest = Data()
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+                if count > 0 {
+                    rest.append(contentsOf: chunk[0..<count])
+                } else if count < 0, errno == EINTR {
+                    continue
+                } else {
+                    break  // the end, or nothing more for now
+                }
+            }
             if !rest.isEmpty { append(rest, from: handle, isError: handle === handles.last) }
             append(Data(), from: handle, isError: handle === handles.last)
         }
     }
 
-    func take() -> [String] {
+    /// The lines since the last call, and how many lines before them were dropped because the
+    /// worker's loop did not take them in time (more than 10,000 waiting).
+    func take() -> (lines: [String], dropped: Int) {
         lock.lock()
         defer { lock.unlock() }
-        let taken = lines
+        let taken = (lines, dropped)
         lines = []
+        dropped = 0
         return taken
     }
 

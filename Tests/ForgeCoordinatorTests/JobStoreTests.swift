@@ -56,6 +56,45 @@ import Testing
         #expect(store.jobsRevision == before + 1, "a refused event changes nothing, the revision neither")
     }
 
+    @Test func numberedOutputIsStoredOnceAndInOrderAcrossResendsAndReopening() throws {
+        // A worker sends what it kept again when it re-registers: lines a stream holds are
+        // skipped (also after the store is reopened, as by a restarted coordinator). Lines after
+        // a gap are refused until the gap is sent; the oldest lines a worker still has are
+        // taken, the gap before them becoming one line saying so.
+        let directory = try TemporaryDirectory()
+        let path = directory.file("forge.sqlite")
+        let stream = "o/algo-1-7"
+        do {
+            let store = try JobStore(path: path)
+            try store.create(try spec("o"), at: t0)
+            #expect(try store.appendOutput(job: "o", stream: stream, first: 0, lines: ["a", "b", "c"], at: t0) == .appended(["a", "b", "c"]))
+            #expect(try store.appendOutput(job: "o", stream: stream, first: 1, lines: ["b", "c", "d"], at: t0) == .appended(["d"]))
+            #expect(try store.appendOutput(job: "o", stream: stream, first: 0, lines: ["a", "b"], at: t0) == .appended([]))
+            // Another stream of the job counts on its own; a stream from before numbering (its
+            // lines stored without indices) counts what it holds.
+            #expect(try store.appendOutput(job: "o", stream: "o/algo-2-7", first: 0, lines: ["x"], at: t0) == .appended(["x"]))
+            try store.appendLog(job: "o", stream: "o/algo-3-7", lines: ["p", "q"], at: t0)
+            #expect(try store.appendOutput(job: "o", stream: "o/algo-3-7", first: 0, lines: ["p", "q", "r"], at: t0) == .appended(["r"]))
+        }
+        let store = try JobStore(path: path)
+        #expect(try store.appendOutput(job: "o", stream: stream, first: 2, lines: ["c", "d", "e"], at: t0) == .appended(["e"]))
+        // Lines 5 and 6 went missing: 7 on waits for them.
+        #expect(try store.appendOutput(job: "o", stream: stream, first: 7, lines: ["h", "i"], at: t0) == .missing(from: 5))
+        #expect(try store.appendOutput(job: "o", stream: stream, first: 5, lines: ["f", "g", "h", "i"], oldestKept: true, at: t0)
+                == .appended(["f", "g", "h", "i"]))
+        // A worker that no longer has 9 and 10: what it has is taken, with a line for the gap.
+        guard case .appended(let gap) = try store.appendOutput(job: "o", stream: stream, first: 11, lines: ["l", "m"], oldestKept: true, at: t0) else {
+            Issue.record("a gap the worker cannot fill is taken")
+            return
+        }
+        #expect(gap.count == 3 && gap.first?.contains("2 line(s) of this rank's output were lost") == true && gap.suffix(2) == ["l", "m"], "\(gap)")
+        #expect(try store.appendOutput(job: "o", stream: stream, first: 12, lines: ["m", "n"], at: t0) == .appended(["n"]))
+        let lines = try store.logLines(of: "o", stream: stream)
+        #expect(Array(lines.prefix(9)) == ["a", "b", "c", "d", "e", "f", "g", "h", "i"] && lines.suffix(3) == ["l", "m", "n"], "\(lines)")
+        #expect(try store.logLines(of: "o", stream: "o/algo-2-7") == ["x"])
+        #expect(try store.logLines(of: "o", stream: "o/algo-3-7") == ["p", "q", "r"])
+    }
+
     @Test func refusedRequestsChangeNothing() throws {
         let directory = try TemporaryDirectory()
         let store = try JobStore(path: directory.file("forge.sqlite"))

@@ -239,8 +239,7 @@ final class LocalCluster {
         let checkpoints = cluster.directory.file("state/checkpoints/survivor")
         let deadline = Date().addingTimeInterval(120)
         while Date() < deadline, ((try? FileManager.default.contentsOfDirectory(atPath: checkpoints)) ?? []).isEmpty { usleep(100_000) }
-        // Both ranks' first lines are in (output a rank sends while no coordinator listens is
-        // not kept), and the job is still running when its coordinator dies.
+        // Both ranks' first lines are in, and the job is still running when its coordinator dies.
         func streams() throws -> Set<Substring> {
             let logs = try cluster.forge(["logs", "survivor"]).standardOutput
             return Set(logs.split(separator: "\n").compactMap { $0.hasPrefix("[") ? $0.split(separator: "]").first : nil })
@@ -262,6 +261,14 @@ final class LocalCluster {
         let logs = try cluster.forge(["logs", "survivor"]).standardOutput
         let hosts = try streams()
         #expect(logs.contains("epoch=400 ") && hosts.count == 2, "one attempt, two hosts: \(hosts) \(logs.suffix(2000))")
+        // Nothing the ranks wrote meanwhile is lost or stored twice: what was on its way to the
+        // dead coordinator, queued while none listened, or sent again when the workers
+        // re-registered. Rank 0 writes a line per epoch.
+        let epochs = logs.split(separator: "\n").compactMap { line -> Int? in
+            guard let range = line.range(of: "] epoch=") else { return nil }
+            return Int(line[range.upperBound...].prefix { $0.isNumber })
+        }
+        #expect(epochs == Array(1...400), "epochs out of order, missing or repeated: \(epochs.count) lines")
         let resumed = try String(contentsOfFile: cluster.directory.file("state/objects/data/models/survivor/output/metrics.json"), encoding: .utf8)
         #expect(resumed.contains("validation:accuracy"))
     }

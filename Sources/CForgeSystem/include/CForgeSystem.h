@@ -79,4 +79,9 @@ int forge_die_with_parent(int expectedParent);
 /// returns 0, or -1 with errno set (ENOSYS on kernels before 5.3).
 int forge_wait_for_exit(int pid);
 
+/// Whether child `pid` has ended, without reaping it (waitid with WNOWAIT, so whoever waits for
+/// it later still can): 1 with `*status` (the exit status, or the signal) and `*signaled` set,
+/// 0 while it runs, -1 with errno on failure.
+int forge_peek_exit(int pid, int *status, int *signaled);
+
 #endif

@@ -1,0 +1,118 @@
+// A real `forge worker` process against a test that plays the coordinator on a real ZeroMQ
+// ROUTER socket: the worker numbers each rank's output lines, sends the lines it still has again
+// from the line asked for (a coordinator that lost some on their way asks so), and sends all it
+// kept when it registers again (a restarted coordinator does not know it).
+import ForgeTestSupport
+import ForgeTransport
+import ForgeWire
+import Foundation
+import Testing
+
+@Suite struct WorkerOutputTests {
+    /// The test's side of the control plane.
+    final class FakeCoordinator {
+        let context: ZMQContext
+        let socket: ZMQSocket
+        let endpoint: String
+        var worker: [UInt8] = []
+
+        init() throws {
+            context = try ZMQContext()
+            socket = try ZMQSocket(context, kind: .router)
+            socket.receiveTimeoutMilliseconds = 30_000
+            endpoint = try socket.bind("tcp://127.0.0.1:\(MultiNodeLaunchTests.freePort())")
+        }
+
+        /// The next message from the worker (remembering who sent it).
+        func receive() throws -> ControlMessage {
+            let frames = try socket.receive()
+            try #require(frames.count == 2, "a ROUTER receives identity and payload")
+            worker = frames[0]
+            return try ControlMessage(decoding: frames[1])
+        }
+
+        /// Messages until `done` says the last one ends the wait; heartbeats are skipped.
+        func receive(until done: (ControlMessage) -> Bool) throws -> [ControlMessage] {
+            var seen: [ControlMessage] = []
+            while true {
+                let message = try receive()
+                if case .heartbeat = message { continue }
+                seen.append(message)
+                if done(message) { return seen }
+            }
+        }
+
+        func send(_ message: ControlMessage) throws {
+            try socket.send([worker, message.encoded()])
+        }
+    }
+
+    /// The numbered lines among `messages`: (first index, lines, resent) of each output message.
+    private static func output(_ messages: [ControlMessage]) -> [(first: Int?, lines: [String], resent: Bool)] {
+        messages.compactMap { message in
+            guard case .rankOutput(_, let lines, let first, let resent) = message else { return nil }
+            return (first, lines, resent)
+        }
+    }
+
+    @Test func aWorkerSendsKeptOutputAgainWhenAskedAndWhenItRegistersAgain() throws {
+        let directory = try TemporaryDirectory()
+        let coordinator = try FakeCoordinator()
+        let worker = Process()
+        worker.executableURL = URL(fileURLWithPath: try ForgeProcess.binary())
+        worker.arguments = ["worker", "--coordinator", coordinator.endpoint, "--work-dir", directory.file("work"), "--node-addr", "127.0.0.1"]
+        worker.standardOutput = FileHandle.nullDevice
+        worker.standardError = FileHandle.nullDevice
+        try worker.run()
+        defer {
+            worker.terminate()
+            worker.waitUntilExit()
+            // The rank's child, left running on purpose.
+            if let pid = (try? String(contentsOfFile: directory.file("work/echo/sleeper.pid"), encoding: .utf8)).flatMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) {
+                kill(pid, SIGKILL)
+            }
+        }
+        guard case .register(let id, _) = try coordinator.receive() else {
+            Issue.record("a worker starts by registering")
+            return
+        }
+        try coordinator.send(.registered(worker: id, heartbeatMilliseconds: 200))
+        let assignment = "echo/1/0"
+        try coordinator.send(.assign(RankAssignment(id: assignment, job: "echo", attempt: 1, rank: 0, worldSize: 1,
+                                                    arguments: ["/bin/sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done; sleep 120 & echo $! > sleeper.pid; wait"],
+                                                    environment: [:], workDirectory: directory.file("work/echo"))))
+        // The five lines, numbered from 0 in the order written, however they are batched.
+        var received: [String] = []
+        _ = try coordinator.receive { message in
+            guard case .rankOutput(let name, let lines, let first, let resent) = message, name == assignment else { return false }
+            #expect(first == received.count && !resent, "\(message)")
+            received += lines
+            return received.count >= 5
+        }
+        #expect(received == ["line1", "line2", "line3", "line4", "line5"])
+        // Lines from index 2 on went missing: asked, the worker sends them again.
+        try coordinator.send(.resendOutput(assignment: assignment, from: 2))
+        let again = Self.output(try coordinator.receive { if case .rankOutput = $0 { return true } else { return false } })
+        #expect(again.count == 1 && again[0].first == 2 && again[0].lines == ["line3", "line4", "line5"] && again[0].resent, "\(again)")
+        // A coordinator that does not know the worker: it registers again and sends all it kept.
+        try coordinator.send(.unknownWorker(worker: id))
+        let registering = try coordinator.receive { if case .rankOutput = $0 { return true } else { return false } }
+        guard case .register(_, let resources)? = registering.first else {
+            Issue.record("registers first: \(registering)")
+            return
+        }
+        #expect(resources.running == [assignment])
+        let kept = Self.output(registering)
+        #expect(kept.count == 1 && kept[0].first == 0 && kept[0].lines == received && kept[0].resent, "\(kept)")
+        // Asked for the output of an assignment it never ran, it sends nothing. Stopped, the
+        // shell ends (SIGTERM, or SIGKILL after the grace second) and its exit is reported at
+        // once, though the `sleep` it started still holds the output pipes and Foundation's
+        // descriptor open (the receive would time out if the worker waited for either).
+        try coordinator.send(.resendOutput(assignment: "other/1/0", from: 0))
+        try coordinator.send(.stop(assignment: assignment, graceSeconds: 1))
+        let ending = try coordinator.receive { if case .rankExited = $0 { return true } else { return false } }
+        #expect(Self.output(ending).isEmpty, "no output for an assignment the worker never ran, nor new lines: \(ending)")
+        guard case .rankExited(let exit)? = ending.last else { return }
+        #expect(exit.signaled && [SIGTERM, SIGKILL].contains(exit.status), "\(exit)")
+    }
+}
