@@ -67,15 +67,17 @@ public final class WorkerAgent {
         /// How the process ended, once it has: seen without reaping it (Foundation's `Process`
         /// reaps it only once every copy of a descriptor it gave the child is closed, which a
         /// child the rank left running can put off indefinitely).
-        var ending: (status: Int32, signaled: Bool)? {
+        /// `unreaped`: the process is still there to be reaped, so its id (which is also its
+        /// process group's: Foundation starts each child in a group of its own) is not reused.
+        var ending: (status: Int32, signaled: Bool, unreaped: Bool)? {
             var status: Int32 = 0, signaled: Int32 = 0
             switch forge_peek_exit(process.processIdentifier, &status, &signaled) {
-            case 1: return (status, signaled != 0)
+            case 1: return (status, signaled != 0, true)
             case 0: return nil
             default:
                 // Reaped already (Foundation got there first): it knows how.
                 guard !process.isRunning else { return nil }
-                return (process.terminationStatus, process.terminationReason == .uncaughtSignal)
+                return (process.terminationStatus, process.terminationReason == .uncaughtSignal, false)
             }
         }
         var isRunning: Bool { ending == nil }
@@ -228,6 +230,9 @@ public final class WorkerAgent {
                 ending = rank.ending
             }
             guard let ending else { continue }
+            // What the rank left running goes with it, as in a container that ends. (Only while
+            // the rank is unreaped: its group id cannot belong to another process yet.)
+            if ending.unreaped { kill(-rank.process.processIdentifier, SIGKILL) }
             // The pipes may still hold the last lines.
             rank.output.finish()
             let (tail, lost) = rank.output.take()

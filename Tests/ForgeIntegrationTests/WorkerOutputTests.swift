@@ -106,7 +106,7 @@ import Testing
         #expect(kept.count == 1 && kept[0].first == 0 && kept[0].lines == received && kept[0].resent, "\(kept)")
         // Asked for the output of an assignment it never ran, it sends nothing. Stopped, the
         // shell ends (SIGTERM, or SIGKILL after the grace second) and its exit is reported at
-        // once, though the `sleep` it started still holds the output pipes and Foundation's
+        // once, though the `sleep` it started holds the output pipes and Foundation's
         // descriptor open (the receive would time out if the worker waited for either).
         try coordinator.send(.resendOutput(assignment: "other/1/0", from: 0))
         try coordinator.send(.stop(assignment: assignment, graceSeconds: 1))
@@ -114,5 +114,15 @@ import Testing
         #expect(Self.output(ending).isEmpty, "no output for an assignment the worker never ran, nor new lines: \(ending)")
         guard case .rankExited(let exit)? = ending.last else { return }
         #expect(exit.signaled && [SIGTERM, SIGKILL].contains(exit.status), "\(exit)")
+        // And the `sleep` went with it, as what a container runs ends with the container.
+        let sleeper = try #require(Int32(try String(contentsOfFile: directory.file("work/echo/sleeper.pid"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)))
+        var gone = false
+        for _ in 0..<100 where !gone {
+            let state = (try? String(contentsOfFile: "/proc/\(sleeper)/stat", encoding: .utf8))?.split(separator: " ").dropFirst(2).first
+            gone = state == nil || state == "Z"
+            if !gone { usleep(100_000) }
+        }
+        #expect(gone, "the rank's leftover child \(sleeper) still runs")
     }
 }
