@@ -463,6 +463,7 @@ public final class Coordinator {
             outputHandler?(job, rank, lines)
         case .rankExited(let exit):
             metrics.rankExited(succeeded: exit.succeeded)
+            resendAsked[exit.assignment] = nil
             if var status = workers[worker], status.assignment == exit.assignment {
                 status.assignment = nil
                 workers[worker] = status

@@ -110,6 +110,21 @@ public final class Trainer {
     public init(plan: TrainingPlan, data: PreparedData, device: any Device, group: ProcessGroup? = nil,
                 bucketBytes: Int = Trainer.defaultBucketBytes, overlapReduction: Bool = true) throws(TrainingError) {
         precondition(group == nil || device.capabilities.hostVisibleMemory, "data parallelism needs host-visible device memory")
+        // Each rank picks from the CPUs it was given, and a binding may give ranks different
+        // counts: they agree (any rank with a CPU to spare makes it threaded everywhere), as
+        // the memory layout and the collectives below must be the same on every rank.
+        var overlapReduction = overlapReduction
+        if let group, group.worldSize > 1 {
+            let vote = UnsafeMutableBufferPointer<Float>.allocate(capacity: 1)
+            defer { vote.deallocate() }
+            vote[0] = overlapReduction ? 1 : 0
+            do {
+                try group.allReduce(vote, op: .max)
+            } catch {
+                throw .collective(error.description)
+            }
+            overlapReduction = vote[0] > 0
+        }
         self.group = group
         self.plan = plan
         self.data = data
@@ -198,13 +213,15 @@ public final class Trainer {
             //
             // Reducing inline without a chosen ZeRO stage, co-located ranks shard the update too:
             // each rank reduces its segment of the gradients, updates that segment (its share of
-            // the optimizer state) and copies the others', in one pass. The reduction is the
-            // replicated path's own in-region code (which small buffers on more than 2 ranks skip
-            // for recursive doubling) and the update is elementwise, so the values come out as a
-            // replicated update's would, bit for bit wherever both reduce in the region; the step
-            // does less work and waits on fewer handshakes. (Not with clipping: the global norm
-            // would be summed by segments, in another order.)
-            let shardsUpdate = plan.zeroStage == 1 || (!plan.zeroStageChosen && !overlapReduction && plan.gradientClip == 0)
+            // the optimizer state) and copies the others', in one pass. The update is
+            // elementwise, so the values are a replicated update's up to the order of the
+            // gradient sums: bit for bit on 2 ranks (two addends sum the same either way); on
+            // more, an element's sum starts from its segment owner's value and the segments fall
+            // elsewhere, so its last bits may differ. The step does less work and waits on fewer
+            // handshakes. (Not with clipping: the global norm would be summed by segments, in
+            // another order. Not for tensor-parallel pieces: their replicas share no region.)
+            let shardsUpdate = plan.zeroStage == 1
+                || (!plan.zeroStageChosen && !overlapReduction && plan.gradientClip == 0 && parallel == nil)
             var shared: UnsafeMutableBufferPointer<Float>?
             var valueMemory: UnsafeMutableBufferPointer<Float>?
             var gradientMemory: UnsafeMutableBufferPointer<Float>?
@@ -313,6 +330,20 @@ public final class Trainer {
     }
 
     var earlyStopping: Bool { best != nil }
+
+    /// How a data-parallel step combines the ranks' gradients, in words (for the log); nil
+    /// without data parallelism.
+    public var reductionMode: String? {
+        guard let dataGroup, dataGroup.worldSize > 1 else { return nil }
+        if zero != nil {
+            return plan.zeroStage == 1
+                ? "ZeRO-1: optimizer state sharded across \(dataGroup.worldSize) ranks; gradients reduce-scattered, parameters all-gathered"
+                : "update sharded across \(dataGroup.worldSize) co-located ranks in one pass over a shared region (as ZeRO-1; forge_zero_stage 0 replicates it)"
+        }
+        if fusedReduction != nil { return "one in-place all-reduce per step in a shared region" }
+        if reducer?.threaded == true { return "gradient buckets reduced on their own thread, overlapping backward" }
+        return reducer == nil ? nil : "gradient buckets reduced inline (no CPU left to overlap on)"
+    }
 
     /// Bytes of optimizer state this rank holds (with ZeRO, its segment's).
     public var optimizerStateBytes: Int {

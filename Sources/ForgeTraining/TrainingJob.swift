@@ -99,6 +99,7 @@ public enum TrainingJob {
             throw TrainingError.io(path: output, reason: "cannot create the output folder: \(error.localizedDescription)")
         }
         let trainer = try Trainer(plan: plan, data: data, device: device, group: group, overlapReduction: overlapReduction)
+        if (group?.rank ?? 0) == 0, let mode = trainer.reductionMode { logger.info("data parallel: \(mode)") }
         let checkpointDirectory = request.checkpointDirectory ?? (output as NSString).appendingPathComponent("checkpoints")
         let store = CheckpointStore(directory: checkpointDirectory)
         let writer = (group?.rank ?? 0) == 0

@@ -45,6 +45,8 @@ public final class WorkerAgent {
     private let socket: ZMQSocket
     private var heartbeatMilliseconds = 1000
     private var lastHeartbeat = DispatchTime(uptimeNanoseconds: 0)
+    /// When this worker last registered without an answer yet.
+    private var registeredAsked: DispatchTime?
     private var ranks: [String: RunningRank] = [:]
     /// Ranks that ended lately, newest last: reported when registering again, so a coordinator
     /// that restarted learns how the ranks it lost track of ended.
@@ -67,17 +69,15 @@ public final class WorkerAgent {
         /// How the process ended, once it has: seen without reaping it (Foundation's `Process`
         /// reaps it only once every copy of a descriptor it gave the child is closed, which a
         /// child the rank left running can put off indefinitely).
-        /// `unreaped`: the process is still there to be reaped, so its id (which is also its
-        /// process group's: Foundation starts each child in a group of its own) is not reused.
-        var ending: (status: Int32, signaled: Bool, unreaped: Bool)? {
+        var ending: (status: Int32, signaled: Bool)? {
             var status: Int32 = 0, signaled: Int32 = 0
             switch forge_peek_exit(process.processIdentifier, &status, &signaled) {
-            case 1: return (status, signaled != 0, true)
+            case 1: return (status, signaled != 0)
             case 0: return nil
             default:
                 // Reaped already (Foundation got there first): it knows how.
                 guard !process.isRunning else { return nil }
-                return (process.terminationStatus, process.terminationReason == .uncaughtSignal, false)
+                return (process.terminationStatus, process.terminationReason == .uncaughtSignal)
             }
         }
         var isRunning: Bool { ending == nil }
@@ -129,6 +129,7 @@ public final class WorkerAgent {
                                             .sorted { $0.assignment < $1.assignment } + ended,
                                         devices: ["cpu"])
         try send(.register(worker: id, resources: resources))
+        registeredAsked = .now()
         logger.info("worker \(id): registering with \(configuration.coordinator)")
         for (assignment, log) in ranks.map({ ($0.key, $0.value.log) }) + endedOutput {
             try resendOutput(of: assignment, log, from: 0)
@@ -136,11 +137,14 @@ public final class WorkerAgent {
     }
 
     /// Sends lines of a rank's output numbered from `first`, in messages of at most 1,000 lines.
-    private func sendOutput(of assignment: String, _ lines: ArraySlice<String>, first: Int, resent: Bool = false) throws(TransportError) {
+    /// `oldest`: line `oldest` is the oldest this worker still has, and its message says so
+    /// (`resent`), so that the coordinator takes it even after a gap it cannot fill.
+    private func sendOutput(of assignment: String, _ lines: ArraySlice<String>, first: Int, oldest: Int? = nil) throws(TransportError) {
         var start = lines.startIndex
         while start < lines.endIndex {
             let end = min(lines.endIndex, start + 1000)
-            try send(.rankOutput(assignment: assignment, lines: Array(lines[start..<end]), first: first + start - lines.startIndex, resent: resent))
+            let index = first + start - lines.startIndex
+            try send(.rankOutput(assignment: assignment, lines: Array(lines[start..<end]), first: index, resent: index == oldest))
             start = end
         }
     }
@@ -148,7 +152,7 @@ public final class WorkerAgent {
     /// Sends a rank's kept output again from line `from` (or the oldest line kept).
     private func resendOutput(of assignment: String, _ log: OutputLog, from: Int) throws(TransportError) {
         let skip = min(log.kept.count, max(0, from - log.first))
-        try sendOutput(of: assignment, log.kept[skip...], first: log.first + skip, resent: true)
+        try sendOutput(of: assignment, log.kept[skip...], first: log.first + skip, oldest: log.first)
     }
 
     private func send(_ message: ControlMessage) throws(TransportError) {
@@ -165,6 +169,7 @@ public final class WorkerAgent {
         }
         switch message {
         case .registered(_, let interval):
+            registeredAsked = nil
             heartbeatMilliseconds = max(50, interval)
             logger.info("worker \(id): registered; heartbeat every \(heartbeatMilliseconds) ms")
         case .assign(let assignment):
@@ -176,6 +181,9 @@ public final class WorkerAgent {
             let deadline = DispatchTime.now() + .seconds(grace)
             rank.stopDeadline = rank.stopDeadline.map { min($0, deadline) } ?? deadline
         case .unknownWorker:
+            // Every heartbeat queued while the coordinator was away gets this answer: register
+            // (and send the kept output) once, again only if no answer came for a while.
+            if let asked = registeredAsked, DispatchTime.now().uptimeNanoseconds - asked.uptimeNanoseconds < 5_000_000_000 { return }
             try? register()
         case .resendOutput(let assignment, let from):
             guard let log = ranks[assignment]?.log ?? endedOutput.last(where: { $0.assignment == assignment })?.log else { return }
@@ -230,9 +238,11 @@ public final class WorkerAgent {
                 ending = rank.ending
             }
             guard let ending else { continue }
-            // What the rank left running goes with it, as in a container that ends. (Only while
-            // the rank is unreaped: its group id cannot belong to another process yet.)
-            if ending.unreaped { kill(-rank.process.processIdentifier, SIGKILL) }
+            // What the rank left running goes with it, as in a container that ends (its process
+            // group: Foundation starts each child in a group of its own). The id cannot name
+            // another group: the kernel does not hand out a pid while a group of that id has a
+            // member, and a freed one comes round again only after the whole pid space.
+            kill(-rank.process.processIdentifier, SIGKILL)
             // The pipes may still hold the last lines.
             rank.output.finish()
             let (tail, lost) = rank.output.take()
@@ -337,18 +347,23 @@ final class OutputBuffer: @unchecked Sendable {
     func finish() {
         for handle in handles {
             handle.readabilityHandler = nil
+            // Blocking reads, each only after poll says the pipe has data or its end (the
+            // descriptor stays blocking: Foundation's reader may still be in it).
             let descriptor = handle.fileDescriptor
-            _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
             var rest = Data()
             var chunk = [UInt8](repeating: 0, count: 65536)
             while true {
+                var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+                let ready = poll(&entry, 1, 0)
+                if ready < 0, errno == EINTR { continue }
+                guard ready > 0 else { break }  // nothing more for now
                 let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
                 if count > 0 {
                     rest.append(contentsOf: chunk[0..<count])
                 } else if count < 0, errno == EINTR {
                     continue
                 } else {
-                    break  // the end, or nothing more for now
+                    break  // the end
                 }
             }
             if !rest.isEmpty { append(rest, from: handle, isError: handle === handles.last) }

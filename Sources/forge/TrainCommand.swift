@@ -167,13 +167,6 @@ struct TrainCommand: ParsableCommand {
             logger.info("device \(device.name): \(threads) thread(s), OpenBLAS core \(BLASRuntime.coreName), FTZ/DAZ \(FloatEnvironment.flushesToZero ? "on" : "off")")
             let observer: any TrainingObserver = (group?.rank ?? 0) == 0 ? display : SilentObserver()
             let overlap = RankEnvironment.overlapReduction(environment, threads: threads)
-            if let group, group.rank == 0 {
-                if values["forge_zero_stage"] == "1", group.worldSize > 1 {
-                    logger.info("ZeRO-1: optimizer state sharded across \(group.worldSize) ranks; gradients reduce-scattered, parameters all-gathered")
-                } else {
-                    logger.info("gradient buckets reduced \(overlap ? "on their own thread, overlapping backward" : "inline (no CPU left to overlap on)")")
-                }
-            }
             // SIGTERM (a stopped job, SageMaker's grace period) or SIGINT: finish the step, write a
             // checkpoint, exit. Every rank stops after the same step.
             let signals = SignalLatch(signals: [SIGTERM, SIGINT])

@@ -110,6 +110,22 @@ extension TrainerDataParallelTests {
         #expect(worst.relative <= 1e-6, "tensor \(worst.tensor): max|Δ|/max|ref| = \(worst.relative)")
     }
 
+    @Test func ranksGivenDifferentCPUCountsAgreeOnOneWayToReduce() throws {
+        // A CPU binding can leave one rank a core to spare and not the other: rank 0 would
+        // reduce on a thread, rank 1 inline (and shard the update). They agree on the threaded
+        // way, so the layouts and collectives match, and the steps are the usual ones.
+        let plan = try Self.plan(zeroStage: nil)
+        let prepared = try PreparedData(plan: plan, train: Self.data(seed: 1), validation: Self.data(seed: 2))
+        let reference = try Self.train(worldSize: 2, threads: 1, bucketBytes: 64, overlap: true, zeroStage: nil, sharedMemory: true)
+        let mixed = try onRankThreads(2, sharedMemory: true) { group -> [Float] in
+            let trainer = try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: 1), group: group,
+                                      bucketBytes: 64, overlapReduction: group.rank == 0)
+            #expect(trainer.reductionMode == "gradient buckets reduced on their own thread, overlapping backward")
+            return try trainer.run().model.parameters.flatMap(\.values)
+        }
+        for parameters in mixed { #expect(parameters.map(\.bitPattern) == reference[0].parameters.map(\.bitPattern)) }
+    }
+
     /// The largest `max|a − b| / max|a|` over the tensors, with the tensor's index.
     private static func worstTensor(_ reference: [[Float]], _ other: [[Float]]) -> (tensor: Int, relative: Float) {
         var worst = (tensor: -1, relative: Float.infinity)
