@@ -184,7 +184,7 @@ final class EpochTimer: TrainingObserver {
         if !seconds.isEmpty { stepSeconds.append(Double(now - last) / 1e9) }
         last = now
         if batch == batches {
-            seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            seconds.append(Double(now - start) / 1e9)
             samples.append(recordsPerEpoch)
         }
     }
