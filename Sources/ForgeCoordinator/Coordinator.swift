@@ -427,7 +427,7 @@ public final class Coordinator {
             if let attempt = attempts[job], attempt.started.count == attempt.ranks.count, attempt.failure == nil, !attempt.stopping {
                 apply(.trainingStarted, to: job, at: now)
             }
-        case .rankOutput(let assignment, let sent, let first, let resent):
+        case .rankOutput(let assignment, let sent, let first, let oldestKept):
             guard let (job, _, rank) = RankAssignment.parse(id: assignment), isCurrent(assignment),
                   let epoch = attempts[job]?.streamEpoch ?? recovering[job].map(\.streamEpoch) else { return }
             let stream = Coordinator.logStream(job: job, rank: rank, epoch: epoch)
@@ -437,7 +437,7 @@ public final class Coordinator {
             // send the gap again, asked for at most once a second.
             let lines: [String]
             if let first {
-                switch try? store.appendOutput(job: job, stream: stream, first: first, lines: sent, oldestKept: resent, at: now) {
+                switch try? store.appendOutput(job: job, stream: stream, first: first, lines: sent, oldestKept: oldestKept, at: now) {
                 case .appended(let fresh)?:
                     resendAsked[assignment] = nil
                     guard !fresh.isEmpty else { return }

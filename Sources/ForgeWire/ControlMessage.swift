@@ -123,9 +123,10 @@ public enum ControlMessage: Sendable, Equatable {
     case rankStarted(assignment: String, pid: Int32)
     /// Lines of a rank's output; `first` is the first line's index in all of that rank's output
     /// (nil from a worker that does not number them), so that lines sent again are stored once.
-    /// `resent`: sent again (on registering, or asked by `resendOutput`), starting at the oldest
-    /// line the worker still has, so lines missing before it are lost for good.
-    case rankOutput(assignment: String, lines: [String], first: Int? = nil, resent: Bool = false)
+    /// `oldestKept`: the message starts at the oldest line the worker still has (it sends its
+    /// kept lines again on registering, or from a line `resendOutput` asks for), so lines
+    /// missing before it are lost for good.
+    case rankOutput(assignment: String, lines: [String], first: Int? = nil, oldestKept: Bool = false)
     case rankExited(RankExit)
     // Coordinator → worker.
     case registered(worker: String, heartbeatMilliseconds: Int)
@@ -169,7 +170,7 @@ public enum ControlMessage: Sendable, Equatable {
         var rank: RankAssignment?
         var graceSeconds: Int?
         var first: Int?
-        var resent: Bool?
+        var oldestKept: Bool?
     }
 
     /// The message as one JSON frame.
@@ -190,11 +191,11 @@ public enum ControlMessage: Sendable, Equatable {
         case .rankStarted(let assignment, let pid):
             envelope.assignment = assignment
             envelope.pid = pid
-        case .rankOutput(let assignment, let lines, let first, let resent):
+        case .rankOutput(let assignment, let lines, let first, let oldestKept):
             envelope.assignment = assignment
             envelope.lines = lines
             envelope.first = first
-            envelope.resent = resent ? true : nil
+            envelope.oldestKept = oldestKept ? true : nil
         case .rankExited(let exit):
             envelope.exit = exit
         case .registered(let worker, let heartbeat):
@@ -242,7 +243,7 @@ public enum ControlMessage: Sendable, Equatable {
         case "rankOutput":
             if let first = envelope.first, first < 0 { throw .malformed("rankOutput's first line index \(first) is negative") }
             self = .rankOutput(assignment: try need(envelope.assignment, "assignment"), lines: try need(envelope.lines, "lines"),
-                               first: envelope.first, resent: envelope.resent ?? false)
+                               first: envelope.first, oldestKept: envelope.oldestKept ?? false)
         case "rankExited": self = .rankExited(try need(envelope.exit, "exit"))
         case "registered":
             self = .registered(worker: try need(envelope.worker, "worker"),

@@ -138,13 +138,13 @@ public final class WorkerAgent {
 
     /// Sends lines of a rank's output numbered from `first`, in messages of at most 1,000 lines.
     /// `oldest`: line `oldest` is the oldest this worker still has, and its message says so
-    /// (`resent`), so that the coordinator takes it even after a gap it cannot fill.
+    /// (`oldestKept`), so that the coordinator takes it even after a gap it cannot fill.
     private func sendOutput(of assignment: String, _ lines: ArraySlice<String>, first: Int, oldest: Int? = nil) throws(TransportError) {
         var start = lines.startIndex
         while start < lines.endIndex {
             let end = min(lines.endIndex, start + 1000)
             let index = first + start - lines.startIndex
-            try send(.rankOutput(assignment: assignment, lines: Array(lines[start..<end]), first: index, resent: index == oldest))
+            try send(.rankOutput(assignment: assignment, lines: Array(lines[start..<end]), first: index, oldestKept: index == oldest))
             start = end
         }
     }

@@ -47,11 +47,11 @@ import Testing
         }
     }
 
-    /// The numbered lines among `messages`: (first index, lines, resent) of each output message.
-    private static func output(_ messages: [ControlMessage]) -> [(first: Int?, lines: [String], resent: Bool)] {
+    /// The numbered lines among `messages`: (first index, lines, whether it starts at the oldest line kept) of each output message.
+    private static func output(_ messages: [ControlMessage]) -> [(first: Int?, lines: [String], oldestKept: Bool)] {
         messages.compactMap { message in
-            guard case .rankOutput(_, let lines, let first, let resent) = message else { return nil }
-            return (first, lines, resent)
+            guard case .rankOutput(_, let lines, let first, let oldestKept) = message else { return nil }
+            return (first, lines, oldestKept)
         }
     }
 
@@ -91,8 +91,8 @@ import Testing
         // The five lines, numbered from 0 in the order written, however they are batched.
         var received: [String] = []
         _ = try coordinator.receive { message in
-            guard case .rankOutput(let name, let lines, let first, let resent) = message, name == assignment else { return false }
-            #expect(first == received.count && !resent, "\(message)")
+            guard case .rankOutput(let name, let lines, let first, let oldestKept) = message, name == assignment else { return false }
+            #expect(first == received.count && !oldestKept, "\(message)")
             received += lines
             return received.count >= 5
         }
@@ -101,7 +101,7 @@ import Testing
         // its oldest: it still has line 0).
         try coordinator.send(.resendOutput(assignment: assignment, from: 2))
         let again = Self.output(try coordinator.receive { if case .rankOutput = $0 { return true } else { return false } })
-        #expect(again.count == 1 && again[0].first == 2 && again[0].lines == ["line3", "line4", "line5"] && !again[0].resent, "\(again)")
+        #expect(again.count == 1 && again[0].first == 2 && again[0].lines == ["line3", "line4", "line5"] && !again[0].oldestKept, "\(again)")
         // A coordinator that does not know the worker: it registers again and sends all it kept.
         try coordinator.send(.unknownWorker(worker: id))
         let registering = try coordinator.receive { if case .rankOutput = $0 { return true } else { return false } }
@@ -111,7 +111,7 @@ import Testing
         }
         #expect(resources.running == [assignment])
         let kept = Self.output(registering)
-        #expect(kept.count == 1 && kept[0].first == 0 && kept[0].lines == received && kept[0].resent, "\(kept)")
+        #expect(kept.count == 1 && kept[0].first == 0 && kept[0].lines == received && kept[0].oldestKept, "\(kept)")
         // Asked for the output of an assignment it never ran, it sends nothing. Stopped, the
         // shell ends (SIGTERM, or SIGKILL after the grace second) and its exit is reported at
         // once, though the `sleep` it started holds the output pipes and Foundation's

@@ -19,7 +19,7 @@ import Testing
         .rankStarted(assignment: "job/1/0", pid: 777),
         .rankOutput(assignment: "job/1/0", lines: ["epoch=1 step=8 train:loss=0.5", "ünïcödé"]),
         .rankOutput(assignment: "job/1/0", lines: ["epoch=2 step=16 train:loss=0.4"], first: 2),
-        .rankOutput(assignment: "job/1/0", lines: ["epoch=1 step=8 train:loss=0.5"], first: 1, resent: true),
+        .rankOutput(assignment: "job/1/0", lines: ["epoch=1 step=8 train:loss=0.5"], first: 1, oldestKept: true),
         .resendOutput(assignment: "job/1/0", from: 7),
         .rankExited(RankExit(assignment: "job/1/1", status: 9, signaled: true, lastError: "")),
         .registered(worker: "w-1", heartbeatMilliseconds: 1000),
