@@ -1,13 +1,13 @@
-// The system calls behind CForgeSystem.h: futexes (syscall(2) is variadic, out of Swift's reach) and
-// CPU affinity (its cpu_set_t macros are too).
+// The system calls behind CForgeSystem.h: futexes and pidfds (syscall(2) is variadic, out of
+// Swift's reach), CPU affinity (its cpu_set_t macros are too), and process exits.
 #define _GNU_SOURCE
 #include "CForgeSystem.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <poll.h>
 #include <linux/futex.h>
 #include <sched.h>
+#include <sys/epoll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -57,22 +57,43 @@ int forge_die_with_parent(int expectedParent) {
     return 0;
 }
 
-int forge_wait_for_exit(int pid) {
+int forge_exit_watch_create(void) {
+    return epoll_create1(EPOLL_CLOEXEC);
+}
+
+int forge_exit_watch_add(int watch, int pid, uint32_t tag) {
 #ifdef SYS_pidfd_open
     int descriptor = (int)syscall(SYS_pidfd_open, pid, 0);
     if (descriptor < 0) return -1;
-    struct pollfd entry = {.fd = descriptor, .events = POLLIN, .revents = 0};
-    int ready;
-    do {
-        ready = poll(&entry, 1, -1);
-    } while (ready < 0 && errno == EINTR);
-    close(descriptor);
-    return ready > 0 ? 0 : -1;
+    // One shot: a pidfd stays readable once its process has exited. The descriptor stays
+    // open (it is small) so the pid cannot be reused under the watch.
+    struct epoll_event event = {.events = EPOLLIN | EPOLLONESHOT, .data.u32 = tag};
+    if (epoll_ctl(watch, EPOLL_CTL_ADD, descriptor, &event) != 0) {
+        int saved = errno;
+        close(descriptor);
+        errno = saved;
+        return -1;
+    }
+    return 0;
 #else
+    (void)watch;
     (void)pid;
+    (void)tag;
     errno = ENOSYS;
     return -1;
 #endif
+}
+
+int forge_exit_watch_next(int watch, uint32_t *tags, int capacity) {
+    struct epoll_event events[64];
+    if (capacity > 64) capacity = 64;
+    int ready;
+    do {
+        ready = epoll_wait(watch, events, capacity, -1);
+    } while (ready < 0 && errno == EINTR);
+    // epoll hands back ready entries in the order they became ready.
+    for (int i = 0; i < ready; i++) tags[i] = events[i].data.u32;
+    return ready;
 }
 
 int forge_peek_exit(int pid, int *status, int *signaled) {

@@ -9,6 +9,9 @@ public enum CollectiveError: Error, Equatable, CustomStringConvertible {
     case protocolViolation(peer: Int, reason: String)
     /// The transport failed talking to `peer`.
     case transport(peer: Int, reason: String)
+    /// `peer` is gone: it closed its connection or its process has exited. `reason` says so
+    /// and names it.
+    case peerLost(peer: Int, reason: String)
     /// The arguments cannot work (bad peer index, buffers of different sizes across ranks).
     case invalidArgument(String)
 
@@ -20,8 +23,29 @@ public enum CollectiveError: Error, Equatable, CustomStringConvertible {
             return "rank \(peer) broke the protocol: \(reason)"
         case .transport(let peer, let reason):
             return "transport to rank \(peer) failed: \(reason)"
+        case .peerLost(_, let reason):
+            return reason
         case .invalidArgument(let reason):
             return "invalid collective call: \(reason)"
+        }
+    }
+}
+
+extension CollectiveError {
+    /// True when another rank failed first: it is gone, or nothing came from it in time. A
+    /// launcher or coordinator seeing ranks fail names the one that did not fail this way.
+    public var peerFailedFirst: Bool {
+        switch self {
+        case .peerLost, .timedOut: return true
+        case .protocolViolation, .transport, .invalidArgument: return false
+        }
+    }
+
+    /// Whether this error ends the connection to `peer` (others may still be read from).
+    func endsConnection(to peer: Int) -> Bool {
+        switch self {
+        case .transport(let failed, _), .peerLost(let failed, _): return failed == peer
+        case .timedOut, .protocolViolation, .invalidArgument: return false
         }
     }
 }

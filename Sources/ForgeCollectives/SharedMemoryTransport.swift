@@ -351,7 +351,7 @@ public final class SharedMemoryTransport: CollectiveTransport {
             let elapsed = DispatchTime.now().uptimeNanoseconds - start
             if elapsed >= limit { throw .timedOut(peer: peer, milliseconds: timeoutMilliseconds) }
             if slice >= 10_000, let pid = peerPID(peer, producer: producer, ring: ring), kill(pid_t(pid), 0) != 0, errno == ESRCH {
-                throw .transport(peer: peer, reason: "rank \(peer) (pid \(pid)) has exited")
+                throw .peerLost(peer: peer, reason: "rank \(peer) (pid \(pid)) has exited")
             }
             slice = min(slice * 2, 20_000)
         }

@@ -337,7 +337,7 @@ public final class SharedReductionArena {
                 throw .timedOut(peer: peer, milliseconds: timeoutMilliseconds)
             }
             if slice >= 10_000, kill(pids[peer], 0) != 0, errno == ESRCH {
-                throw .transport(peer: peer, reason: "rank \(peer) (pid \(pids[peer])) has exited")
+                throw .peerLost(peer: peer, reason: "rank \(peer) (pid \(pids[peer])) has exited")
             }
             slice = min(slice * 2, 20_000)
         }

@@ -412,7 +412,7 @@ public final class SocketTransport: CollectiveTransport {
     private func accept(_ got: Int, from peer: Int) throws(CollectiveError) -> Bool {
         if got > 0 { return true }
         if got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { return false }
-        throw got == 0 ? .transport(peer: peer, reason: "rank \(peer) closed its connection (has it exited?)") : closedOrFailed(peer, "recv")
+        throw got == 0 ? .peerLost(peer: peer, reason: "rank \(peer) closed its connection (has it exited?)") : closedOrFailed(peer, "recv")
     }
 
     /// Moves every whole message other peers have sent into `pending` (all but `except`).
@@ -423,8 +423,8 @@ public final class SocketTransport: CollectiveTransport {
                 let read: Bool
                 do {
                     read = try readAvailable(from: peer, expecting: nil)
-                } catch .transport(let failed, let reason) where failed == peer {
-                    closed[peer] = .transport(peer: failed, reason: reason)
+                } catch where error.endsConnection(to: peer) {
+                    closed[peer] = error
                     break
                 }
                 guard read || inbox[peer].complete else { break }
@@ -487,7 +487,7 @@ public final class SocketTransport: CollectiveTransport {
     private func closedOrFailed(_ peer: Int, _ call: String) -> CollectiveError {
         let code = errno
         if code == ECONNRESET || code == EPIPE {
-            return .transport(peer: peer, reason: "rank \(peer) closed its connection (has it exited?)")
+            return .peerLost(peer: peer, reason: "rank \(peer) closed its connection (has it exited?)")
         }
         return .transport(peer: peer, reason: "\(call) failed: \(String(cString: strerror(code))) (errno \(code))")
     }

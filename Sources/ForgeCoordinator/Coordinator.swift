@@ -106,6 +106,8 @@ public final class Coordinator {
     /// Nodes registered during the current batch of messages: written in one transaction at
     /// its end (a thousand workers registering at once make one write, not a thousand).
     private var registeredNodes: [JobStore.NodeRecord] = []
+    /// How long a rank's failure that blames another waits for that one's own to arrive.
+    static let causeGraceSeconds: TimeInterval = 2
     /// How long the loop lets control messages gather after the first arrives.
     static let batchMicroseconds = 20_000
 
@@ -119,6 +121,10 @@ public final class Coordinator {
         var exited: [Int: RankExit] = [:]
         /// Set once the attempt is failing (the first failure, named).
         var failure: String?
+        /// The first failure of a rank that blames another (RankExit.peerFailedFirst), and when
+        /// it came: it becomes `failure` unless the rank to blame reports its own within
+        /// `causeGraceSeconds` (its report can come a moment after those it brought down).
+        var blamed: (failure: String, since: Date)?
         /// Rank 0 found MASTER_PORT taken: the attempt goes again on another port.
         var portTaken = false
         var stopping = false
@@ -214,7 +220,9 @@ public final class Coordinator {
         attempt.started = Set(0..<worldSize)
         for (rank, ended) in recovery.exited { attempt.exited[rank] = ended.exit }
         let host = { (worker: String) in self.workers[worker]?.resources.host ?? worker }
-        if let (rank, ended) = recovery.exited.sorted(by: { $0.key < $1.key }).first(where: { !$0.value.exit.succeeded }) {
+        let ended = recovery.exited.sorted(by: { $0.key < $1.key })
+        if let (rank, ended) = ended.first(where: { !$0.value.exit.succeeded && !$0.value.exit.peerFailedFirst })
+            ?? ended.first(where: { !$0.value.exit.succeeded }) {
             attempt.failure = "rank \(rank) on \(host(ended.worker)) \(ended.exit.summary)\(Coordinator.detail(of: ended.exit))"
         }
         attempts[job] = attempt
@@ -319,8 +327,13 @@ public final class Coordinator {
         attempt.exited[rank] = exit
         if rank == 0, exit.portTaken { attempt.portTaken = true }
         if let failure, attempt.failure == nil, !attempt.stopping {
-            attempt.failure = failure
-            stopRunningRanks(of: attempt, graceSeconds: 10)
+            if exit.peerFailedFirst {
+                // Held back (nothing is stopped meanwhile) for the failure that caused it.
+                if attempt.blamed == nil { attempt.blamed = (failure, now) }
+            } else {
+                attempt.failure = failure
+                stopRunningRanks(of: attempt, graceSeconds: 10)
+            }
         }
         attempts[job] = attempt
         finishIfDone(job, at: now)
@@ -544,7 +557,8 @@ public final class Coordinator {
 
     /// Once every rank of an attempt has exited: the job completes, retries, fails or stops.
     private func finishIfDone(_ job: String, at now: Date) {
-        guard let attempt = attempts[job], attempt.exited.count == attempt.ranks.count else { return }
+        guard var attempt = attempts[job], attempt.exited.count == attempt.ranks.count else { return }
+        if attempt.failure == nil { attempt.failure = attempt.blamed?.failure }
         attempts[job] = nil
         metricPatterns[job] = nil
         metrics.ended(job: job)
@@ -629,6 +643,11 @@ public final class Coordinator {
                           failure: "rank \(rank) on \(worker.resources.host): its worker stopped heartbeating (silent for more than \(Int(limit)) s)",
                           at: now)
             }
+        }
+        for (job, attempt) in attempts where attempt.failure == nil && !attempt.stopping {
+            guard let blamed = attempt.blamed, now.timeIntervalSince(blamed.since) >= Coordinator.causeGraceSeconds else { continue }
+            attempts[job]?.failure = blamed.failure
+            stopRunningRanks(of: attempt, graceSeconds: 10)
         }
         for (job, attempt) in attempts where !attempt.stopping && now > attempt.deadline {
             apply(.maxRuntimeExceeded, to: job, at: now)

@@ -94,7 +94,7 @@ public struct PreparedData: Sendable {
         do {
             try values.withUnsafeMutableBufferPointer { try group.allReduce($0, op: op) }
         } catch let error as CollectiveError {
-            throw .collective(error.description)
+            throw .group(error)
         } catch {
             throw .collective("\(error)")
         }

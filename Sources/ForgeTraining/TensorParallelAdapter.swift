@@ -33,7 +33,7 @@ public final class TensorParallelAdapter: TensorParallelGroup {
 
     /// Throws the first failure, if any.
     public func check() throws(TrainingError) {
-        if let failure { throw .collective(failure.description) }
+        if let failure { throw .group(failure) }
     }
 }
 

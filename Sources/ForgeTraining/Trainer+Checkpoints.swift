@@ -39,7 +39,7 @@ extension Trainer {
             do {
                 optimizerState = try zero.fullStateTensors()
             } catch {
-                throw .collective(error.description)
+                throw .group(error)
             }
         } else {
             optimizerState = optimizer.stateTensors.map { ($0.name, $0.tensor.toArray()) }
@@ -54,7 +54,7 @@ extension Trainer {
             do {
                 try group.barrier()
             } catch {
-                throw .collective(error.description)
+                throw .group(error)
             }
         }
         try barrier()

@@ -42,7 +42,7 @@ extension Trainer {
                     lossSum = job.run(part: 0)
                 }
             } catch {
-                throw .collective(error.description)
+                throw .group(error)
             }
             try tensorParallel?.check()
         }
@@ -58,7 +58,7 @@ extension Trainer {
             }
             try group.allReduce(lossBuffer, op: .sum)
         } catch {
-            throw .collective(error.description)
+            throw .group(error)
         }
         lossSum = Double(lossBuffer[0])
         stopAgreed = lossBuffer[1] > 0
@@ -76,7 +76,7 @@ extension Trainer {
                               counted: { parameter in parameter.name != copy && (splits[parameter.name] != .replicated || tensorIndex == 0) },
                               sumAcrossPieces: { squares throws(CollectiveError) in try Trainer.sum(squares, over: group, buffer: buffer) })
             } catch {
-                throw .collective(error.description)
+                throw .group(error)
             }
             return lossSum
         }
@@ -104,7 +104,7 @@ extension Trainer {
         do {
             total = try Trainer.sum(squares, over: group, buffer: lossBuffer) / Double(parallel.layout.dataDegree)
         } catch {
-            throw .collective(error.description)
+            throw .group(error)
         }
         return total.squareRoot()
     }
@@ -144,7 +144,7 @@ extension Trainer {
                     correct += correctPredictions(output, labels: dataset.labels[(first + rows.lowerBound)..<(first + rows.upperBound)])
                 }
             } catch {
-                throw .collective(error.description)
+                throw .group(error)
             }
             try tensorParallel?.check()
             start = end
@@ -155,7 +155,7 @@ extension Trainer {
         do {
             try totals.withUnsafeMutableBufferPointer { buffer throws(CollectiveError) in try group.allReduce(buffer, op: .sum) }
         } catch {
-            throw .collective(error.description)
+            throw .group(error)
         }
         return metrics(lossSum: Double(totals[0]) + Double(totals[1]), correct: Int(totals[2]), count: dataset.count)
     }
@@ -202,7 +202,7 @@ extension Trainer {
                 return (name, tensor.shape, tensor.values)
             }
         } catch let error as CollectiveError {
-            throw .collective(error.description)
+            throw .group(error)
         } catch let error as TrainingError {
             throw error
         } catch {
@@ -246,7 +246,7 @@ struct TiedTable {
                 try group.send(UnsafeBufferPointer(values), to: partner, tag: Self.valuesTag)
             }
         } catch {
-            throw .collective(error.description)
+            throw .group(error)
         }
     }
 
@@ -260,7 +260,7 @@ struct TiedTable {
             try group.send(own, to: partner, tag: Self.gradientTag)
             try group.receive(UnsafeMutableBufferPointer(start: theirs, count: count), from: partner, tag: Self.gradientTag)
         } catch {
-            throw .collective(error.description)
+            throw .group(error)
         }
         // The embedding's part first, as one process adds them (the head writes, the embedding adds).
         let gradient = parameter.gradient.hostPointer

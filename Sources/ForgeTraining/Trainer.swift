@@ -121,7 +121,7 @@ public final class Trainer {
             do {
                 try group.allReduce(vote, op: .max)
             } catch {
-                throw .collective(error.description)
+                throw .group(error)
             }
             overlapReduction = vote[0] > 0
         }
@@ -231,7 +231,7 @@ public final class Trainer {
                 do {
                     shared = try group.sharedBuffer(count: line + (shardsUpdate ? padded + total : total))
                 } catch {
-                    throw .collective(error.description)
+                    throw .group(error)
                 }
                 if let shared, shardsUpdate {
                     valueMemory = UnsafeMutableBufferPointer(rebasing: shared[line..<(line + total)])
@@ -371,7 +371,7 @@ public final class Trainer {
             do {
                 try group.barrier()
             } catch {
-                throw .collective(error.description)
+                throw .group(error)
             }
         }
         if let checkpoints, let (checkpoint, path) = try checkpoints.loadLatest() {
@@ -498,7 +498,7 @@ public final class Trainer {
             do {
                 try group.allReduce(fused, op: .sum)
             } catch {
-                throw .collective(error.description)
+                throw .group(error)
             }
             lossSum = Double(fused[0])
             stopAgreed = fused[1] > 0
@@ -510,7 +510,7 @@ public final class Trainer {
             do {
                 try reducer.wait()
             } catch {
-                throw .collective(error.description)
+                throw .group(error)
             }
             lossSum = Double(lossBuffer[0])
             stopAgreed = lossBuffer[1] > 0
@@ -527,7 +527,7 @@ public final class Trainer {
             do {
                 try zero.step(maxGradientNorm: plan.gradientClip > 0 ? plan.gradientClip : nil, scalars: scalars)
             } catch {
-                throw .collective(error.description)
+                throw .group(error)
             }
             lossSum = Double(scalars[0])
             stopAgreed = scalars[1] > 0

@@ -136,7 +136,7 @@ public enum TrainingJob {
         do {
             try widths.withUnsafeMutableBufferPointer { try group.allReduce($0, op: .max) }
         } catch let error as CollectiveError {
-            throw TrainingError.collective(error.description)
+            throw TrainingError.group(error)
         }
         let widest = Int(widths[0]), narrowest = Int(-widths[1])
         guard widest != dataset.width else { return dataset }

@@ -111,8 +111,23 @@ public struct RankExit: Codable, Sendable, Equatable {
 
     public var portTaken: Bool { !signaled && status == RankExit.portTakenStatus && lastError.contains("MASTER_PORT") }
 
+    /// The status of a rank that stopped because another rank failed first: that one closed
+    /// its connection, exited, or sent nothing in time (EX_PROTOCOL). Whoever names a failed
+    /// attempt names a rank that failed otherwise, when there is one.
+    public static let peerFailedStatus: Int32 = 76
+
+    /// Whether `status`/`signaled` is a rank's exit after another rank failed first.
+    public static func peerFailedFirst(status: Int32, signaled: Bool) -> Bool {
+        !signaled && status == peerFailedStatus
+    }
+
+    public var peerFailedFirst: Bool { RankExit.peerFailedFirst(status: status, signaled: signaled) }
+
     /// "exited with status 1" / "was killed by signal 9".
-    public var summary: String { signaled ? "was killed by signal \(status)" : "exited with status \(status)" }
+    public var summary: String {
+        if signaled { return "was killed by signal \(status)" }
+        return "exited with status \(status)" + (peerFailedFirst ? " (another rank failed first)" : "")
+    }
 }
 
 /// A control-plane message.

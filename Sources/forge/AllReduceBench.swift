@@ -114,7 +114,7 @@ struct AllReduceBench: ParsableCommand {
             throw error
         } catch {
             FileHandle.standardError.write(Data("error: rank \(rank): \(error)\n".utf8))
-            throw ExitCode.failure
+            throw RankEnvironment.failureStatus(error)
         }
     }
 }

@@ -95,6 +95,14 @@ struct ScriptContainer {
         }
         let python = try PythonEnvironments.prepare(ScriptFramework(image: job.image),
                                                     requirements: (codeDirectory as NSString).appendingPathComponent("requirements.txt"))
+        if program.hasSuffix(".sh") {
+            // The toolkit runs a shell entry point as ./program, and makes it executable first:
+            // a tarball made without the bit must not fail with status 126.
+            let path = (codeDirectory as NSString).appendingPathComponent(program)
+            if let attributes = try? fileManager.attributesOfItem(atPath: path), let mode = attributes[.posixPermissions] as? Int {
+                try? fileManager.setAttributes([.posixPermissions: mode | 0o111], ofItemAtPath: path)
+            }
+        }
         let command = self.command(program: program, python: python)
         var environment = inherited
         for (key, value) in containerVariables() { environment[key] = value }

@@ -3,6 +3,7 @@
 import ArgumentParser
 import CForgeSystem
 import ForgeCollectives
+import ForgeWire
 import Foundation
 
 struct LaunchCommand: ParsableCommand {
@@ -102,13 +103,9 @@ struct LaunchCommand: ParsableCommand {
                 CPUBinding.pinCallingThread(to: share)
             }
             let index = processes.count
-            process.terminationHandler = { _ in exits.record(index) }
             do {
                 try process.run()
-                // Foundation reaps children in no particular order once several have exited;
-                // a pidfd wakes a watcher the moment this one exits.
-                let pid = process.processIdentifier
-                Thread { if forge_wait_for_exit(pid) == 0 { exits.record(index) } }.start()
+                exits.watch(process, as: index)
             } catch {
                 for started in processes { started.terminate() }
                 FileHandle.standardError.write(Data("error: cannot start rank \(rank) (\(arguments[0])): \(error.localizedDescription)\n".utf8))
@@ -116,33 +113,51 @@ struct LaunchCommand: ParsableCommand {
             }
             processes.append(process)
         }
-        // Wait for all; the first failure stops the rest.
+        // Wait for all; the first failure stops the rest. Endings are read with waitid(WNOWAIT)
+        // (RankEnding), not Foundation's isRunning, which lags the exit by as long as its own
+        // reaping takes: a rank reaped late must not let a peer it brought down be named instead.
+        func running() -> Bool { processes.contains { RankEnding(of: $0) == nil } }
+        func stopAll() {
+            for process in processes where RankEnding(of: process) == nil { process.terminate() }
+            let deadline = Date().addingTimeInterval(5)
+            while running() && Date() < deadline { usleep(20_000) }
+            for process in processes where RankEnding(of: process) == nil { kill(process.processIdentifier, SIGKILL) }
+        }
+        func describe(_ index: Int, _ ending: RankEnding) -> String {
+            "rank \(nodeRank * nproc + index) (pid \(processes[index].processIdentifier)) on \(host) \(ending)"
+        }
+        // A rank that failed because another did first (RankExit.peerFailedStatus) is named only
+        // when no other failure shows within `LaunchCommand.causeGrace`: a peer that crashed can
+        // be seen to exit a moment after the ranks it brought down. Nothing is stopped meanwhile,
+        // so every failure seen in that time is one of the ranks' own.
         var failure: String?
-        while processes.contains(where: \.isRunning) {
+        var peerFailureSeen: Date?
+        while running() {
             if let signal = stopSignal.received {
-                for process in processes where process.isRunning { process.terminate() }
-                let deadline = Date().addingTimeInterval(5)
-                while processes.contains(where: \.isRunning) && Date() < deadline { usleep(20_000) }
-                for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+                stopAll()
                 for process in processes { SharedMemoryTransport.removeMailboxes(ofProcess: process.processIdentifier) }
                 FileHandle.standardError.write(Data("forge launch: stopped all ranks on signal \(signal)\n".utf8))
                 throw ExitCode(128 + signal)
             }
-            if failure == nil, let index = exits.indices.first(where: { !processes[$0].isRunning && !LaunchCommand.succeeded(processes[$0]) }) {
-                let process = processes[index]
-                failure = "rank \(nodeRank * nproc + index) (pid \(process.processIdentifier)) on \(host) \(LaunchCommand.describe(process))"
-                for other in processes where other.isRunning { other.terminate() }
-                let deadline = Date().addingTimeInterval(5)
-                while processes.contains(where: \.isRunning) && Date() < deadline { usleep(20_000) }
-                for other in processes where other.isRunning { kill(other.processIdentifier, SIGKILL) }
+            if failure == nil {
+                let order = exits.indices
+                if let (index, ending) = RankEnding.firstFailure(in: order, of: processes, causesOnly: true) {
+                    failure = describe(index, ending)
+                } else if let (index, ending) = RankEnding.firstFailure(in: order, of: processes, causesOnly: false) {
+                    let seen = peerFailureSeen ?? Date()
+                    peerFailureSeen = seen
+                    if Date().timeIntervalSince(seen) >= LaunchCommand.causeGrace { failure = describe(index, ending) }
+                }
+                if failure != nil { stopAll() }
             }
             usleep(20_000)
         }
         // A rank killed before its group formed leaves its shared-memory mailbox behind.
         for process in processes { SharedMemoryTransport.removeMailboxes(ofProcess: process.processIdentifier) }
-        if failure == nil, let index = (exits.indices + Array(processes.indices)).first(where: { !LaunchCommand.succeeded(processes[$0]) }) {
-            let process = processes[index]
-            failure = "rank \(nodeRank * nproc + index) (pid \(process.processIdentifier)) on \(host) \(LaunchCommand.describe(process))"
+        let order = exits.indices + Array(processes.indices)
+        if failure == nil, let (index, ending) = RankEnding.firstFailure(in: order, of: processes, causesOnly: true)
+            ?? RankEnding.firstFailure(in: order, of: processes, causesOnly: false) {
+            failure = describe(index, ending)
         }
         if let failure {
             FileHandle.standardError.write(Data("error: \(failure); stopped the other ranks\n".utf8))
@@ -150,21 +165,14 @@ struct LaunchCommand: ParsableCommand {
         }
     }
 
+    /// How long a failure that blames another rank waits to be explained by that rank's own.
+    static let causeGrace: TimeInterval = 2
+
     /// "HOST:PORT" → (HOST, PORT).
     static func split(_ endpoint: String) -> (host: String, port: Int)? {
         guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]),
               (1...65535).contains(port), colon != endpoint.startIndex else { return nil }
         return (String(endpoint[..<colon]), port)
-    }
-
-    static func succeeded(_ process: Process) -> Bool {
-        process.terminationReason == .exit && process.terminationStatus == 0
-    }
-
-    static func describe(_ process: Process) -> String {
-        process.terminationReason == .uncaughtSignal
-            ? "was killed by signal \(process.terminationStatus)"
-            : "exited with status \(process.terminationStatus)"
     }
 
     /// `forge` means this very executable; other names are looked up on PATH.
@@ -237,15 +245,96 @@ final class SignalLatch: @unchecked Sendable {
 /// The do-nothing handler SignalLatch installs.
 private let ignoreSignal: @convention(c) (Int32) -> Void = { _ in }
 
-/// The local ranks in the order they exited, recorded from Foundation's termination handlers.
+/// How a rank process ended: its exit status, or the signal that killed it.
+struct RankEnding: Equatable, CustomStringConvertible {
+    var status: Int32
+    var signaled: Bool
+
+    var succeeded: Bool { !signaled && status == 0 }
+    var peerFailedFirst: Bool { RankExit.peerFailedFirst(status: status, signaled: signaled) }
+    var description: String {
+        if signaled { return "was killed by signal \(status)" }
+        return "exited with status \(status)" + (peerFailedFirst ? " (another rank failed first)" : "")
+    }
+
+    /// How `process` ended, or nil while it runs. waitid(WNOWAIT) reads a zombie without
+    /// reaping it (Foundation still does that); once Foundation has reaped it, Foundation knows.
+    init?(of process: Process) {
+        var status: Int32 = 0, signaled: Int32 = 0
+        switch forge_peek_exit(process.processIdentifier, &status, &signaled) {
+        case 1: self.init(status: status, signaled: signaled != 0)
+        case 0: return nil
+        default:
+            guard !process.isRunning else { return nil }
+            self.init(status: process.terminationStatus, signaled: process.terminationReason == .uncaughtSignal)
+        }
+    }
+
+    init(status: Int32, signaled: Bool) {
+        self.status = status
+        self.signaled = signaled
+    }
+
+    /// The first rank in `order` (the order they were seen to exit) that failed, leaving out
+    /// those that failed because another rank did first when `causesOnly`. Nil while none has,
+    /// and also while an earlier one's ending cannot be read yet: naming a later rank then
+    /// could blame a peer that only failed because the earlier one was gone.
+    static func firstFailure(in order: [Int], of processes: [Process], causesOnly: Bool) -> (Int, RankEnding)? {
+        for index in order {
+            guard let ending = RankEnding(of: processes[index]) else { return nil }
+            if !ending.succeeded && !(causesOnly && ending.peerFailedFirst) { return (index, ending) }
+        }
+        return nil
+    }
+}
+
+/// The local ranks in the order they exited.
 ///
-/// Concurrency: `@unchecked Sendable`; `lock` guards `order`.
+/// Foundation reaps children in no particular order once several have exited, and a thread
+/// woken per child runs whenever the scheduler lets it, so neither tells which rank went
+/// first. The kernel does: an epoll set of pidfds (forge_exit_watch_*) queues each exit as it
+/// happens, and one thread drains it in that order. Where pidfds are missing (kernels before
+/// 5.3), a thread per rank waits on Foundation instead, and the order is only roughly right.
+///
+/// Concurrency: `@unchecked Sendable`; `lock` guards `order`; the watch descriptor is written
+/// once in init and only read after.
 final class ExitOrder: @unchecked Sendable {
     private let lock = NSLock()
     private var order: [Int] = []
+    private let watchDescriptor = forge_exit_watch_create()
+    private var draining = false
+
+    /// Starts watching `process` (already running) as local rank `index`.
+    func watch(_ process: Process, as index: Int) {
+        if watchDescriptor >= 0, forge_exit_watch_add(watchDescriptor, process.processIdentifier, UInt32(index)) == 0 {
+            startDraining()
+        } else if errno == ESRCH {
+            record(index)  // Gone, and reaped, already.
+        } else {
+            Thread { [self] in
+                process.waitUntilExit()
+                record(index)
+            }.start()
+        }
+    }
+
+    private func startDraining() {
+        lock.lock()
+        defer { lock.unlock() }
+        guard !draining else { return }
+        draining = true
+        Thread { [self] in
+            var tags = [UInt32](repeating: 0, count: 64)
+            while true {
+                let count = forge_exit_watch_next(watchDescriptor, &tags, Int32(tags.count))
+                if count < 0 { return }
+                for tag in tags.prefix(Int(count)) { record(Int(tag)) }
+            }
+        }.start()
+    }
 
     /// Notes that local rank `index` exited (once; later reports of it are ignored).
-    func record(_ index: Int) {
+    private func record(_ index: Int) {
         lock.lock()
         if !order.contains(index) { order.append(index) }
         lock.unlock()

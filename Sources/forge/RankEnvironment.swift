@@ -1,6 +1,7 @@
 // The data-parallel group a rank process joins: what `forge launch` put in its environment.
 import ArgumentParser
 import ForgeCollectives
+import ForgeTraining
 import ForgeTransport
 import ForgeWire
 import Foundation
@@ -11,6 +12,16 @@ enum RankEnvironment {
     /// words its error line starts with: a coordinator retries such an attempt on another port.
     static let portTakenStatus = RankExit.portTakenStatus
     static let portTakenMarker = "MASTER_PORT"
+
+    /// The status a rank exits with after `error`: RankExit.peerFailedStatus when another rank
+    /// failed first (so that a launcher or coordinator names that one), 1 otherwise.
+    static func failureStatus(_ error: any Error) -> ExitCode {
+        switch error {
+        case let error as CollectiveError where error.peerFailedFirst: return ExitCode(RankExit.peerFailedStatus)
+        case TrainingError.peerFailed: return ExitCode(RankExit.peerFailedStatus)
+        default: return .failure
+        }
+    }
 
     /// Whether a rank computing on `threads` threads should all-reduce gradients on a thread
     /// of its own, overlapped with backward: only when a CPU is left over for it (this

@@ -206,7 +206,7 @@ struct TrainCommand: ParsableCommand {
         } catch {
             display.finish()
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-            throw ExitCode.failure
+            throw RankEnvironment.failureStatus(error)
         }
     }
 

@@ -113,7 +113,7 @@ import Glibc
         let transport = try connected.get()
         shutdown(peer.descriptor, Int32(SHUT_RDWR))
         let started = Date()
-        #expect(receive(transport) == .transport(peer: 1, reason: "rank 1 closed its connection (has it exited?)"))
+        #expect(receive(transport) == .peerLost(peer: 1, reason: "rank 1 closed its connection (has it exited?)"))
         #expect(Date().timeIntervalSince(started) < 5)
     }
 

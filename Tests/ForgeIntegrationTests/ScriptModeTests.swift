@@ -168,6 +168,51 @@ import Testing
         #expect(described.contains("sagemaker_program"), "the reason says what is missing: \(described)")
     }
 
+    /// One rank fails, and the other stops because it did (exit status 76, as a forge rank
+    /// that lost its peer exits) and is reported first: the job's reason names the rank that
+    /// failed, with what it wrote, not the one it took down.
+    @Test func theRankThatFailedIsNamedNotThePeerItTookDown() throws {
+        let cluster = try LocalCluster(workers: 2)
+        let scratch = try TemporaryDirectory()
+        let source = try TemporaryDirectory()
+        // algo-1 gives up as a forge rank does when its peer is gone, and only then does algo-2
+        // fail, so algo-1's exit is usually reported first.
+        _ = try source.write("""
+        if [ "$SM_CURRENT_HOST" = algo-1 ]; then touch "$SIGNAL_DIR/gave-up"; exit 76; fi
+        while [ ! -e "$SIGNAL_DIR/gave-up" ]; do sleep 0.05; done
+        echo "rank 1 ran out of memory" > "$SM_OUTPUT_DIR/failure"
+        exit 3
+        """, to: "train.sh")
+        let tarball = cluster.directory.file("state/objects/data/blame/source/sourcedir.tar.gz")
+        try FileManager.default.createDirectory(atPath: (tarball as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let tar = try ExternalTool.run(["tar", "-czf", tarball, "-C", source.path, "train.sh"])
+        #expect(tar.status == 0, "\(tar.standardError)")
+        let spec = try cluster.directory.write("""
+        TrainingJobName: blame
+        RoleArn: arn:aws:iam::123456789012:role/forge
+        AlgorithmSpecification: {TrainingImage: "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3", TrainingInputMode: File}
+        HyperParameters: {sagemaker_program: '"train.sh"', sagemaker_submit_directory: '"s3://data/blame/source/sourcedir.tar.gz"'}
+        InputDataConfig:
+          - ChannelName: train
+            DataSource: {S3DataSource: {S3DataType: S3Prefix, S3Uri: "s3://data/train"}}
+        OutputDataConfig: {S3OutputPath: "s3://data/models"}
+        ResourceConfig: {InstanceType: ml.m5.large, InstanceCount: 2}
+        Environment: {SIGNAL_DIR: "\(scratch.path)"}
+        """, to: "blame.yaml")
+        let submitted = try cluster.forge(["submit", spec])
+        #expect(submitted.status == 0, "\(submitted)")
+        var described = ""
+        for _ in 0..<600 {
+            described = try cluster.forge(["describe", "blame"]).standardOutput
+            if described.contains("\"TrainingJobStatus\" : \"Failed\"") { break }
+            usleep(200_000)
+        }
+        #expect(described.contains("\"TrainingJobStatus\" : \"Failed\""), "\(described)")
+        #expect(described.contains("rank 1 ") && described.contains("exited with status 3"), "\(described)")
+        #expect(described.contains("rank 1 ran out of memory"), "\(described)")
+        #expect(!described.contains("status 76"), "\(described)")
+    }
+
     /// The user's program runs under `forge container-exec`: when the `forge container` above
     /// it is killed outright, the program goes too, even if it ignores SIGTERM.
     @Test func aScriptDiesWithTheContainerThatStartedIt() throws {

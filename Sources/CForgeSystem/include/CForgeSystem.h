@@ -75,9 +75,18 @@ int forge_pin_thread(const int *cpus, int count);
 /// worker was killed must not train on as an orphan). Returns 0; -1 with errno set when prctl
 /// fails, or with errno ESRCH when the parent is no longer `expectedParent` (it died first).
 int forge_die_with_parent(int expectedParent);
-/// Blocks until process `pid` (a child, or any process) exits, without reaping it (a pidfd);
-/// returns 0, or -1 with errno set (ENOSYS on kernels before 5.3).
-int forge_wait_for_exit(int pid);
+/// An exit watch: an epoll set of pidfds that reports processes in the order they exited.
+/// The kernel queues a pidfd's readiness the moment its process exits, in the exiting task
+/// itself, so the order survives however late the watching thread gets to run. Returns the
+/// watch's descriptor, or -1 with errno set.
+int forge_exit_watch_create(void);
+/// Adds process `pid` to `watch` under `tag` (a pidfd, never reaping it). Returns 0; -1 with
+/// errno ESRCH when it is gone already, ENOSYS on kernels without pidfds (before 5.3).
+int forge_exit_watch_add(int watch, int pid, uint32_t tag);
+/// Blocks until at least one watched process has exited and stores the tags of up to
+/// `capacity` of them in `tags`, oldest exit first; each is reported once. Returns how many,
+/// or -1 with errno set.
+int forge_exit_watch_next(int watch, uint32_t *tags, int capacity);
 
 /// Whether child `pid` has ended, without reaping it (waitid with WNOWAIT, so whoever waits for
 /// it later still can): 1 with `*status` (the exit status, or the signal) and `*signaled` set,
