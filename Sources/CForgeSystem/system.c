@@ -57,6 +57,10 @@ int forge_die_with_parent(int expectedParent) {
     return 0;
 }
 
+int forge_become_subreaper(void) {
+    return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+}
+
 int forge_exit_watch_create(void) {
     return epoll_create1(EPOLL_CLOEXEC);
 }

@@ -59,6 +59,8 @@ public final class WorkerAgent {
     /// Processes that ended but Foundation has not reaped yet (a child they left holds one of
     /// their descriptors): kept until it has.
     private var unreaped: [Process] = []
+    /// When adopted orphans were last reaped.
+    private var lastReap = DispatchTime.now()
 
     private final class RunningRank {
         let assignment: RankAssignment
@@ -98,6 +100,10 @@ public final class WorkerAgent {
         if let path = configuration.clusterKeyPath { try socket.makeCurveClient(try ClusterKey.load(path: path)) }
         socket.sendTimeoutMilliseconds = 1000
         try socket.connect(configuration.coordinator)
+        // What a rank leaves behind, orphaned, becomes this worker's to find and reap.
+        if forge_become_subreaper() != 0 {
+            logger.warning("worker \(id): cannot become a subreaper (\(String(cString: strerror(errno)))); a rank's orphans go to init")
+        }
     }
 
     /// Runs until `shouldStop()` is true, then stops every rank (SIGTERM, then SIGKILL after
@@ -206,6 +212,8 @@ public final class WorkerAgent {
         environment["FORGE_NODE_ADDR"] = configuration.host
         // A forge rank asks the kernel to kill it when this worker dies, as a lost node's would.
         environment["FORGE_WORKER_PID"] = String(getpid())
+        // Whatever the rank starts carries it, so what it leaves running can be found (Leftovers).
+        environment[Leftovers.variable] = assignment.id
         process.environment = environment
         do {
             try FileManager.default.createDirectory(atPath: assignment.workDirectory, withIntermediateDirectories: true)
@@ -243,6 +251,9 @@ public final class WorkerAgent {
             // another group: the kernel does not hand out a pid while a group of that id has a
             // member, and a freed one comes round again only after the whole pid space.
             kill(-rank.process.processIdentifier, SIGKILL)
+            // And what left the group: found by the assignment it still carries.
+            let strays = Leftovers.kill(of: id)
+            if strays > 0 { logger.info("worker \(self.id): killed \(strays) process(es) \(id) left outside its process group") }
             // The pipes may still hold the last lines.
             rank.output.finish()
             let (tail, lost) = rank.output.take()
@@ -259,6 +270,11 @@ public final class WorkerAgent {
             unreaped.append(rank.process)
         }
         unreaped.removeAll { !$0.isRunning }
+        if DispatchTime.now().uptimeNanoseconds - lastReap.uptimeNanoseconds >= 1_000_000_000 {
+            // Orphans handed to this subreaper are reaped here; Foundation reaps only its own.
+            Leftovers.reapAdopted(known: Set((ranks.values.map(\.process) + unreaped).map(\.processIdentifier)))
+            lastReap = .now()
+        }
         if DispatchTime.now().uptimeNanoseconds - lastHeartbeat.uptimeNanoseconds >= UInt64(heartbeatMilliseconds) * 1_000_000 {
             try send(.heartbeat(worker: id, running: ranks.keys.sorted()))
             lastHeartbeat = .now()

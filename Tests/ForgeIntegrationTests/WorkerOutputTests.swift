@@ -74,9 +74,11 @@ import Testing
                 if state == nil || state == "Z" { break }
                 usleep(50_000)
             }
-            // The rank's child, left running on purpose.
-            if let pid = (try? String(contentsOfFile: directory.file("work/echo/sleeper.pid"), encoding: .utf8)).flatMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) {
-                kill(pid, SIGKILL)
+            // The rank's children, left running on purpose.
+            for name in ["sleeper", "daemon"] {
+                if let pid = (try? String(contentsOfFile: directory.file("work/echo/\(name).pid"), encoding: .utf8)).flatMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) {
+                    kill(pid, SIGKILL)
+                }
             }
         }
         guard case .register(let id, _) = try coordinator.receive() else {
@@ -86,7 +88,7 @@ import Testing
         try coordinator.send(.registered(worker: id, heartbeatMilliseconds: 200))
         let assignment = "echo/1/0"
         try coordinator.send(.assign(RankAssignment(id: assignment, job: "echo", attempt: 1, rank: 0, worldSize: 1,
-                                                    arguments: ["/bin/sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done; sleep 120 & echo $! > sleeper.pid; wait"],
+                                                    arguments: ["/bin/sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done; sleep 120 & echo $! > sleeper.pid; setsid sleep 121 & echo $! > daemon.pid; wait"],
                                                     environment: [:], workDirectory: directory.file("work/echo"))))
         // The five lines, numbered from 0 in the order written, however they are batched.
         var received: [String] = []
@@ -122,15 +124,22 @@ import Testing
         #expect(Self.output(ending).isEmpty, "no output for an assignment the worker never ran, nor new lines: \(ending)")
         guard case .rankExited(let exit)? = ending.last else { return }
         #expect(exit.signaled && [SIGTERM, SIGKILL].contains(exit.status), "\(exit)")
-        // And the `sleep` went with it, as what a container runs ends with the container.
-        let sleeper = try #require(Int32(try String(contentsOfFile: directory.file("work/echo/sleeper.pid"), encoding: .utf8)
-            .trimmingCharacters(in: .whitespacesAndNewlines)))
+        // And the `sleep` went with it, as what a container runs ends with the container; so did
+        // the one in a session of its own, which, orphaned, became the worker's child and was
+        // reaped by it (gone, not a zombie: a zombie's parent is the worker, still running).
+        func state(_ pid: Int32) -> Substring? {
+            (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8))?.split(separator: " ").dropFirst(2).first
+        }
+        func pid(_ name: String) throws -> Int32 {
+            try #require(Int32(try String(contentsOfFile: directory.file("work/echo/\(name).pid"), encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines)))
+        }
+        let sleeper = try pid("sleeper"), daemon = try pid("daemon")
         var gone = false
         for _ in 0..<100 where !gone {
-            let state = (try? String(contentsOfFile: "/proc/\(sleeper)/stat", encoding: .utf8))?.split(separator: " ").dropFirst(2).first
-            gone = state == nil || state == "Z"
+            gone = [nil, "Z"].contains(state(sleeper)) && state(daemon) == nil
             if !gone { usleep(100_000) }
         }
-        #expect(gone, "the rank's leftover child \(sleeper) still runs")
+        #expect(gone, "the rank's leftovers still run: \(sleeper) is \(state(sleeper) ?? "gone"), \(daemon) (own session) is \(state(daemon) ?? "gone")")
     }
 }

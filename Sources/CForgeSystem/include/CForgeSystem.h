@@ -75,6 +75,10 @@ int forge_pin_thread(const int *cpus, int count);
 /// worker was killed must not train on as an orphan). Returns 0; -1 with errno set when prctl
 /// fails, or with errno ESRCH when the parent is no longer `expectedParent` (it died first).
 int forge_die_with_parent(int expectedParent);
+/// Makes the calling process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER):
+/// what its children leave running, even in a session of its own, becomes its child rather
+/// than init's. Returns 0, or -1 with errno set.
+int forge_become_subreaper(void);
 /// An exit watch: an epoll set of pidfds that reports processes in the order they exited.
 /// The kernel queues a pidfd's readiness the moment its process exits, in the exiting task
 /// itself, so the order survives however late the watching thread gets to run. Returns the
