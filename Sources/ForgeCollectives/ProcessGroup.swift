@@ -94,13 +94,33 @@ public final class ProcessGroup {
                                           timeoutMilliseconds: timeoutMilliseconds)
         }
         let me = PeerAddress(endpoint: zmq.endpoint, host: shm == nil ? nil : host, mailbox: shm?.mailbox, socket: sockets?.endpoint)
-        let peers = try Rendezvous.exchange(configuration, address: me, context: context, key: key)
-        var local = Set<Int>()
-        if let shm, let host {
+        // Each rank maps the mailboxes of the peers on its host; a pair talks through shared
+        // memory only when both sides could (a full /dev/shm fails one side, and a pair must
+        // agree on how it talks), else over the sockets.
+        var refusals: [Int: String] = [:]
+        let (peers, mapped) = try Rendezvous.exchange(configuration, address: me, context: context, key: key) { peers in
+            guard let shm, let host else { return [] }
+            var attached: [Int] = []
             for peer in 0..<worldSize where peer != rank && peers[peer].host == host {
                 guard let mailbox = peers[peer].mailbox else { continue }
-                try shm.attach(peer: peer, mailbox: mailbox)
-                local.insert(peer)
+                do throws(CollectiveError) {
+                    try shm.attach(peer: peer, mailbox: mailbox)
+                    attached.append(peer)
+                } catch {
+                    refusals[peer] = error.description
+                }
+            }
+            return attached
+        }
+        var local = Set<Int>()
+        if let shm {
+            for peer in 0..<worldSize where peer != rank && shm.isAttached(peer) {
+                if mapped[peer].contains(rank) {
+                    local.insert(peer)
+                } else {
+                    shm.detach(peer: peer)
+                    refusals[peer] = "rank \(peer) could not map this rank's mailbox"
+                }
             }
         }
         // Every rank sees the same addresses, so every rank makes the same choice.
@@ -112,16 +132,25 @@ public final class ProcessGroup {
             try zmq.connect(to: peers.map(\.endpoint), skipping: local)
             remote = zmq
         }
-        guard let shm, !local.isEmpty else { return ProcessGroup(transport: remote, chunkElements: chunkElements, smallAllReduceBytes: smallAllReduceBytes) }
+        guard let shm, !local.isEmpty else {
+            let group = ProcessGroup(transport: remote, chunkElements: chunkElements, smallAllReduceBytes: smallAllReduceBytes)
+            group.sharedMemoryRefusals = refusals
+            return group
+        }
         let routes: [any CollectiveTransport] = (0..<worldSize).map { local.contains($0) ? shm as any CollectiveTransport : remote }
         let group = ProcessGroup(transport: local.count == worldSize - 1 ? shm : RoutedTransport(routes: routes, rank: rank),
                                  chunkElements: chunkElements, smallAllReduceBytes: smallAllReduceBytes)
+        group.sharedMemoryRefusals = refusals
         // Once every rank has mapped its peers' mailboxes, the files can go: the mappings stay,
         // and nothing is left behind in /dev/shm however the job ends.
         try group.barrier()
         shm.unlinkMailbox()
         return group
     }
+
+    /// Peers on this rank's host it reaches over sockets because the pair could not share
+    /// memory, and why (a full /dev/shm, most often).
+    public internal(set) var sharedMemoryRefusals: [Int: String] = [:]
 
     /// How many peers this rank reaches through shared memory.
     public var sharedMemoryPeers: Int {

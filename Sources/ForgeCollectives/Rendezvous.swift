@@ -1,6 +1,7 @@
 // Rendezvous, torchrun-style: rank 0 listens on the master address; every other rank tells it
-// its data-plane endpoint; once all have, rank 0 answers each with the full list. No
-// coordinator is needed.
+// its data-plane endpoint; once all have, rank 0 answers each with the full list. A second round
+// the same way gathers what each rank made of the list (which peers' shared memory it could
+// map), so that every pair agrees on how it talks. No coordinator is needed.
 import ForgeTransport
 import Foundation
 
@@ -57,22 +58,29 @@ struct RendezvousMessage: Codable, Equatable {
     var address: PeerAddress?
     /// … or every rank's address in rank order (answer).
     var addresses: [PeerAddress]?
+    /// Second round: the peers whose mailboxes the sender mapped (hello) …
+    var mapped: [Int]?
+    /// … or every rank's, in rank order (answer).
+    var everyMapped: [[Int]]?
 }
 
 public enum Rendezvous {
-    /// Exchanges data-plane addresses: returns every rank's, in rank order.
-    /// A rank that does not show up within the timeout is an error naming it.
+    /// Exchanges data-plane addresses, then what each rank made of them: `map` runs on every
+    /// rank once all addresses are known and returns the peers whose shared memory it mapped.
+    /// Returns every rank's address and every rank's mapped peers, in rank order. A rank that
+    /// does not show up within the timeout is an error naming it.
     public static func exchange(_ configuration: RendezvousConfiguration, address endpoint: PeerAddress, context: ZMQContext,
-                                key: ClusterKey?) throws(CollectiveError) -> [PeerAddress] {
+                                key: ClusterKey?,
+                                map: ([PeerAddress]) -> [Int] = { _ in [] }) throws(CollectiveError) -> (addresses: [PeerAddress], mapped: [[Int]]) {
         let (rank, worldSize) = (configuration.rank, configuration.worldSize)
         guard worldSize >= 1, rank >= 0, rank < worldSize else {
             throw .invalidArgument("rank \(rank) of a group of \(worldSize)")
         }
-        guard worldSize > 1 else { return [endpoint] }
+        guard worldSize > 1 else { return ([endpoint], [map([endpoint])]) }
         do {
             return try rank == 0
-                ? serve(configuration, endpoint: endpoint, context: context, key: key)
-                : join(configuration, endpoint: endpoint, context: context, key: key)
+                ? serve(configuration, endpoint: endpoint, context: context, key: key, map: map)
+                : join(configuration, endpoint: endpoint, context: context, key: key, map: map)
         } catch let error as CollectiveError {
             throw error
         } catch let error as TransportError {
@@ -84,7 +92,7 @@ public enum Rendezvous {
     }
 
     private static func serve(_ configuration: RendezvousConfiguration, endpoint: PeerAddress, context: ZMQContext,
-                              key: ClusterKey?) throws -> [PeerAddress] {
+                              key: ClusterKey?, map: ([PeerAddress]) -> [Int]) throws -> (addresses: [PeerAddress], mapped: [[Int]]) {
         let socket = try ZMQSocket(context, kind: .router)
         if let key { try socket.makeCurveServer(key) }
         try socket.bind(configuration.master)
@@ -117,11 +125,30 @@ public enum Rendezvous {
             let answer = RendezvousMessage(rank: 0, worldSize: configuration.worldSize, address: nil, addresses: all)
             try socket.send([identities[peer], [UInt8](try JSONEncoder().encode(answer))])
         }
-        return all
+        // Second round, from the ranks now known by their identities.
+        var mapped = [[Int]?](repeating: nil, count: configuration.worldSize)
+        mapped[0] = map(all)
+        while mapped.contains(where: { $0 == nil }) {
+            socket.receiveTimeoutMilliseconds = configuration.timeoutMilliseconds
+            let frames = try socket.receive()
+            guard frames.count == 2 else { continue }
+            let hello = try JSONDecoder().decode(RendezvousMessage.self, from: Data(frames[1]))
+            guard hello.rank > 0, hello.rank < configuration.worldSize, identities[hello.rank] == frames[0],
+                  let theirs = hello.mapped, mapped[hello.rank] == nil else {
+                throw CollectiveError.protocolViolation(peer: hello.rank, reason: "an unexpected second rendezvous message from rank \(hello.rank)")
+            }
+            mapped[hello.rank] = theirs
+        }
+        let everyMapped = mapped.map { $0 ?? [] }
+        for peer in 1..<configuration.worldSize {
+            let answer = RendezvousMessage(rank: 0, worldSize: configuration.worldSize, everyMapped: everyMapped)
+            try socket.send([identities[peer], [UInt8](try JSONEncoder().encode(answer))])
+        }
+        return (all, everyMapped)
     }
 
     private static func join(_ configuration: RendezvousConfiguration, endpoint: PeerAddress, context: ZMQContext,
-                             key: ClusterKey?) throws -> [PeerAddress] {
+                             key: ClusterKey?, map: ([PeerAddress]) -> [Int]) throws -> (addresses: [PeerAddress], mapped: [[Int]]) {
         let socket = try ZMQSocket(context, kind: .dealer)
         if let key { try socket.makeCurveClient(key) }
         socket.receiveTimeoutMilliseconds = configuration.timeoutMilliseconds
@@ -134,6 +161,14 @@ public enum Rendezvous {
         guard let endpoints = answer.addresses, endpoints.count == configuration.worldSize else {
             throw CollectiveError.protocolViolation(peer: 0, reason: "rendezvous answer without \(configuration.worldSize) endpoints")
         }
-        return endpoints
+        let mine = RendezvousMessage(rank: configuration.rank, worldSize: configuration.worldSize, mapped: map(endpoints))
+        try socket.send([[UInt8](try JSONEncoder().encode(mine))])
+        let second = try socket.receive()
+        guard second.count == 1 else { throw CollectiveError.protocolViolation(peer: 0, reason: "rendezvous answer of \(second.count) frames") }
+        guard let everyMapped = try JSONDecoder().decode(RendezvousMessage.self, from: Data(second[0])).everyMapped,
+              everyMapped.count == configuration.worldSize else {
+            throw CollectiveError.protocolViolation(peer: 0, reason: "second rendezvous answer without \(configuration.worldSize) lists")
+        }
+        return (endpoints, everyMapped)
     }
 }

@@ -43,6 +43,8 @@ public final class SharedMemoryTransport: CollectiveTransport {
     public let capacity: Int
     private let own: SharedMemoryMapping
     private var unlinked = false
+    /// This rank's mailbox file, open (or -1): see `attach`.
+    private let ownDescriptor: Int32
     /// The mailbox of each attached peer (where this rank produces).
     private var outgoing: [SharedMemoryMapping?]
     /// Producer and consumer positions; the shared copies are what the other side reads.
@@ -77,7 +79,9 @@ public final class SharedMemoryTransport: CollectiveTransport {
         let path = "\(directory)/\(SharedMemoryTransport.mailboxPrefix(of: getpid()))r\(rank)-\(String(nonce, radix: 16))"
         mailbox = SharedMemoryMailbox(path: path, nonce: nonce)
         let size = SharedMemoryTransport.headerBytes + worldSize * (SharedMemoryTransport.controlBytes + capacity)
-        own = try SharedMemoryMapping(creating: path, size: size, peer: rank)
+        own = try SharedMemoryMapping(creating: path, size: size, peer: rank, backing: 0..<SharedMemoryTransport.headerBytes)
+        // Kept open to give a ring memory when a peer attaches, after the name may be gone.
+        ownDescriptor = open(path, O_RDWR | O_CLOEXEC)
         outgoing = Array(repeating: nil, count: worldSize)
         produced = Array(repeating: 0, count: worldSize)
         consumed = Array(repeating: 0, count: worldSize)
@@ -93,14 +97,22 @@ public final class SharedMemoryTransport: CollectiveTransport {
         header.storeBytes(of: nonce, toByteOffset: 32, as: UInt64.self)
     }
 
-    deinit { unlinkMailbox() }
+    deinit {
+        unlinkMailbox()
+        if ownDescriptor >= 0 { close(ownDescriptor) }
+    }
 
     /// Maps `mailbox` of rank `peer` for sending. Fails when the file is not that rank's mailbox
     /// of this group (another host's path, a stale file, a different capacity).
     public func attach(peer: Int, mailbox: SharedMemoryMailbox) throws(CollectiveError) {
         guard peer >= 0, peer < worldSize, peer != rank else { throw .invalidArgument("cannot attach rank \(peer)") }
         let size = SharedMemoryTransport.headerBytes + worldSize * (SharedMemoryTransport.controlBytes + capacity)
-        let mapping = try SharedMemoryMapping(opening: mailbox.path, size: size, peer: peer)
+        // Both rings of the pair get their memory before either is touched: the one this rank
+        // writes into (in the peer's file) and the one it reads from (in its own). Whichever
+        // side gets there first backs it; a full /dev/shm is an error, and the pair talks over
+        // sockets instead (ProcessGroup.join).
+        let mapping = try SharedMemoryMapping(opening: mailbox.path, size: size, peer: peer, backing: ringBytes(source: rank))
+        try SharedMemoryMapping.back(ownDescriptor, ringBytes(source: peer), path: self.mailbox.path, peer: peer)
         let header = mapping.base
         guard header.load(fromByteOffset: 0, as: UInt64.self) == SharedMemoryTransport.magic,
               header.load(fromByteOffset: 8, as: UInt32.self) == SharedMemoryTransport.version,
@@ -152,6 +164,11 @@ public final class SharedMemoryTransport: CollectiveTransport {
 
     /// Whether `peer` was attached (its messages go through shared memory).
     public func isAttached(_ peer: Int) -> Bool { outgoing[peer] != nil }
+
+    /// Unmaps `peer`'s mailbox: the pair talks another way (the peer could not map this one's).
+    public func detach(peer: Int) {
+        outgoing[peer] = nil
+    }
 
     // MARK: Sending
 
@@ -379,6 +396,12 @@ public final class SharedMemoryTransport: CollectiveTransport {
         static let producerPID = 384
     }
 
+    /// Where, in a mailbox file, the ring from rank `source` lies (its control block and data).
+    private func ringBytes(source: Int) -> Range<Int> {
+        let start = SharedMemoryTransport.headerBytes + source * (SharedMemoryTransport.controlBytes + capacity)
+        return start..<(start + SharedMemoryTransport.controlBytes + capacity)
+    }
+
     private func control(_ mapping: SharedMemoryMapping, source: Int) -> UnsafeMutableRawPointer {
         mapping.base + SharedMemoryTransport.headerBytes + source * (SharedMemoryTransport.controlBytes + capacity)
     }
@@ -415,9 +438,10 @@ final class SharedMemoryMapping {
     let base: UnsafeMutableRawPointer
     let size: Int
 
-    /// Creates `path` (it must not exist), sizes it (sparse, or with `allocate` backed in full
-    /// now, so that a full tmpfs is an error here rather than a SIGBUS on first touch) and maps it.
-    convenience init(creating path: String, size: Int, peer: Int, allocate: Bool = false) throws(CollectiveError) {
+    /// Creates `path` (it must not exist), sizes it (sparse, with the bytes in `backing` given
+    /// memory now, so that a full tmpfs is an error here rather than a SIGBUS on first touch)
+    /// and maps it.
+    convenience init(creating path: String, size: Int, peer: Int, backing: Range<Int>) throws(CollectiveError) {
         let descriptor = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else { throw SharedMemoryMapping.failure("open(\(path))", peer: peer) }
         defer { close(descriptor) }
@@ -426,18 +450,18 @@ final class SharedMemoryMapping {
             unlink(path)
             throw error
         }
-        if allocate {
-            let code = posix_fallocate(descriptor, 0, off_t(size))
-            guard code == 0 else {
-                unlink(path)
-                throw .transport(peer: peer, reason: "posix_fallocate(\(path), \(size)) failed: \(String(cString: strerror(code))) (errno \(code))")
-            }
+        do {
+            try SharedMemoryMapping.back(descriptor, backing, path: path, peer: peer)
+        } catch {
+            unlink(path)
+            throw error
         }
         try self.init(descriptor: descriptor, size: size, path: path, peer: peer)
     }
 
-    /// Maps an existing `path` of exactly `size` bytes.
-    convenience init(opening path: String, size: Int, peer: Int) throws(CollectiveError) {
+    /// Maps an existing `path` of exactly `size` bytes, giving the bytes in `backing` memory
+    /// first (see `back`).
+    convenience init(opening path: String, size: Int, peer: Int, backing: Range<Int>? = nil) throws(CollectiveError) {
         let descriptor = open(path, O_RDWR | O_CLOEXEC)
         guard descriptor >= 0 else { throw SharedMemoryMapping.failure("open(\(path))", peer: peer) }
         defer { close(descriptor) }
@@ -446,7 +470,21 @@ final class SharedMemoryMapping {
         guard Int(status.st_size) == size else {
             throw .transport(peer: peer, reason: "\(path) holds \(status.st_size) bytes, expected \(size)")
         }
+        if let backing { try SharedMemoryMapping.back(descriptor, backing, path: path, peer: peer) }
         try self.init(descriptor: descriptor, size: size, path: path, peer: peer)
+    }
+
+    /// Gives the bytes in `range` of the file open as `descriptor` memory now (posix_fallocate).
+    /// A page of a sparse tmpfs file gets memory on first touch, and when the tmpfs is full that
+    /// touch is a SIGBUS; backed first, a full tmpfs is this error instead.
+    static func back(_ descriptor: Int32, _ range: Range<Int>, path: String, peer: Int) throws(CollectiveError) {
+        guard !range.isEmpty else { return }
+        guard descriptor >= 0 else { throw .transport(peer: peer, reason: "\(path) could not be opened to give it memory") }
+        let code = posix_fallocate(descriptor, off_t(range.lowerBound), off_t(range.count))
+        guard code == 0 else {
+            let hint = code == ENOSPC ? " (\((path as NSString).deletingLastPathComponent) is full: give it more room, e.g. docker run --shm-size)" : ""
+            throw .transport(peer: peer, reason: "posix_fallocate(\(path), \(range.count) bytes at \(range.lowerBound)) failed: \(String(cString: strerror(code))) (errno \(code))\(hint)")
+        }
     }
 
     private init(descriptor: Int32, size: Int, path: String, peer: Int) throws(CollectiveError) {

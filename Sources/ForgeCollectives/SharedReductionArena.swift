@@ -67,7 +67,7 @@ public final class SharedReductionArena {
         let nonce = UInt64.random(in: 1...UInt64.max)
         let path = "\(directory)/\(SharedMemoryTransport.mailboxPrefix(of: getpid()))a\(rank)-\(String(nonce, radix: 16))"
         let size = headerBytes + (capacity * 4 + 4095) / 4096 * 4096
-        let own = try? SharedMemoryMapping(creating: path, size: size, peer: rank, allocate: true)
+        var own = try? SharedMemoryMapping(creating: path, size: size, peer: rank, backing: 0..<size)
         defer { unlink(path) }
         if let own {
             let header = own.base
@@ -132,7 +132,21 @@ public final class SharedReductionArena {
                 if bytes.loadUnaligned(as: UInt64.self) == 0 { usable = false }
             }
         }
-        guard usable else { return nil }
+        guard usable else {
+            // Nobody keeps a region. Every rank lets go of its own and of those it mapped, and
+            // waits until all have: what the caller tries next (a smaller region) finds the
+            // room they held free, on every rank alike.
+            mappings = []
+            own = nil
+            unlink(path)
+            for peer in 0..<worldSize where peer != rank {
+                try send([UInt8](repeating: 0, count: 8), over: transport, to: peer, tag: tag | 2 << 32)
+            }
+            for peer in 0..<worldSize where peer != rank {
+                try transport.receive(from: peer, tag: tag | 2 << 32, byteCount: 8) { _ in }
+            }
+            return nil
+        }
         return SharedReductionArena(rank: rank, worldSize: worldSize, capacity: capacity,
                                     timeoutMilliseconds: transport.timeoutMilliseconds, mappings: mappings.map { $0! })
     }

@@ -220,7 +220,7 @@ public final class Trainer {
             // elsewhere, so its last bits may differ. The step does less work and waits on fewer
             // handshakes. (Not with clipping: the global norm would be summed by segments, in
             // another order. Not for tensor-parallel pieces: their replicas share no region.)
-            let shardsUpdate = plan.zeroStage == 1
+            var shardsUpdate = plan.zeroStage == 1
                 || (!plan.zeroStageChosen && !overlapReduction && plan.gradientClip == 0 && parallel == nil)
             var shared: UnsafeMutableBufferPointer<Float>?
             var valueMemory: UnsafeMutableBufferPointer<Float>?
@@ -230,6 +230,12 @@ public final class Trainer {
                 let line = Trainer.fusedHeader, padded = (total + line - 1) / line * line
                 do {
                     shared = try group.sharedBuffer(count: line + (shardsUpdate ? padded + total : total))
+                    if shared == nil, shardsUpdate, !plan.zeroStageChosen {
+                        // No room in /dev/shm for values and gradients (every rank learns the
+                        // same): the gradients alone, reduced in place, and a replicated update.
+                        shared = try group.sharedBuffer(count: line + total)
+                        if shared != nil { shardsUpdate = false }
+                    }
                 } catch {
                     throw .group(error)
                 }

@@ -62,6 +62,9 @@ enum RankEnvironment {
         // FORGE_DIRECT_REDUCE=0 keeps co-located ranks on the shared-memory rings' message
         // algorithms (no shared gradient regions, no scratch region).
         if environment["FORGE_DIRECT_REDUCE"] == "0" { group.directReduction = false }
+        for (peer, reason) in group.sharedMemoryRefusals.sorted(by: { $0.key < $1.key }) {
+            logger.warning("rank \(rank): rank \(peer) is on this host but talks over sockets, not shared memory: \(reason)")
+        }
         if rank == 0 {
             let rest = key != nil || !plainSockets ? "ZeroMQ tcp" : "plain tcp"
             logger.info("data plane: \(group.sharedMemoryPeers) of \(worldSize - 1) peers through shared memory, the rest over \(rest)")

@@ -203,3 +203,65 @@ import Testing
         #expect(seen.contains("at step \(stoppedAt) "), "\(seen)")
     }
 }
+
+/// Ranks on one host whose /dev/shm is too small for what they would put there (Docker gives
+/// containers 64 MiB): a pair that cannot map its rings talks over sockets, a shared region that
+/// does not fit shrinks or goes, and the job trains the single-process model either way, with no
+/// SIGBUS. Each run gets a small tmpfs of its own on /dev/shm, in a mount namespace (`unshare`).
+@Suite struct SmallSharedMemoryTests {
+    /// 301 records of 6 features, 3 classes.
+    private func writeTrainChannel(_ directory: TemporaryDirectory) throws -> String {
+        var random = SplitMix64(seed: 5)
+        var csv = ""
+        for _ in 0..<301 {
+            let features: [Float] = (0..<6).map { _ in random.signed() }
+            let label = features[0] + features[1] > 0.4 ? 2 : (features[2] > 0 ? 1 : 0)
+            csv += "\(label)," + features.map { String($0) }.joined(separator: ",") + "\n"
+        }
+        return try directory.write(csv, to: "train.csv")
+    }
+
+    /// 6-512-512-3: 267,779 parameters, about 1 MiB of gradients and 1 MiB of values.
+    private static let hyperparameters = ["-H", "hidden_layer_sizes=512,512", "-H", "mini_batch_size=40", "-H", "epochs=2", "-H", "seed=9"]
+
+    /// `forge launch --nproc 2 -- forge train …` with a `megabytes` MiB tmpfs on /dev/shm.
+    private func launch(_ train: String, output: String, shmMegabytes megabytes: Int) throws -> ExternalTool.Result {
+        try ExternalTool.run(["unshare", "-m", "sh", "-c", #"mount -t tmpfs -o size="$1"m tmpfs /dev/shm && shift && exec "$@""#, "sh",
+                              String(megabytes), try ForgeProcess.binary(), "launch", "--nproc", "2", "--", "forge", "train",
+                              "--algorithm", "mlp", "--train", train, "--output", output] + Self.hyperparameters)
+    }
+
+    private func expectSingleProcessModel(_ single: String, _ other: String, _ what: String) throws {
+        let reference = try modelParameters(single), parameters = try modelParameters(other)
+        #expect(Set(parameters.keys) == Set(reference.keys))
+        for (name, values) in reference {
+            let scale = values.map(abs).max() ?? 1
+            let difference = zip(values, parameters[name] ?? []).map { abs($0 - $1) }.max() ?? .infinity
+            #expect(difference / scale <= 1e-5, "\(what), \(name): max|Δ|/max|ref| = \(difference / scale)")
+        }
+    }
+
+    @Test func ranksWhoseSharedMemoryIsTooSmallTrainOverSocketsOrASmallerRegion() throws {
+        let directory = try TemporaryDirectory()
+        let train = try writeTrainChannel(directory)
+        let single = try ForgeProcess.run(["train", "--algorithm", "mlp", "--train", train, "--output", directory.file("single"),
+                                           "--quiet"] + Self.hyperparameters, timeout: .seconds(180))
+        #expect(single.status == 0, "\(single)")
+
+        // 2 MiB: not even the rings between the two ranks (4 MiB each) fit.
+        let tiny = try launch(train, output: directory.file("tiny"), shmMegabytes: 2)
+        #expect(tiny.status == 0, "\(tiny.text)\n\(tiny.standardError)")
+        #expect(tiny.standardError.contains("talks over sockets, not shared memory") && tiny.standardError.contains("is full"),
+                "\(tiny.standardError)")
+        #expect(tiny.standardError.contains("data plane: 0 of 1 peers through shared memory"), "\(tiny.standardError)")
+        try expectSingleProcessModel(directory.file("single/model.tar.gz"), directory.file("tiny/model.tar.gz"), "no shared memory")
+
+        // 11 MiB: the rings (2 × 4.0 MiB) fit, and then the gradients' region (2 × 1.0 MiB), but
+        // not the region that holds values and gradients for the sharded update (2 × 2.1 MiB).
+        let small = try launch(train, output: directory.file("small"), shmMegabytes: 11)
+        #expect(small.status == 0, "\(small.text)\n\(small.standardError)")
+        #expect(small.standardError.contains("data plane: 1 of 1 peers through shared memory"), "\(small.standardError)")
+        #expect(small.standardError.contains("one in-place all-reduce per step in a shared region"), "\(small.standardError)")
+        try expectSingleProcessModel(directory.file("single/model.tar.gz"), directory.file("small/model.tar.gz"), "a gradients-only region")
+    }
+}
