@@ -85,8 +85,15 @@ public final class ProcessGroup {
                                    bind: bind, advertisedHost: advertisedHost, key: key, timeoutMilliseconds: timeoutMilliseconds)
         // A host without a usable /dev/shm simply offers no mailbox.
         let host = sharedMemory && worldSize > 1 ? PeerAddress.currentHostKey() : nil
-        let shm = host == nil ? nil
-            : try? SharedMemoryTransport(rank: rank, worldSize: worldSize, timeoutMilliseconds: timeoutMilliseconds)
+        var shm: SharedMemoryTransport?
+        var unavailable: String?
+        if host != nil {
+            do {
+                shm = try SharedMemoryTransport(rank: rank, worldSize: worldSize, timeoutMilliseconds: timeoutMilliseconds)
+            } catch {
+                unavailable = error.description
+            }
+        }
         var sockets: SocketTransport?
         if plainSockets, key == nil, worldSize > 1, bind.hasPrefix("tcp://"), let colon = bind.lastIndex(of: ":") {
             let bindHost = String(bind[bind.index(bind.startIndex, offsetBy: 6)..<colon])
@@ -112,6 +119,9 @@ public final class ProcessGroup {
             }
             return attached
         }
+        // The second round ended once every rank had mapped what it could: the files can go
+        // (the mappings stay), so nothing is left in /dev/shm however the job ends.
+        shm?.unlinkMailbox()
         var local = Set<Int>()
         if let shm {
             for peer in 0..<worldSize where peer != rank && shm.isAttached(peer) {
@@ -132,25 +142,31 @@ public final class ProcessGroup {
             try zmq.connect(to: peers.map(\.endpoint), skipping: local)
             remote = zmq
         }
-        guard let shm, !local.isEmpty else {
-            let group = ProcessGroup(transport: remote, chunkElements: chunkElements, smallAllReduceBytes: smallAllReduceBytes)
-            group.sharedMemoryRefusals = refusals
-            return group
+        let transport: any CollectiveTransport
+        if let shm, !local.isEmpty {
+            let routes: [any CollectiveTransport] = (0..<worldSize).map { local.contains($0) ? shm as any CollectiveTransport : remote }
+            transport = local.count == worldSize - 1 ? shm : RoutedTransport(routes: routes, rank: rank)
+        } else {
+            transport = remote
         }
-        let routes: [any CollectiveTransport] = (0..<worldSize).map { local.contains($0) ? shm as any CollectiveTransport : remote }
-        let group = ProcessGroup(transport: local.count == worldSize - 1 ? shm : RoutedTransport(routes: routes, rank: rank),
-                                 chunkElements: chunkElements, smallAllReduceBytes: smallAllReduceBytes)
+        let group = ProcessGroup(transport: transport, chunkElements: chunkElements, smallAllReduceBytes: smallAllReduceBytes)
         group.sharedMemoryRefusals = refusals
-        // Once every rank has mapped its peers' mailboxes, the files can go: the mappings stay,
-        // and nothing is left behind in /dev/shm however the job ends.
-        try group.barrier()
-        shm.unlinkMailbox()
+        group.sharedMemoryUnavailable = unavailable
+        // Shared regions need every pair to share memory, and every rank must decide alike: from
+        // the lists all ranks reported, not from its own pairs (a rank whose pairs all share
+        // memory may sit in a group where two others' do not).
+        let everyPairShares = (0..<worldSize).allSatisfy { one in
+            (0..<worldSize).allSatisfy { other in one == other || (mapped[one].contains(other) && mapped[other].contains(one)) }
+        }
+        if !everyPairShares { group.directReduction = false }
         return group
     }
 
     /// Peers on this rank's host it reaches over sockets because the pair could not share
     /// memory, and why (a full /dev/shm, most often).
     public internal(set) var sharedMemoryRefusals: [Int: String] = [:]
+    /// Why this rank offered no shared memory at all (its mailbox could not be made), if so.
+    public internal(set) var sharedMemoryUnavailable: String?
 
     /// How many peers this rank reaches through shared memory.
     public var sharedMemoryPeers: Int {

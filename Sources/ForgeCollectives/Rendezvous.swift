@@ -128,9 +128,15 @@ public enum Rendezvous {
         // Second round, from the ranks now known by their identities.
         var mapped = [[Int]?](repeating: nil, count: configuration.worldSize)
         mapped[0] = map(all)
+        let secondDeadline = Date().addingTimeInterval(Double(configuration.timeoutMilliseconds) / 1000)
         while mapped.contains(where: { $0 == nil }) {
-            socket.receiveTimeoutMilliseconds = configuration.timeoutMilliseconds
-            let frames = try socket.receive()
+            let remaining = Int(secondDeadline.timeIntervalSinceNow * 1000)
+            guard remaining > 0 else {
+                let missing = mapped.indices.filter { mapped[$0] == nil }
+                throw CollectiveError.timedOut(peer: missing[0], milliseconds: configuration.timeoutMilliseconds)
+            }
+            socket.receiveTimeoutMilliseconds = remaining
+            guard let frames = try receive(socket) else { continue }
             guard frames.count == 2 else { continue }
             let hello = try JSONDecoder().decode(RendezvousMessage.self, from: Data(frames[1]))
             guard hello.rank > 0, hello.rank < configuration.worldSize, identities[hello.rank] == frames[0],
@@ -145,6 +151,15 @@ public enum Rendezvous {
             try socket.send([identities[peer], [UInt8](try JSONEncoder().encode(answer))])
         }
         return (all, everyMapped)
+    }
+
+    /// The next message, or nil when none came within the socket's timeout.
+    private static func receive(_ socket: ZMQSocket) throws(TransportError) -> [[UInt8]]? {
+        do {
+            return try socket.receive()
+        } catch .timedOut {
+            return nil
+        }
     }
 
     private static func join(_ configuration: RendezvousConfiguration, endpoint: PeerAddress, context: ZMQContext,

@@ -43,8 +43,6 @@ public final class SharedMemoryTransport: CollectiveTransport {
     public let capacity: Int
     private let own: SharedMemoryMapping
     private var unlinked = false
-    /// This rank's mailbox file, open (or -1): see `attach`.
-    private let ownDescriptor: Int32
     /// The mailbox of each attached peer (where this rank produces).
     private var outgoing: [SharedMemoryMapping?]
     /// Producer and consumer positions; the shared copies are what the other side reads.
@@ -79,9 +77,8 @@ public final class SharedMemoryTransport: CollectiveTransport {
         let path = "\(directory)/\(SharedMemoryTransport.mailboxPrefix(of: getpid()))r\(rank)-\(String(nonce, radix: 16))"
         mailbox = SharedMemoryMailbox(path: path, nonce: nonce)
         let size = SharedMemoryTransport.headerBytes + worldSize * (SharedMemoryTransport.controlBytes + capacity)
-        own = try SharedMemoryMapping(creating: path, size: size, peer: rank, backing: 0..<SharedMemoryTransport.headerBytes)
         // Kept open to give a ring memory when a peer attaches, after the name may be gone.
-        ownDescriptor = open(path, O_RDWR | O_CLOEXEC)
+        own = try SharedMemoryMapping(creating: path, size: size, peer: rank, backing: 0..<SharedMemoryTransport.headerBytes, keepOpen: true)
         outgoing = Array(repeating: nil, count: worldSize)
         produced = Array(repeating: 0, count: worldSize)
         consumed = Array(repeating: 0, count: worldSize)
@@ -97,30 +94,38 @@ public final class SharedMemoryTransport: CollectiveTransport {
         header.storeBytes(of: nonce, toByteOffset: 32, as: UInt64.self)
     }
 
-    deinit {
-        unlinkMailbox()
-        if ownDescriptor >= 0 { close(ownDescriptor) }
-    }
+    deinit { unlinkMailbox() }
 
     /// Maps `mailbox` of rank `peer` for sending. Fails when the file is not that rank's mailbox
     /// of this group (another host's path, a stale file, a different capacity).
     public func attach(peer: Int, mailbox: SharedMemoryMailbox) throws(CollectiveError) {
         guard peer >= 0, peer < worldSize, peer != rank else { throw .invalidArgument("cannot attach rank \(peer)") }
         let size = SharedMemoryTransport.headerBytes + worldSize * (SharedMemoryTransport.controlBytes + capacity)
+        let mapping = try SharedMemoryMapping(opening: mailbox.path, size: size, peer: peer, keepOpen: true)
+        // The header is read from the file, not the mapping: a file that is not the peer's
+        // mailbox may have no memory behind its first page.
+        let header = try mapping.prefix(40, peer: peer)
+        func field<T: FixedWidthInteger>(_ offset: Int, _ type: T.Type) -> T {
+            header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) }
+        }
+        guard field(0, UInt64.self) == SharedMemoryTransport.magic,
+              field(8, UInt32.self) == SharedMemoryTransport.version,
+              field(12, UInt32.self) == UInt32(worldSize),
+              field(16, UInt32.self) == UInt32(peer),
+              field(24, UInt64.self) == UInt64(capacity),
+              field(32, UInt64.self) == mailbox.nonce else {
+            throw .transport(peer: peer, reason: "\(mailbox.path) is not rank \(peer)'s mailbox of this group")
+        }
         // Both rings of the pair get their memory before either is touched: the one this rank
         // writes into (in the peer's file) and the one it reads from (in its own). Whichever
         // side gets there first backs it; a full /dev/shm is an error, and the pair talks over
         // sockets instead (ProcessGroup.join).
-        let mapping = try SharedMemoryMapping(opening: mailbox.path, size: size, peer: peer, backing: ringBytes(source: rank))
-        try SharedMemoryMapping.back(ownDescriptor, ringBytes(source: peer), path: self.mailbox.path, peer: peer)
-        let header = mapping.base
-        guard header.load(fromByteOffset: 0, as: UInt64.self) == SharedMemoryTransport.magic,
-              header.load(fromByteOffset: 8, as: UInt32.self) == SharedMemoryTransport.version,
-              header.load(fromByteOffset: 12, as: UInt32.self) == UInt32(worldSize),
-              header.load(fromByteOffset: 16, as: UInt32.self) == UInt32(peer),
-              header.load(fromByteOffset: 24, as: UInt64.self) == UInt64(capacity),
-              header.load(fromByteOffset: 32, as: UInt64.self) == mailbox.nonce else {
-            throw .transport(peer: peer, reason: "\(mailbox.path) is not rank \(peer)'s mailbox of this group")
+        try mapping.back(ringBytes(source: rank), peer: peer)
+        do {
+            try own.back(ringBytes(source: peer), peer: peer)
+        } catch {
+            mapping.release(ringBytes(source: rank))
+            throw error
         }
         // Tell the consumer who produces into its ring, for its liveness checks.
         let ring = control(mapping, source: rank)
@@ -165,8 +170,12 @@ public final class SharedMemoryTransport: CollectiveTransport {
     /// Whether `peer` was attached (its messages go through shared memory).
     public func isAttached(_ peer: Int) -> Bool { outgoing[peer] != nil }
 
-    /// Unmaps `peer`'s mailbox: the pair talks another way (the peer could not map this one's).
+    /// Unmaps `peer`'s mailbox, and hands both rings of the pair back to the tmpfs: the pair
+    /// talks another way (the peer could not map this one's).
     public func detach(peer: Int) {
+        guard let mapping = outgoing[peer] else { return }
+        mapping.release(ringBytes(source: rank))
+        own.release(ringBytes(source: peer))
         outgoing[peer] = nil
     }
 
@@ -437,41 +446,86 @@ public final class SharedMemoryTransport: CollectiveTransport {
 final class SharedMemoryMapping {
     let base: UnsafeMutableRawPointer
     let size: Int
+    let path: String
+    /// The file, kept open to give parts of it memory later (`back`), or -1.
+    private let descriptor: Int32
 
     /// Creates `path` (it must not exist), sizes it (sparse, with the bytes in `backing` given
     /// memory now, so that a full tmpfs is an error here rather than a SIGBUS on first touch)
     /// and maps it.
-    convenience init(creating path: String, size: Int, peer: Int, backing: Range<Int>) throws(CollectiveError) {
+    convenience init(creating path: String, size: Int, peer: Int, backing: Range<Int>, keepOpen: Bool = false) throws(CollectiveError) {
         let descriptor = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else { throw SharedMemoryMapping.failure("open(\(path))", peer: peer) }
-        defer { close(descriptor) }
-        guard ftruncate(descriptor, off_t(size)) == 0 else {
-            let error = SharedMemoryMapping.failure("ftruncate(\(path))", peer: peer)
-            unlink(path)
-            throw error
-        }
-        do {
+        do throws(CollectiveError) {
+            guard ftruncate(descriptor, off_t(size)) == 0 else { throw SharedMemoryMapping.failure("ftruncate(\(path))", peer: peer) }
             try SharedMemoryMapping.back(descriptor, backing, path: path, peer: peer)
+            try self.init(descriptor: descriptor, size: size, path: path, peer: peer, keepOpen: keepOpen)
         } catch {
+            close(descriptor)
             unlink(path)
             throw error
         }
-        try self.init(descriptor: descriptor, size: size, path: path, peer: peer)
     }
 
-    /// Maps an existing `path` of exactly `size` bytes, giving the bytes in `backing` memory
-    /// first (see `back`).
-    convenience init(opening path: String, size: Int, peer: Int, backing: Range<Int>? = nil) throws(CollectiveError) {
+    /// Maps an existing `path` of exactly `size` bytes.
+    convenience init(opening path: String, size: Int, peer: Int, keepOpen: Bool = false) throws(CollectiveError) {
         let descriptor = open(path, O_RDWR | O_CLOEXEC)
         guard descriptor >= 0 else { throw SharedMemoryMapping.failure("open(\(path))", peer: peer) }
-        defer { close(descriptor) }
-        var status = stat()
-        guard fstat(descriptor, &status) == 0 else { throw SharedMemoryMapping.failure("fstat(\(path))", peer: peer) }
-        guard Int(status.st_size) == size else {
-            throw .transport(peer: peer, reason: "\(path) holds \(status.st_size) bytes, expected \(size)")
+        do throws(CollectiveError) {
+            var status = stat()
+            guard fstat(descriptor, &status) == 0 else { throw SharedMemoryMapping.failure("fstat(\(path))", peer: peer) }
+            guard Int(status.st_size) == size else {
+                throw CollectiveError.transport(peer: peer, reason: "\(path) holds \(status.st_size) bytes, expected \(size)")
+            }
+            try self.init(descriptor: descriptor, size: size, path: path, peer: peer, keepOpen: keepOpen)
+        } catch {
+            close(descriptor)
+            throw error
         }
-        if let backing { try SharedMemoryMapping.back(descriptor, backing, path: path, peer: peer) }
-        try self.init(descriptor: descriptor, size: size, path: path, peer: peer)
+    }
+
+    private init(descriptor: Int32, size: Int, path: String, peer: Int, keepOpen: Bool) throws(CollectiveError) {
+        guard let address = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, descriptor, 0),
+              address != UnsafeMutableRawPointer(bitPattern: -1) else {
+            throw SharedMemoryMapping.failure("mmap(\(path))", peer: peer)
+        }
+        base = address
+        self.size = size
+        self.path = path
+        if keepOpen {
+            self.descriptor = descriptor
+        } else {
+            close(descriptor)
+            self.descriptor = -1
+        }
+    }
+
+    deinit {
+        munmap(base, size)
+        if descriptor >= 0 { close(descriptor) }
+    }
+
+    /// The first `count` bytes of the file, read without touching the mapping (a page of a
+    /// sparse file that nobody gave memory reads as zeros here, where a touch could SIGBUS).
+    func prefix(_ count: Int, peer: Int) throws(CollectiveError) -> [UInt8] {
+        guard descriptor >= 0 else { throw .invalidArgument("\(path) is not kept open") }
+        var bytes = [UInt8](repeating: 0, count: count)
+        let read = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, count, 0) }
+        guard read == count else { throw SharedMemoryMapping.failure("pread(\(path))", peer: peer) }
+        return bytes
+    }
+
+    /// Gives the bytes in `range` memory now (see the static `back`); needs `keepOpen`.
+    func back(_ range: Range<Int>, peer: Int) throws(CollectiveError) {
+        try SharedMemoryMapping.back(descriptor, range, path: path, peer: peer)
+    }
+
+    /// Hands the whole pages inside `range` back to the tmpfs (MADV_REMOVE): a ring the pair
+    /// will not use stops holding room others may need. They read as zeros after.
+    func release(_ range: Range<Int>) {
+        let start = (range.lowerBound + 4095) / 4096 * 4096, end = range.upperBound / 4096 * 4096
+        guard end > start else { return }
+        _ = madvise(base + start, end - start, MADV_REMOVE)
     }
 
     /// Gives the bytes in `range` of the file open as `descriptor` memory now (posix_fallocate).
@@ -479,24 +533,13 @@ final class SharedMemoryMapping {
     /// touch is a SIGBUS; backed first, a full tmpfs is this error instead.
     static func back(_ descriptor: Int32, _ range: Range<Int>, path: String, peer: Int) throws(CollectiveError) {
         guard !range.isEmpty else { return }
-        guard descriptor >= 0 else { throw .transport(peer: peer, reason: "\(path) could not be opened to give it memory") }
+        guard descriptor >= 0 else { throw .invalidArgument("\(path) is not kept open") }
         let code = posix_fallocate(descriptor, off_t(range.lowerBound), off_t(range.count))
         guard code == 0 else {
             let hint = code == ENOSPC ? " (\((path as NSString).deletingLastPathComponent) is full: give it more room, e.g. docker run --shm-size)" : ""
             throw .transport(peer: peer, reason: "posix_fallocate(\(path), \(range.count) bytes at \(range.lowerBound)) failed: \(String(cString: strerror(code))) (errno \(code))\(hint)")
         }
     }
-
-    private init(descriptor: Int32, size: Int, path: String, peer: Int) throws(CollectiveError) {
-        guard let address = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, descriptor, 0),
-              address != UnsafeMutableRawPointer(bitPattern: -1) else {
-            throw SharedMemoryMapping.failure("mmap(\(path))", peer: peer)
-        }
-        base = address
-        self.size = size
-    }
-
-    deinit { munmap(base, size) }
 
     private static func failure(_ call: String, peer: Int) -> CollectiveError {
         let code = errno

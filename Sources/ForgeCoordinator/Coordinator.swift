@@ -646,6 +646,13 @@ public final class Coordinator {
         }
         for (job, attempt) in attempts where attempt.failure == nil && !attempt.stopping {
             guard let blamed = attempt.blamed, now.timeIntervalSince(blamed.since) >= Coordinator.causeGraceSeconds else { continue }
+            // A worker not heard from since may have died with its rank (the likeliest cause of a
+            // lost peer): wait for its heartbeat, or for the sweep above to declare it dead,
+            // which names that rank instead.
+            let silent = attempt.ranks.indices.contains { rank in
+                attempt.exited[rank] == nil && (workers[attempt.ranks[rank].worker]?.lastHeartbeat ?? .distantPast) < blamed.since
+            }
+            if silent && now.timeIntervalSince(blamed.since) <= limit { continue }
             attempts[job]?.failure = blamed.failure
             stopRunningRanks(of: attempt, graceSeconds: 10)
         }

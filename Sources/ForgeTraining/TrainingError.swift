@@ -30,7 +30,7 @@ public enum TrainingError: Error, Equatable, CustomStringConvertible {
 
     /// `error` of the ranks' group, as `.peerFailed` when it says a peer was lost first.
     public static func group(_ error: CollectiveError) -> TrainingError {
-        error.peerFailedFirst ? .peerFailed(error.description) : .group(error)
+        error.peerFailedFirst ? .peerFailed(error.description) : .collective(error.description)
     }
 
     public var description: String {

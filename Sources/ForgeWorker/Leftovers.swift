@@ -1,16 +1,19 @@
 // What a rank leaves running when it ends. Killing its process group ends what stayed in it;
 // a program that moved to a session or group of its own (a daemon, `setsid`) still carries the
-// FORGE_ASSIGNMENT its rank was given, and, orphaned, becomes the worker's child (the worker is
-// a subreaper), so it is found, killed and reaped, as a container's processes end with it.
+// FORGE_RANK_TAG its rank was given, and, orphaned, becomes the worker's child (the worker is a
+// subreaper), so it is found, killed and reaped, as a container's processes end with it.
 import Foundation
 
 enum Leftovers {
-    /// The variable each rank (and whatever it starts) carries: its assignment id.
-    static let variable = "FORGE_ASSIGNMENT"
+    /// The variable each rank (and whatever it starts) carries: the worker's id and the
+    /// assignment's, which no other worker on the host (of this cluster or another) shares.
+    static let variable = "FORGE_RANK_TAG"
 
-    /// Live processes other than this one whose environment names `assignment`.
-    static func processes(of assignment: String) -> [pid_t] {
-        let wanted = Array("\(variable)=\(assignment)".utf8)
+    static func tag(worker: String, assignment: String) -> String { "\(worker) \(assignment)" }
+
+    /// Live processes other than this one whose environment carries `tag`.
+    static func processes(tagged tag: String) -> [pid_t] {
+        let wanted = Array("\(variable)=\(tag)".utf8)
         let own = getpid()
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         return entries.compactMap { pid_t($0) }.filter { pid in
@@ -19,22 +22,34 @@ enum Leftovers {
         }
     }
 
-    /// Kills every process `processes(of:)` finds, twice over (one found the first time may
-    /// have started another before the signal landed).
-    static func kill(of assignment: String) -> Int {
+    /// Kills every process `processes(tagged:)` finds, twice over (one found the first time
+    /// may have started another before the signal landed).
+    static func kill(tagged tag: String) -> Int {
         var killed = Set<pid_t>()
         for _ in 0..<2 {
-            for pid in processes(of: assignment) where Foundation.kill(pid, SIGKILL) == 0 { killed.insert(pid) }
+            for pid in processes(tagged: tag) where Foundation.kill(pid, SIGKILL) == 0 { killed.insert(pid) }
         }
         return killed.count
     }
 
-    /// This process's children, from every thread's list (an orphan is handed to one of them).
+    /// This process's children, from every thread's list (an orphan is handed to one of them);
+    /// on a kernel without those lists, from every process's parent in /proc.
     static func children() -> [pid_t] {
         let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
-        return tasks.flatMap { task -> [pid_t] in
-            let list = (try? String(contentsOfFile: "/proc/self/task/\(task)/children", encoding: .utf8)) ?? ""
-            return list.split(separator: " ").compactMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        if let first = tasks.first, FileManager.default.fileExists(atPath: "/proc/self/task/\(first)/children") {
+            return tasks.flatMap { task -> [pid_t] in
+                let list = (try? String(contentsOfFile: "/proc/self/task/\(task)/children", encoding: .utf8)) ?? ""
+                return list.split(separator: " ").compactMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            }
+        }
+        let own = getpid()
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { pid_t($0) }.filter { pid in
+            // "pid (comm) state ppid …": the fields after the last ")".
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return false }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 1 && pid_t(fields[1]) == own
         }
     }
 

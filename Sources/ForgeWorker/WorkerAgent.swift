@@ -213,7 +213,7 @@ public final class WorkerAgent {
         // A forge rank asks the kernel to kill it when this worker dies, as a lost node's would.
         environment["FORGE_WORKER_PID"] = String(getpid())
         // Whatever the rank starts carries it, so what it leaves running can be found (Leftovers).
-        environment[Leftovers.variable] = assignment.id
+        environment[Leftovers.variable] = Leftovers.tag(worker: id, assignment: assignment.id)
         process.environment = environment
         do {
             try FileManager.default.createDirectory(atPath: assignment.workDirectory, withIntermediateDirectories: true)
@@ -252,7 +252,7 @@ public final class WorkerAgent {
             // member, and a freed one comes round again only after the whole pid space.
             kill(-rank.process.processIdentifier, SIGKILL)
             // And what left the group: found by the assignment it still carries.
-            let strays = Leftovers.kill(of: id)
+            let strays = Leftovers.kill(tagged: Leftovers.tag(worker: self.id, assignment: id))
             if strays > 0 { logger.info("worker \(self.id): killed \(strays) process(es) \(id) left outside its process group") }
             // The pipes may still hold the last lines.
             rank.output.finish()

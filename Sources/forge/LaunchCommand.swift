@@ -17,6 +17,9 @@ struct LaunchCommand: ParsableCommand {
         Global rank = node rank × nproc + local rank; node 0 hosts the rendezvous. When a rank \
         exits with an error, the others on its node are stopped and the launcher reports which \
         rank failed, on which host, and how (ranks on other nodes then fail on their timeouts). \
+        A rank that exits with 76 failed because another did first (a forge rank that lost a \
+        peer exits so); the launcher names the rank that failed otherwise, and exits 76 itself \
+        only when all its failed ranks did. \
         Each rank gets OPENBLAS_NUM_THREADS=1 unless it is set.
         """
     )
@@ -124,13 +127,17 @@ struct LaunchCommand: ParsableCommand {
             for process in processes where RankEnding(of: process) == nil { kill(process.processIdentifier, SIGKILL) }
         }
         func describe(_ index: Int, _ ending: RankEnding) -> String {
-            "rank \(nodeRank * nproc + index) (pid \(processes[index].processIdentifier)) on \(host) \(ending)"
+            // A launcher whose named rank only failed because another did says so too (76), so
+            // that whatever runs launchers on several nodes can tell them apart in turn.
+            if ending.peerFailedFirst { failureStatus = ExitCode(RankExit.peerFailedStatus) }
+            return "rank \(nodeRank * nproc + index) (pid \(processes[index].processIdentifier)) on \(host) \(ending)"
         }
         // A rank that failed because another did first (RankExit.peerFailedStatus) is named only
         // when no other failure shows within `LaunchCommand.causeGrace`: a peer that crashed can
         // be seen to exit a moment after the ranks it brought down. Nothing is stopped meanwhile,
         // so every failure seen in that time is one of the ranks' own.
         var failure: String?
+        var failureStatus = ExitCode.failure
         var peerFailureSeen: Date?
         while running() {
             if let signal = stopSignal.received {
@@ -161,7 +168,7 @@ struct LaunchCommand: ParsableCommand {
         }
         if let failure {
             FileHandle.standardError.write(Data("error: \(failure); stopped the other ranks\n".utf8))
-            throw ExitCode.failure
+            throw failureStatus
         }
     }
 
@@ -303,19 +310,39 @@ final class ExitOrder: @unchecked Sendable {
     private var order: [Int] = []
     private let watchDescriptor = forge_exit_watch_create()
     private var draining = false
+    /// Every process watched, by local rank.
+    private var processes: [(Int, Process)] = []
+
+    private func watched() -> [(Int, Process)] {
+        lock.lock()
+        defer { lock.unlock() }
+        return processes
+    }
 
     /// Starts watching `process` (already running) as local rank `index`.
     func watch(_ process: Process, as index: Int) {
-        if watchDescriptor >= 0, forge_exit_watch_add(watchDescriptor, process.processIdentifier, UInt32(index)) == 0 {
-            startDraining()
-        } else if errno == ESRCH {
-            record(index)  // Gone, and reaped, already.
-        } else {
-            Thread { [self] in
-                process.waitUntilExit()
-                record(index)
-            }.start()
+        lock.lock()
+        processes.append((index, process))
+        lock.unlock()
+        if watchDescriptor >= 0 {
+            if forge_exit_watch_add(watchDescriptor, process.processIdentifier, UInt32(index)) == 0 {
+                startDraining()
+                return
+            }
+            if errno == ESRCH {
+                record(index)  // Gone, and reaped, already.
+                return
+            }
         }
+        waitWithoutWatch(process, index)
+    }
+
+    /// Without pidfds: a thread per rank waits on Foundation.
+    private func waitWithoutWatch(_ process: Process, _ index: Int) {
+        Thread { [self] in
+            process.waitUntilExit()
+            record(index)
+        }.start()
     }
 
     private func startDraining() {
@@ -327,7 +354,13 @@ final class ExitOrder: @unchecked Sendable {
             var tags = [UInt32](repeating: 0, count: 64)
             while true {
                 let count = forge_exit_watch_next(watchDescriptor, &tags, Int32(tags.count))
-                if count < 0 { return }
+                guard count >= 0 else {
+                    // The watch broke (it should not): the ranks not seen to exit yet are waited
+                    // for one by one, so that a failure still stops the rest.
+                    FileHandle.standardError.write(Data("forge launch: watching rank exits failed (\(String(cString: strerror(errno)))); waiting on each rank instead\n".utf8))
+                    for (index, process) in watched() where !indices.contains(index) { waitWithoutWatch(process, index) }
+                    return
+                }
                 for tag in tags.prefix(Int(count)) { record(Int(tag)) }
             }
         }.start()

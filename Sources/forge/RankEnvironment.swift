@@ -62,6 +62,9 @@ enum RankEnvironment {
         // FORGE_DIRECT_REDUCE=0 keeps co-located ranks on the shared-memory rings' message
         // algorithms (no shared gradient regions, no scratch region).
         if environment["FORGE_DIRECT_REDUCE"] == "0" { group.directReduction = false }
+        if let reason = group.sharedMemoryUnavailable {
+            logger.warning("rank \(rank): no shared memory for ranks on this host, who talk over sockets: \(reason)")
+        }
         for (peer, reason) in group.sharedMemoryRefusals.sorted(by: { $0.key < $1.key }) {
             logger.warning("rank \(rank): rank \(peer) is on this host but talks over sockets, not shared memory: \(reason)")
         }

@@ -74,9 +74,11 @@ import Testing
                 if state == nil || state == "Z" { break }
                 usleep(50_000)
             }
-            // The rank's children, left running on purpose.
+            // The rank's children, left running on purpose, should the test stop before the
+            // worker ended them (and only while the pid is still a `sleep`).
             for name in ["sleeper", "daemon"] {
-                if let pid = (try? String(contentsOfFile: directory.file("work/echo/\(name).pid"), encoding: .utf8)).flatMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) {
+                if let pid = (try? String(contentsOfFile: directory.file("work/echo/\(name).pid"), encoding: .utf8)).flatMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }),
+                   (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?.hasPrefix("sleep") == true {
                     kill(pid, SIGKILL)
                 }
             }
