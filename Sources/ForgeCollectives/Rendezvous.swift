@@ -99,17 +99,7 @@ public enum Rendezvous {
         var endpoints = [PeerAddress?](repeating: nil, count: configuration.worldSize)
         endpoints[0] = endpoint
         var identities = [[UInt8]](repeating: [], count: configuration.worldSize)
-        let deadline = Date().addingTimeInterval(Double(configuration.timeoutMilliseconds) / 1000)
-        while endpoints.contains(where: { $0 == nil }) {
-            let remaining = Int(deadline.timeIntervalSinceNow * 1000)
-            guard remaining > 0 else {
-                let missing = endpoints.indices.filter { endpoints[$0] == nil }
-                throw CollectiveError.timedOut(peer: missing[0], milliseconds: configuration.timeoutMilliseconds)
-            }
-            socket.receiveTimeoutMilliseconds = remaining
-            let frames = try socket.receive()
-            guard frames.count == 2 else { continue }
-            let hello = try JSONDecoder().decode(RendezvousMessage.self, from: Data(frames[1]))
+        try collect(from: socket, configuration) { identity, hello in
             guard hello.worldSize == configuration.worldSize, hello.rank > 0, hello.rank < configuration.worldSize,
                   let theirs = hello.address else {
                 throw CollectiveError.protocolViolation(peer: hello.rank, reason: "joined as rank \(hello.rank) of \(hello.worldSize); this group has \(configuration.worldSize)")
@@ -118,7 +108,8 @@ public enum Rendezvous {
                 throw CollectiveError.protocolViolation(peer: hello.rank, reason: "two processes claim rank \(hello.rank)")
             }
             endpoints[hello.rank] = theirs
-            identities[hello.rank] = frames[0]
+            identities[hello.rank] = identity
+            return hello.rank
         }
         let all = endpoints.compactMap { $0 }
         for peer in 1..<configuration.worldSize {
@@ -128,22 +119,13 @@ public enum Rendezvous {
         // Second round, from the ranks now known by their identities.
         var mapped = [[Int]?](repeating: nil, count: configuration.worldSize)
         mapped[0] = map(all)
-        let secondDeadline = Date().addingTimeInterval(Double(configuration.timeoutMilliseconds) / 1000)
-        while mapped.contains(where: { $0 == nil }) {
-            let remaining = Int(secondDeadline.timeIntervalSinceNow * 1000)
-            guard remaining > 0 else {
-                let missing = mapped.indices.filter { mapped[$0] == nil }
-                throw CollectiveError.timedOut(peer: missing[0], milliseconds: configuration.timeoutMilliseconds)
-            }
-            socket.receiveTimeoutMilliseconds = remaining
-            guard let frames = try receive(socket) else { continue }
-            guard frames.count == 2 else { continue }
-            let hello = try JSONDecoder().decode(RendezvousMessage.self, from: Data(frames[1]))
-            guard hello.rank > 0, hello.rank < configuration.worldSize, identities[hello.rank] == frames[0],
+        try collect(from: socket, configuration) { identity, hello in
+            guard hello.rank > 0, hello.rank < configuration.worldSize, identities[hello.rank] == identity,
                   let theirs = hello.mapped, mapped[hello.rank] == nil else {
                 throw CollectiveError.protocolViolation(peer: hello.rank, reason: "an unexpected second rendezvous message from rank \(hello.rank)")
             }
             mapped[hello.rank] = theirs
+            return hello.rank
         }
         let everyMapped = mapped.map { $0 ?? [] }
         for peer in 1..<configuration.worldSize {
@@ -151,6 +133,24 @@ public enum Rendezvous {
             try socket.send([identities[peer], [UInt8](try JSONEncoder().encode(answer))])
         }
         return (all, everyMapped)
+    }
+
+    /// Takes one message from each of ranks 1..<worldSize (`take` checks and keeps it and says
+    /// whose it was) within the group's timeout; one that does not come is an error naming it.
+    private static func collect(from socket: ZMQSocket, _ configuration: RendezvousConfiguration,
+                                _ take: (_ identity: [UInt8], _ message: RendezvousMessage) throws -> Int) throws {
+        var arrived: Set<Int> = [0]
+        let deadline = Date().addingTimeInterval(Double(configuration.timeoutMilliseconds) / 1000)
+        while arrived.count < configuration.worldSize {
+            let remaining = Int(deadline.timeIntervalSinceNow * 1000)
+            guard remaining > 0 else {
+                let missing = (0..<configuration.worldSize).first { !arrived.contains($0) } ?? 0
+                throw CollectiveError.timedOut(peer: missing, milliseconds: configuration.timeoutMilliseconds)
+            }
+            socket.receiveTimeoutMilliseconds = remaining
+            guard let frames = try receive(socket), frames.count == 2 else { continue }
+            arrived.insert(try take(frames[0], try JSONDecoder().decode(RendezvousMessage.self, from: Data(frames[1]))))
+        }
     }
 
     /// The next message, or nil when none came within the socket's timeout.

@@ -194,6 +194,9 @@ final class WorkerProcesses {
         #expect(job.state.attempt == 2)
         let restart = try #require(job.state.transitions.first { $0.status == .restarting })
         #expect(restart.message.contains("rank"), "the restart names the rank: \(restart.message)")
+        // Its peer failed first (status 76, a lost peer), but the reason names the rank whose
+        // worker vanished: the coordinator waited for that worker to be declared dead.
+        #expect(restart.message.contains("stopped heartbeating"), "the restart blames the killed worker's rank: \(restart.message)")
         let attempt2 = try coordinator.store.logLines(of: "tough", stream: try Self.stream(coordinator.store, job: "tough", attempt: 2, rank: 0))
         #expect(attempt2.contains { $0.contains("resum") }, "attempt 2 resumed from a checkpoint: \(attempt2.prefix(10))")
         // The killed worker's rank died with it (it does not train on as an orphan).

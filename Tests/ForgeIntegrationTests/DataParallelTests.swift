@@ -6,33 +6,33 @@ import ForgeTestSupport
 import Foundation
 import Testing
 
+/// 301 records of 6 features, 3 classes: batch 40 → 8 steps per epoch (the last of 21 rows).
+private func writeTrainChannel(_ directory: TemporaryDirectory) throws -> String {
+    var random = SplitMix64(seed: 5)
+    var csv = ""
+    for _ in 0..<301 {
+        let features: [Float] = (0..<6).map { _ in random.signed() }
+        let label = features[0] + features[1] > 0.4 ? 2 : (features[2] > 0 ? 1 : 0)
+        csv += "\(label)," + features.map { String($0) }.joined(separator: ",") + "\n"
+    }
+    return try directory.write(csv, to: "train.csv")
+}
+
+/// Records an issue for each tensor of `other` further than 1e-5 relative from `reference`.
+private func expectMatches(_ reference: [String: [Float]], _ other: [String: [Float]], _ what: String) {
+    #expect(Set(other.keys) == Set(reference.keys))
+    for (name, values) in reference {
+        let scale = values.map(abs).max() ?? 1
+        let difference = zip(values, other[name] ?? []).map { abs($0 - $1) }.max() ?? .infinity
+        #expect(difference / scale <= 1e-5, "\(what), \(name): max|Δ|/max|ref| = \(difference / scale)")
+    }
+}
+
 @Suite struct DataParallelTests {
     private func parameters(_ path: String) throws -> [String: [Float]] { try modelParameters(path) }
 
-    /// 301 records, 3 classes: batch 40 → 8 steps per epoch (the last of 21 rows), 7 epochs = 56 steps.
-    private func writeTrainChannel(_ directory: TemporaryDirectory) throws -> String {
-        var random = SplitMix64(seed: 5)
-        var csv = ""
-        for _ in 0..<301 {
-            let features: [Float] = (0..<6).map { _ in random.signed() }
-            let label = features[0] + features[1] > 0.4 ? 2 : (features[2] > 0 ? 1 : 0)
-            csv += "\(label)," + features.map { String($0) }.joined(separator: ",") + "\n"
-        }
-        return try directory.write(csv, to: "train.csv")
-    }
-
     private static let hyperparameters = ["-H", "hidden_layer_sizes=16,8", "-H", "mini_batch_size=40", "-H", "epochs=7",
                                           "-H", "dropout=0.2", "-H", "seed=9"]
-
-    /// Records an issue for each tensor of `other` further than 1e-5 relative from `reference`.
-    private func expectMatches(_ reference: [String: [Float]], _ other: [String: [Float]], _ what: String) {
-        #expect(Set(other.keys) == Set(reference.keys))
-        for (name, values) in reference {
-            let scale = values.map(abs).max() ?? 1
-            let difference = zip(values, other[name] ?? []).map { abs($0 - $1) }.max() ?? .infinity
-            #expect(difference / scale <= 1e-5, "\(what), \(name): max|Δ|/max|ref| = \(difference / scale)")
-        }
-    }
 
     @Test func oneTwoThreeAndFourRanksTrainTheSameModel() throws {
         let directory = try TemporaryDirectory()
@@ -209,18 +209,6 @@ import Testing
 /// does not fit shrinks or goes, and the job trains the single-process model either way, with no
 /// SIGBUS. Each run gets a small tmpfs of its own on /dev/shm, in a mount namespace (`unshare`).
 @Suite struct SmallSharedMemoryTests {
-    /// 301 records of 6 features, 3 classes.
-    private func writeTrainChannel(_ directory: TemporaryDirectory) throws -> String {
-        var random = SplitMix64(seed: 5)
-        var csv = ""
-        for _ in 0..<301 {
-            let features: [Float] = (0..<6).map { _ in random.signed() }
-            let label = features[0] + features[1] > 0.4 ? 2 : (features[2] > 0 ? 1 : 0)
-            csv += "\(label)," + features.map { String($0) }.joined(separator: ",") + "\n"
-        }
-        return try directory.write(csv, to: "train.csv")
-    }
-
     /// 6-512-512-3: 267,779 parameters, about 1 MiB of gradients and 1 MiB of values.
     private static let hyperparameters = ["-H", "hidden_layer_sizes=512,512", "-H", "mini_batch_size=40", "-H", "epochs=2", "-H", "seed=9"]
 
@@ -232,13 +220,7 @@ import Testing
     }
 
     private func expectSingleProcessModel(_ single: String, _ other: String, _ what: String) throws {
-        let reference = try modelParameters(single), parameters = try modelParameters(other)
-        #expect(Set(parameters.keys) == Set(reference.keys))
-        for (name, values) in reference {
-            let scale = values.map(abs).max() ?? 1
-            let difference = zip(values, parameters[name] ?? []).map { abs($0 - $1) }.max() ?? .infinity
-            #expect(difference / scale <= 1e-5, "\(what), \(name): max|Δ|/max|ref| = \(difference / scale)")
-        }
+        expectMatches(try modelParameters(single), try modelParameters(other), what)
     }
 
     @Test func ranksWhoseSharedMemoryIsTooSmallTrainOverSocketsOrASmallerRegion() throws {

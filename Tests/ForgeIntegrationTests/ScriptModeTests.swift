@@ -158,13 +158,7 @@ import Testing
         ResourceConfig: {InstanceType: ml.m5.large, InstanceCount: 1}
         """, to: "no-entry.yaml")
         #expect(try cluster.forge(["submit", spec]).status == 0)
-        var described = ""
-        for _ in 0..<100 {
-            described = try cluster.forge(["describe", "no-entry"]).standardOutput
-            if described.contains("\"TrainingJobStatus\" : \"Failed\"") { break }
-            usleep(200_000)
-        }
-        #expect(described.contains("\"TrainingJobStatus\" : \"Failed\""), "\(described)")
+        let described = try Self.describeOnceFailed(cluster, "no-entry", seconds: 20)
         #expect(described.contains("sagemaker_program"), "the reason says what is missing: \(described)")
     }
 
@@ -201,13 +195,7 @@ import Testing
         """, to: "blame.yaml")
         let submitted = try cluster.forge(["submit", spec])
         #expect(submitted.status == 0, "\(submitted)")
-        var described = ""
-        for _ in 0..<600 {
-            described = try cluster.forge(["describe", "blame"]).standardOutput
-            if described.contains("\"TrainingJobStatus\" : \"Failed\"") { break }
-            usleep(200_000)
-        }
-        #expect(described.contains("\"TrainingJobStatus\" : \"Failed\""), "\(described)")
+        let described = try Self.describeOnceFailed(cluster, "blame", seconds: 120)
         #expect(described.contains("rank 1 ") && described.contains("exited with status 3"), "\(described)")
         #expect(described.contains("rank 1 ran out of memory"), "\(described)")
         #expect(!described.contains("status 76"), "\(described)")
@@ -239,6 +227,20 @@ import Testing
             gone = !Self.alive(child)
         }
         #expect(gone, "the program died with the process that started it")
+    }
+
+    /// `forge describe JOB` once the job has failed (recording an issue if it has not within
+    /// `seconds`).
+    static func describeOnceFailed(_ cluster: LocalCluster, _ job: String, seconds: Double) throws -> String {
+        let deadline = Date().addingTimeInterval(seconds)
+        var described = ""
+        repeat {
+            described = try cluster.forge(["describe", job]).standardOutput
+            if described.contains("\"TrainingJobStatus\" : \"Failed\"") { return described }
+            usleep(200_000)
+        } while Date() < deadline
+        Issue.record("\(job) did not fail within \(Int(seconds)) s: \(described)")
+        return described
     }
 
     /// Running (not a zombie, not gone).
