@@ -19,7 +19,8 @@ struct LaunchCommand: ParsableCommand {
         rank failed, on which host, and how (ranks on other nodes then fail on their timeouts). \
         A rank that exits with 76 failed because another did first (a forge rank that lost a \
         peer exits so); the launcher names the rank that failed otherwise, and exits 76 itself \
-        only when all its failed ranks did. \
+        only when all its failed ranks did. Stops go to each rank's process group, and what is \
+        left running in those groups when the launch ends is killed. \
         Each rank gets OPENBLAS_NUM_THREADS=1 unless it is set.
         """
     )
@@ -120,11 +121,14 @@ struct LaunchCommand: ParsableCommand {
         // (RankEnding), not Foundation's isRunning, which lags the exit by as long as its own
         // reaping takes: a rank reaped late must not let a peer it brought down be named instead.
         func running() -> Bool { processes.contains { RankEnding(of: $0) == nil } }
+        // Each rank is the leader of a process group of its own (Foundation spawns it so), and
+        // what it starts (data loader workers, a shell's children) is in that group: signals go
+        // to the whole group, as a container's stop reaches all it runs.
         func stopAll() {
-            for process in processes where RankEnding(of: process) == nil { process.terminate() }
+            for process in processes where RankEnding(of: process) == nil { kill(-process.processIdentifier, SIGTERM) }
             let deadline = Date().addingTimeInterval(5)
             while running() && Date() < deadline { usleep(20_000) }
-            for process in processes where RankEnding(of: process) == nil { kill(process.processIdentifier, SIGKILL) }
+            for process in processes { kill(-process.processIdentifier, SIGKILL) }
         }
         func describe(_ index: Int, _ ending: RankEnding) -> String {
             // A launcher whose named rank only failed because another did says so too (76), so
@@ -159,6 +163,9 @@ struct LaunchCommand: ParsableCommand {
             }
             usleep(20_000)
         }
+        // What the ranks left running in their groups ends with the job. (A group's id cannot
+        // name another group meanwhile: the kernel hands out no pid that a group still uses.)
+        for process in processes { kill(-process.processIdentifier, SIGKILL) }
         // A rank killed before its group formed leaves its shared-memory mailbox behind.
         for process in processes { SharedMemoryTransport.removeMailboxes(ofProcess: process.processIdentifier) }
         let order = exits.indices + Array(processes.indices)

@@ -41,6 +41,24 @@ import Testing
         #expect(run.standardError.contains("forge launch"))
     }
 
+    /// A rank's process group goes with the launch, as a container's processes end with it:
+    /// here a `sleep` the rank left behind when it exited 0.
+    @Test func whatARankLeavesRunningEndsWithTheLaunch() throws {
+        let directory = try TemporaryDirectory()
+        let pidFile = directory.file("left.pid")
+        let run = try ForgeProcess.run(["launch", "--nproc", "1", "--", "/bin/sh", "-c", #"sleep 300 >/dev/null 2>&1 & echo $! > "$0""#, pidFile])
+        #expect(run.status == 0, "\(run)")
+        let pid = try #require(Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        var gone = false
+        for _ in 0..<100 where !gone {
+            let state = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8))?.split(separator: " ").dropFirst(2).first
+            gone = state == nil || state == "Z"
+            if !gone { usleep(50_000) }
+        }
+        if !gone { kill(pid, SIGKILL) }
+        #expect(gone, "the rank's leftover sleep \(pid) still runs after forge launch returned")
+    }
+
     @Test func launchNeedsACommand() throws {
         let run = try ForgeProcess.run(["launch", "--nproc", "2"])
         #expect(run.status == 64, "\(run)")
