@@ -89,7 +89,8 @@ public final class ProcessGroup {
         var unavailable: String?
         if host != nil {
             do {
-                shm = try SharedMemoryTransport(rank: rank, worldSize: worldSize, timeoutMilliseconds: timeoutMilliseconds)
+                shm = try SharedMemoryTransport(rank: rank, worldSize: worldSize, capacity: SharedMemoryTransport.ringCapacity(worldSize: worldSize),
+                                                timeoutMilliseconds: timeoutMilliseconds)
             } catch {
                 unavailable = error.description
             }

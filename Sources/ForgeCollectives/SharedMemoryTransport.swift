@@ -63,6 +63,19 @@ public final class SharedMemoryTransport: CollectiveTransport {
     /// How long a waiting side yields before it sleeps on the futex.
     static let yieldNanoseconds: UInt64 = 100_000
 
+    /// The ring size for a group of `worldSize` ranks: 4 MiB, or less where the tmpfs at
+    /// `directory` is small (Docker gives containers 64 MiB), so that the rings of a whole
+    /// group on one host take at most half of it: its size / 2 / worldSize², in 64 KiB steps,
+    /// at least 64 KiB. The ranks on a host see the same tmpfs, so they all choose alike (and a
+    /// pair whose sizes differ does not share memory).
+    public static func ringCapacity(worldSize: Int, directory: String = "/dev/shm") -> Int {
+        var stats = statvfs()
+        guard statvfs(directory, &stats) == 0 else { return 4 << 20 }
+        let total = Int(stats.f_blocks) * Int(stats.f_frsize)
+        let share = total / 2 / max(1, worldSize * worldSize)
+        return min(4 << 20, max(64 << 10, share / (64 << 10) * (64 << 10)))
+    }
+
     /// Creates this rank's mailbox in `directory` (a tmpfs such as /dev/shm; the file is sparse,
     /// so only the rings peers use take memory).
     public init(rank: Int, worldSize: Int, capacity: Int = 4 << 20, timeoutMilliseconds: Int = 30_000,

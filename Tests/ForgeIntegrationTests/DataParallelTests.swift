@@ -212,10 +212,10 @@ private func expectMatches(_ reference: [String: [Float]], _ other: [String: [Fl
     /// 6-512-512-3: 267,779 parameters, about 1 MiB of gradients and 1 MiB of values.
     private static let hyperparameters = ["-H", "hidden_layer_sizes=512,512", "-H", "mini_batch_size=40", "-H", "epochs=2", "-H", "seed=9"]
 
-    /// `forge launch --nproc 2 -- forge train …` with a `megabytes` MiB tmpfs on /dev/shm.
-    private func launch(_ train: String, output: String, shmMegabytes megabytes: Int) throws -> ExternalTool.Result {
-        try ExternalTool.run(["unshare", "-m", "sh", "-c", #"mount -t tmpfs -o size="$1"m tmpfs /dev/shm && shift && exec "$@""#, "sh",
-                              String(megabytes), try ForgeProcess.binary(), "launch", "--nproc", "2", "--", "forge", "train",
+    /// `forge launch --nproc 2 -- forge train …` with a tmpfs of `size` (as mount's size=) on /dev/shm.
+    private func launch(_ train: String, output: String, shmSize size: String) throws -> ExternalTool.Result {
+        try ExternalTool.run(["unshare", "-m", "sh", "-c", #"mount -t tmpfs -o size="$1" tmpfs /dev/shm && shift && exec "$@""#, "sh",
+                              size, try ForgeProcess.binary(), "launch", "--nproc", "2", "--", "forge", "train",
                               "--algorithm", "mlp", "--train", train, "--output", output] + Self.hyperparameters)
     }
 
@@ -230,17 +230,18 @@ private func expectMatches(_ reference: [String: [Float]], _ other: [String: [Fl
                                            "--quiet"] + Self.hyperparameters, timeout: .seconds(180))
         #expect(single.status == 0, "\(single)")
 
-        // 2 MiB: not even the rings between the two ranks (4 MiB each) fit.
-        let tiny = try launch(train, output: directory.file("tiny"), shmMegabytes: 2)
+        // 100 KiB: not even the smallest rings between the two ranks (2 × 68 KiB) fit.
+        let tiny = try launch(train, output: directory.file("tiny"), shmSize: "100k")
         #expect(tiny.status == 0, "\(tiny.text)\n\(tiny.standardError)")
         #expect(tiny.standardError.contains("talks over sockets, not shared memory") && tiny.standardError.contains("is full"),
                 "\(tiny.standardError)")
         #expect(tiny.standardError.contains("data plane: 0 of 1 peers through shared memory"), "\(tiny.standardError)")
         try expectSingleProcessModel(directory.file("single/model.tar.gz"), directory.file("tiny/model.tar.gz"), "no shared memory")
 
-        // 11 MiB: the rings (2 × 4.0 MiB) fit, and then the gradients' region (2 × 1.0 MiB), but
-        // not the region that holds values and gradients for the sharded update (2 × 2.1 MiB).
-        let small = try launch(train, output: directory.file("small"), shmMegabytes: 11)
+        // 4 MiB: the rings, sized to it (2 × 512 KiB), fit, and then the gradients' region
+        // (2 × 1.0 MiB), but not the region that holds values and gradients for the sharded
+        // update (2 × 2.1 MiB).
+        let small = try launch(train, output: directory.file("small"), shmSize: "4m")
         #expect(small.status == 0, "\(small.text)\n\(small.standardError)")
         #expect(small.standardError.contains("data plane: 1 of 1 peers through shared memory"), "\(small.standardError)")
         #expect(small.standardError.contains("one in-place all-reduce per step in a shared region"), "\(small.standardError)")
