@@ -2,17 +2,18 @@
 // a program that moved to a session or group of its own (a daemon, `setsid`) still carries the
 // FORGE_RANK_TAG its rank was given, and, orphaned, becomes the worker's child (the worker is a
 // subreaper), so it is found, killed and reaped, as a container's processes end with it.
+// `forge launch` does the same for its ranks.
 import Foundation
 
-enum Leftovers {
+public enum Leftovers {
     /// The variable each rank (and whatever it starts) carries: the worker's id and the
     /// assignment's, which no other worker on the host (of this cluster or another) shares.
-    static let variable = "FORGE_RANK_TAG"
+    public static let variable = "FORGE_RANK_TAG"
 
-    static func tag(worker: String, assignment: String) -> String { "\(worker) \(assignment)" }
+    public static func tag(worker: String, assignment: String) -> String { "\(worker) \(assignment)" }
 
     /// Live processes other than this one whose environment carries `tag`.
-    static func processes(tagged tag: String) -> [pid_t] {
+    public static func processes(tagged tag: String) -> [pid_t] {
         let wanted = Array("\(variable)=\(tag)".utf8)
         let own = getpid()
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
@@ -24,7 +25,7 @@ enum Leftovers {
 
     /// Kills every process `processes(tagged:)` finds, twice over (one found the first time
     /// may have started another before the signal landed).
-    static func kill(tagged tag: String) -> Int {
+    public static func kill(tagged tag: String) -> Int {
         var killed = Set<pid_t>()
         for _ in 0..<2 {
             for pid in processes(tagged: tag) where Foundation.kill(pid, SIGKILL) == 0 { killed.insert(pid) }
@@ -34,7 +35,7 @@ enum Leftovers {
 
     /// This process's children, from every thread's list (an orphan is handed to one of them);
     /// on a kernel without those lists, from every process's parent in /proc.
-    static func children() -> [pid_t] {
+    public static func children() -> [pid_t] {
         let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
         if let first = tasks.first, FileManager.default.fileExists(atPath: "/proc/self/task/\(first)/children") {
             return tasks.flatMap { task -> [pid_t] in
@@ -55,7 +56,7 @@ enum Leftovers {
 
     /// Reaps the children that are not `known` (processes Foundation started and will reap):
     /// orphans handed to this subreaper. Live ones are left alone (WNOHANG).
-    static func reapAdopted(known: Set<pid_t>) {
+    public static func reapAdopted(known: Set<pid_t>) {
         for pid in children() where !known.contains(pid) {
             var status: Int32 = 0
             _ = waitpid(pid, &status, WNOHANG)

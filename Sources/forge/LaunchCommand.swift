@@ -4,6 +4,7 @@ import ArgumentParser
 import CForgeSystem
 import ForgeCollectives
 import ForgeWire
+import ForgeWorker
 import Foundation
 
 struct LaunchCommand: ParsableCommand {
@@ -81,6 +82,10 @@ struct LaunchCommand: ParsableCommand {
         // The order ranks exit in: when one fails, its peers fail moments later (a closed
         // connection, a vanished process); the first to exit is the one to name.
         let exits = ExitOrder()
+        // What ranks leave behind outside their groups carries their tag and, orphaned, becomes
+        // this launcher's child (Leftovers): it is killed and reaped when the launch ends.
+        _ = forge_become_subreaper()
+        let launchTag = "launch-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
         let cpus = CPUBinding.allowedCPUs()
         defer { if cpuBind == .cores { CPUBinding.pinCallingThread(to: cpus) } }
         for localRank in 0..<nproc {
@@ -90,6 +95,7 @@ struct LaunchCommand: ParsableCommand {
             process.arguments = Array(arguments.dropFirst())
             var environment = ProcessInfo.processInfo.environment
             environment["RANK"] = String(rank)
+            environment[Leftovers.variable] = Leftovers.tag(worker: launchTag, assignment: "rank \(rank)")
             environment["LOCAL_RANK"] = String(localRank)
             environment["GROUP_RANK"] = String(nodeRank)
             environment["WORLD_SIZE"] = String(nproc * nnodes)
@@ -136,6 +142,23 @@ struct LaunchCommand: ParsableCommand {
             if ending.peerFailedFirst { failureStatus = ExitCode(RankExit.peerFailedStatus) }
             return "rank \(nodeRank * nproc + index) (pid \(processes[index].processIdentifier)) on \(host) \(ending)"
         }
+        // The ranks: Foundation's to reap. Any other child is an orphan handed to this subreaper.
+        let known = Set(processes.map(\.processIdentifier))
+        func cleanUp() {
+            // What the ranks left running in their groups ends with the job. (A group's id cannot
+            // name another group meanwhile: the kernel hands out no pid that a group still uses.)
+            for process in processes { kill(-process.processIdentifier, SIGKILL) }
+            for localRank in 0..<nproc {
+                _ = Leftovers.kill(tagged: Leftovers.tag(worker: launchTag, assignment: "rank \(nodeRank * nproc + localRank)"))
+            }
+            // The orphans handed to this subreaper (Foundation reaps only the ranks themselves).
+            for _ in 0..<50 where Leftovers.children().contains(where: { !known.contains($0) }) {
+                Leftovers.reapAdopted(known: known)
+                usleep(10_000)
+            }
+            // A rank killed before its group formed leaves its shared-memory mailbox behind.
+            for process in processes { SharedMemoryTransport.removeMailboxes(ofProcess: process.processIdentifier) }
+        }
         // A rank that failed because another did first (RankExit.peerFailedStatus) is named only
         // when no other failure shows within `LaunchCommand.causeGrace`: a peer that crashed can
         // be seen to exit a moment after the ranks it brought down. Nothing is stopped meanwhile,
@@ -143,10 +166,11 @@ struct LaunchCommand: ParsableCommand {
         var failure: String?
         var failureStatus = ExitCode.failure
         var peerFailureSeen: Date?
+        var turns = 0
         while running() {
             if let signal = stopSignal.received {
                 stopAll()
-                for process in processes { SharedMemoryTransport.removeMailboxes(ofProcess: process.processIdentifier) }
+                cleanUp()
                 FileHandle.standardError.write(Data("forge launch: stopped all ranks on signal \(signal)\n".utf8))
                 throw ExitCode(128 + signal)
             }
@@ -162,12 +186,11 @@ struct LaunchCommand: ParsableCommand {
                 if failure != nil { stopAll() }
             }
             usleep(20_000)
+            turns += 1
+            // Orphans handed to this subreaper that have exited, once a second.
+            if turns % 50 == 0 { Leftovers.reapAdopted(known: known) }
         }
-        // What the ranks left running in their groups ends with the job. (A group's id cannot
-        // name another group meanwhile: the kernel hands out no pid that a group still uses.)
-        for process in processes { kill(-process.processIdentifier, SIGKILL) }
-        // A rank killed before its group formed leaves its shared-memory mailbox behind.
-        for process in processes { SharedMemoryTransport.removeMailboxes(ofProcess: process.processIdentifier) }
+        cleanUp()
         let order = exits.indices + Array(processes.indices)
         if failure == nil, let (index, ending) = RankEnding.firstFailure(in: order, of: processes, causesOnly: true)
             ?? RankEnding.firstFailure(in: order, of: processes, causesOnly: false) {

@@ -41,22 +41,28 @@ import Testing
         #expect(run.standardError.contains("forge launch"))
     }
 
-    /// A rank's process group goes with the launch, as a container's processes end with it:
-    /// here a `sleep` the rank left behind when it exited 0.
+    /// What a rank leaves running goes with the launch, as a container's processes end with it:
+    /// a `sleep` in the rank's process group, and one in a session of its own (found by the
+    /// rank's FORGE_RANK_TAG and, orphaned, reaped by the launcher, a subreaper).
     @Test func whatARankLeavesRunningEndsWithTheLaunch() throws {
         let directory = try TemporaryDirectory()
-        let pidFile = directory.file("left.pid")
-        let run = try ForgeProcess.run(["launch", "--nproc", "1", "--", "/bin/sh", "-c", #"sleep 300 >/dev/null 2>&1 & echo $! > "$0""#, pidFile])
+        let run = try ForgeProcess.run(["launch", "--nproc", "1", "--", "/bin/sh", "-c",
+                                        // The second sleep writes its pid once in its own session; the rank waits for that.
+                                        #"sleep 300 >/dev/null 2>&1 & echo $! > "$0/group.pid"; setsid sh -c 'echo $$ > "$0/session.pid"; exec sleep 301' "$0" >/dev/null 2>&1 & while [ ! -s "$0/session.pid" ]; do sleep 0.05; done"#,
+                                        directory.path])
         #expect(run.status == 0, "\(run)")
-        let pid = try #require(Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
-        var gone = false
-        for _ in 0..<100 where !gone {
-            let state = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8))?.split(separator: " ").dropFirst(2).first
-            gone = state == nil || state == "Z"
-            if !gone { usleep(50_000) }
+        for name in ["group", "session"] {
+            let pid = try #require(Int32(try String(contentsOfFile: directory.file("\(name).pid"), encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines)))
+            var state: Substring?
+            for _ in 0..<100 {
+                state = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8))?.split(separator: " ").dropFirst(2).first
+                if state == nil || state == "Z" { break }
+                usleep(50_000)
+            }
+            if state != nil && state != "Z" { kill(pid, SIGKILL) }
+            #expect(state == nil || state == "Z", "the rank's leftover \(name) sleep \(pid) still runs after forge launch returned")
         }
-        if !gone { kill(pid, SIGKILL) }
-        #expect(gone, "the rank's leftover sleep \(pid) still runs after forge launch returned")
     }
 
     @Test func launchNeedsACommand() throws {
