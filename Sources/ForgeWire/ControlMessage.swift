@@ -124,9 +124,12 @@ public struct RankExit: Codable, Sendable, Equatable {
     public var peerFailedFirst: Bool { RankExit.peerFailedFirst(status: status, signaled: signaled) }
 
     /// "exited with status 1" / "was killed by signal 9".
-    public var summary: String {
+    public var summary: String { RankExit.summary(status: status, signaled: signaled) }
+
+    /// How a process with this `status`/`signaled` ended, in words.
+    public static func summary(status: Int32, signaled: Bool) -> String {
         if signaled { return "was killed by signal \(status)" }
-        return "exited with status \(status)" + (peerFailedFirst ? " (another rank failed first)" : "")
+        return "exited with status \(status)" + (peerFailedFirst(status: status, signaled: signaled) ? " (another rank failed first)" : "")
     }
 }
 

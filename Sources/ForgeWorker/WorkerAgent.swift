@@ -68,20 +68,8 @@ public final class WorkerAgent {
         let output: OutputBuffer
         let log = OutputLog()
         var stopDeadline: DispatchTime?
-        /// How the process ended, once it has: seen without reaping it (Foundation's `Process`
-        /// reaps it only once every copy of a descriptor it gave the child is closed, which a
-        /// child the rank left running can put off indefinitely).
-        var ending: (status: Int32, signaled: Bool)? {
-            var status: Int32 = 0, signaled: Int32 = 0
-            switch forge_peek_exit(process.processIdentifier, &status, &signaled) {
-            case 1: return (status, signaled != 0)
-            case 0: return nil
-            default:
-                // Reaped already (Foundation got there first): it knows how.
-                guard !process.isRunning else { return nil }
-                return (process.terminationStatus, process.terminationReason == .uncaughtSignal)
-            }
-        }
+        /// How the process ended, once it has (seen without reaping it: ProcessEnding).
+        var ending: ProcessEnding? { ProcessEnding(of: process) }
         var isRunning: Bool { ending == nil }
         init(assignment: RankAssignment, process: Process, output: OutputBuffer) {
             self.assignment = assignment

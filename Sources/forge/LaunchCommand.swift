@@ -124,19 +124,19 @@ struct LaunchCommand: ParsableCommand {
             processes.append(process)
         }
         // Wait for all; the first failure stops the rest. Endings are read with waitid(WNOWAIT)
-        // (RankEnding), not Foundation's isRunning, which lags the exit by as long as its own
+        // (ProcessEnding), not Foundation's isRunning, which lags the exit by as long as its own
         // reaping takes: a rank reaped late must not let a peer it brought down be named instead.
-        func running() -> Bool { processes.contains { RankEnding(of: $0) == nil } }
+        func running() -> Bool { processes.contains { ProcessEnding(of: $0) == nil } }
         // Each rank is the leader of a process group of its own (Foundation spawns it so), and
         // what it starts (data loader workers, a shell's children) is in that group: signals go
         // to the whole group, as a container's stop reaches all it runs.
         func stopAll() {
-            for process in processes where RankEnding(of: process) == nil { kill(-process.processIdentifier, SIGTERM) }
+            for process in processes where ProcessEnding(of: process) == nil { kill(-process.processIdentifier, SIGTERM) }
             let deadline = Date().addingTimeInterval(5)
             while running() && Date() < deadline { usleep(20_000) }
             for process in processes { kill(-process.processIdentifier, SIGKILL) }
         }
-        func describe(_ index: Int, _ ending: RankEnding) -> String {
+        func describe(_ index: Int, _ ending: ProcessEnding) -> String {
             // A launcher whose named rank only failed because another did says so too (76), so
             // that whatever runs launchers on several nodes can tell them apart in turn.
             if ending.peerFailedFirst { failureStatus = ExitCode(RankExit.peerFailedStatus) }
@@ -176,9 +176,9 @@ struct LaunchCommand: ParsableCommand {
             }
             if failure == nil {
                 let order = exits.indices
-                if let (index, ending) = RankEnding.firstFailure(in: order, of: processes, causesOnly: true) {
+                if let (index, ending) = ProcessEnding.firstFailure(in: order, of: processes, causesOnly: true) {
                     failure = describe(index, ending)
-                } else if let (index, ending) = RankEnding.firstFailure(in: order, of: processes, causesOnly: false) {
+                } else if let (index, ending) = ProcessEnding.firstFailure(in: order, of: processes, causesOnly: false) {
                     let seen = peerFailureSeen ?? Date()
                     peerFailureSeen = seen
                     if Date().timeIntervalSince(seen) >= LaunchCommand.causeGrace { failure = describe(index, ending) }
@@ -192,8 +192,8 @@ struct LaunchCommand: ParsableCommand {
         }
         cleanUp()
         let order = exits.indices + Array(processes.indices)
-        if failure == nil, let (index, ending) = RankEnding.firstFailure(in: order, of: processes, causesOnly: true)
-            ?? RankEnding.firstFailure(in: order, of: processes, causesOnly: false) {
+        if failure == nil, let (index, ending) = ProcessEnding.firstFailure(in: order, of: processes, causesOnly: true)
+            ?? ProcessEnding.firstFailure(in: order, of: processes, causesOnly: false) {
             failure = describe(index, ending)
         }
         if let failure {
@@ -282,43 +282,14 @@ final class SignalLatch: @unchecked Sendable {
 /// The do-nothing handler SignalLatch installs.
 private let ignoreSignal: @convention(c) (Int32) -> Void = { _ in }
 
-/// How a rank process ended: its exit status, or the signal that killed it.
-struct RankEnding: Equatable, CustomStringConvertible {
-    var status: Int32
-    var signaled: Bool
-
-    var succeeded: Bool { !signaled && status == 0 }
-    var peerFailedFirst: Bool { RankExit.peerFailedFirst(status: status, signaled: signaled) }
-    var description: String {
-        if signaled { return "was killed by signal \(status)" }
-        return "exited with status \(status)" + (peerFailedFirst ? " (another rank failed first)" : "")
-    }
-
-    /// How `process` ended, or nil while it runs. waitid(WNOWAIT) reads a zombie without
-    /// reaping it (Foundation still does that); once Foundation has reaped it, Foundation knows.
-    init?(of process: Process) {
-        var status: Int32 = 0, signaled: Int32 = 0
-        switch forge_peek_exit(process.processIdentifier, &status, &signaled) {
-        case 1: self.init(status: status, signaled: signaled != 0)
-        case 0: return nil
-        default:
-            guard !process.isRunning else { return nil }
-            self.init(status: process.terminationStatus, signaled: process.terminationReason == .uncaughtSignal)
-        }
-    }
-
-    init(status: Int32, signaled: Bool) {
-        self.status = status
-        self.signaled = signaled
-    }
-
+extension ProcessEnding {
     /// The first rank in `order` (the order they were seen to exit) that failed, leaving out
     /// those that failed because another rank did first when `causesOnly`. Nil while none has,
     /// and also while an earlier one's ending cannot be read yet: naming a later rank then
     /// could blame a peer that only failed because the earlier one was gone.
-    static func firstFailure(in order: [Int], of processes: [Process], causesOnly: Bool) -> (Int, RankEnding)? {
+    static func firstFailure(in order: [Int], of processes: [Process], causesOnly: Bool) -> (Int, ProcessEnding)? {
         for index in order {
-            guard let ending = RankEnding(of: processes[index]) else { return nil }
+            guard let ending = ProcessEnding(of: processes[index]) else { return nil }
             if !ending.succeeded && !(causesOnly && ending.peerFailedFirst) { return (index, ending) }
         }
         return nil
