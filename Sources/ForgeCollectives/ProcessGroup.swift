@@ -206,6 +206,13 @@ public final class ProcessGroup {
         return UnsafeMutableBufferPointer(start: arena.base, count: count)
     }
 
+    /// `buffer`'s place (inside a `sharedBuffer` of this rank) in rank `owner`'s region: memory
+    /// every rank of the group maps, so one copy of something (a model's values) can serve them
+    /// all. Nil when `buffer` is in no shared region.
+    public func sharedCounterpart(of buffer: UnsafeMutableBufferPointer<Float>, on owner: Int) -> UnsafeMutableBufferPointer<Float>? {
+        registeredArena(holding: buffer)?.counterpart(of: buffer, in: owner)
+    }
+
     /// The shared region `buffer` lies in, if any.
     private func registeredArena(holding buffer: UnsafeMutableBufferPointer<Float>) -> SharedReductionArena? {
         registered.first { $0.contains(buffer) }
@@ -268,6 +275,22 @@ public final class ProcessGroup {
             try reduceScatter(gradients, op: .sum)
             update()
             try allGather(values)
+        }
+    }
+
+    /// A sharded optimizer step over values all the ranks share (one copy in a shared region,
+    /// `sharedCounterpart(of:on:)`): sums `gradients` (inside this rank's `sharedBuffer`) so that
+    /// this rank's `segment(of:)` holds the reduction, and runs `update`, which writes that
+    /// segment of the shared values; `scalars` (in the same region) are summed with it. Two
+    /// handshakes, nothing gathered: when it returns, every rank's segment is updated. The values
+    /// may change outside `update` only behind a barrier (or with the same bytes on every rank).
+    public func reduceScatterUpdate(gradients: UnsafeMutableBufferPointer<Float>, scalars: UnsafeMutableBufferPointer<Float>,
+                                    update: () -> Void) throws(CollectiveError) {
+        try guarded { () throws(CollectiveError) in
+            guard let arena = registeredArena(holding: gradients) else {
+                throw .invalidArgument("a step over shared values needs its gradients in a shared region (sharedBuffer)")
+            }
+            try arena.reduceScatterUpdate(gradients: gradients, scalars: scalars, update: update)
         }
     }
 

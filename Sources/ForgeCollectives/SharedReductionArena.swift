@@ -249,12 +249,46 @@ public final class SharedReductionArena {
                                           scalars: UnsafeMutableBufferPointer<Float>,
                                           update: () -> Void) throws(CollectiveError) {
         precondition(gradients.count == values.count, "gradients and values differ in size")
-        precondition(contains(gradients) && contains(values) && (scalars.isEmpty || contains(scalars)),
-                     "a sharded step through a shared region needs its buffers inside it")
-        guard worldSize > 1, let gradientStart = gradients.baseAddress, let valueStart = values.baseAddress else {
+        precondition(contains(values), "a sharded step through a shared region needs its values inside it")
+        guard worldSize > 1, gradients.baseAddress != nil, let valueStart = values.baseAddress else {
             update()
             return
         }
+        let sums = try reduceAndUpdate(gradients: gradients, scalars: scalars, update: update)
+        gatherSegments(at: valueStart - regions[rank], count: values.count, into: valueStart)
+        for i in sums.indices { scalars[i] = sums[i] }
+        try handshake()  // no rank reads this rank's buffers any more
+    }
+
+    /// A sharded optimizer step over values that all ranks share: one copy, which every rank
+    /// maps (`counterpart(of:in:)`, in one rank's region). Every rank reduces its segment of
+    /// `gradients` (inside this rank's region) straight from the others' memory and `update`
+    /// writes that segment of the shared values; `scalars` are summed in rank order. Two
+    /// handshakes and nothing copied: after the second every segment is updated, and each rank
+    /// reads the whole model where it lies.
+    ///
+    /// No third handshake: the peers read this rank's gradients and scalars only between the
+    /// two, and the caller writes them again only after the second; the values change only in
+    /// `update`, which no rank enters before every rank has passed the first handshake, that is,
+    /// has finished with the values of the step before. So a caller may write the shared values
+    /// outside `update` only behind a barrier, or with the same bytes on every rank.
+    public func reduceScatterUpdate(gradients: UnsafeMutableBufferPointer<Float>, scalars: UnsafeMutableBufferPointer<Float>,
+                                    update: () -> Void) throws(CollectiveError) {
+        guard worldSize > 1 else {
+            update()
+            return
+        }
+        let sums = try reduceAndUpdate(gradients: gradients, scalars: scalars, update: update)
+        for i in sums.indices { scalars[i] = sums[i] }
+    }
+
+    /// The first two handshakes of a sharded step, the reduction of this rank's segment between
+    /// them and `update`; returns the scalars' sums (for the caller to store once no peer reads
+    /// this rank's scalars: after the second handshake).
+    private func reduceAndUpdate(gradients: UnsafeMutableBufferPointer<Float>, scalars: UnsafeMutableBufferPointer<Float>,
+                                 update: () -> Void) throws(CollectiveError) -> [Float] {
+        precondition(contains(gradients) && (scalars.isEmpty || contains(scalars)),
+                     "a sharded step through a shared region needs its gradients and scalars inside it")
         try handshake()  // every rank's gradients and scalars are in place
         // Into a local copy first: the peers read this rank's scalars until the next handshake.
         var sums = [Float](repeating: 0, count: scalars.count)
@@ -265,12 +299,18 @@ public final class SharedReductionArena {
                 for i in sums.indices { sums[i] += theirs[i] }
             }
         }
-        reduceOwnSegment(at: gradientStart - regions[rank], count: gradients.count, .sum)
+        reduceOwnSegment(at: gradients.baseAddress.map { $0 - regions[rank] } ?? 0, count: gradients.count, .sum)
         update()
         try handshake()  // every segment is reduced and updated
-        gatherSegments(at: valueStart - regions[rank], count: values.count, into: valueStart)
-        for i in sums.indices { scalars[i] = sums[i] }
-        try handshake()  // no rank reads this rank's buffers any more
+        return sums
+    }
+
+    /// The floats at `buffer`'s place (a buffer inside this rank's region) in `peer`'s region,
+    /// which every rank maps: memory all the ranks can share.
+    public func counterpart(of buffer: UnsafeMutableBufferPointer<Float>, in peer: Int) -> UnsafeMutableBufferPointer<Float> {
+        precondition(contains(buffer) && (0..<worldSize).contains(peer), "a counterpart of a buffer outside this rank's region")
+        let offset = buffer.baseAddress.map { $0 - regions[rank] } ?? 0
+        return UnsafeMutableBufferPointer(start: regions[peer] + offset, count: buffer.count)
     }
 
     /// Reduces this rank's segment of the `count` floats at `offset` of every region into its

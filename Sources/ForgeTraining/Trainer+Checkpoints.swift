@@ -50,13 +50,6 @@ extension Trainer {
             return try store.save(Checkpoint(state: state, tensors: file.tensors))
         }
         let folders = store.shardedFolders(step: state.step)
-        func barrier() throws(TrainingError) {
-            do {
-                try group.barrier()
-            } catch {
-                throw .group(error)
-            }
-        }
         try barrier()
         if group.rank == 0 { try store.prepareShards(in: folders.temporary) }
         try barrier()

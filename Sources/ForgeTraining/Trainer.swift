@@ -95,6 +95,11 @@ public final class Trainer {
     let fusedReduction: UnsafeMutableBufferPointer<Float>?
     /// The loss and stop flag's place in the shared region's header (co-located ranks only).
     let sharedHeader: UnsafeMutableBufferPointer<Float>?
+    /// Co-located ranks sharding the update: every rank's parameter values are one copy, in
+    /// rank 0's shared region, which each rank reads where it lies and updates in its own
+    /// segment. Anything else that writes the values (a checkpoint, the best epoch's values)
+    /// writes the same bytes on every rank, and behind a barrier.
+    let valuesShared: Bool
     static let fusedHeader = 16
     /// By default a bucket closes once it holds at least this many bytes of gradients.
     public static let defaultBucketBytes = 256 << 10
@@ -209,11 +214,13 @@ public final class Trainer {
             // others map, and reduce them where they lie (no messages, no copies).
             // The region's first 16 floats (a cache line) carry the step's loss and stop flag.
             // ZeRO keeps the values there too (after the header, then the gradients, each on
-            // whole cache lines), and steps the optimizer in one pass over the region.
+            // whole cache lines): one copy for all the ranks, rank 0's, which every rank reads
+            // where it lies. A step is two handshakes: every rank's gradients are in place; each
+            // rank has reduced its segment of them and updated that segment of the values.
             //
             // Reducing inline without a chosen ZeRO stage, co-located ranks shard the update too:
-            // each rank reduces its segment of the gradients, updates that segment (its share of
-            // the optimizer state) and copies the others', in one pass. The update is
+            // each rank reduces its segment of the gradients and updates that segment (its share
+            // of the optimizer state), and nothing is copied back. The update is
             // elementwise, so the values are a replicated update's up to the order of the
             // gradient sums: bit for bit on 2 ranks (two addends sum the same either way); on
             // more, an element's sum starts from its segment owner's value and the segments fall
@@ -240,7 +247,11 @@ public final class Trainer {
                     throw .group(error)
                 }
                 if let shared, shardsUpdate {
-                    valueMemory = UnsafeMutableBufferPointer(rebasing: shared[line..<(line + total)])
+                    // One copy of the values for all the ranks, in rank 0's region: each rank
+                    // updates its segment in place and reads the others' where they lie, so
+                    // nothing is copied after an update.
+                    let own = UnsafeMutableBufferPointer(rebasing: shared[line..<(line + total)])
+                    valueMemory = group.sharedCounterpart(of: own, on: 0) ?? own
                     gradientMemory = UnsafeMutableBufferPointer(rebasing: shared[(line + padded)...])
                 } else if let shared {
                     gradientMemory = UnsafeMutableBufferPointer(rebasing: shared[line...])
@@ -263,12 +274,13 @@ public final class Trainer {
         }
         if plan.zeroStage == 1 || shardedInRegion, let dataGroup, dataGroup.worldSize > 1 {
             // Each piece's state is sharded across that piece's replicas.
-            zero = ZeroRedundancyOptimizer(block: parameters, group: dataGroup) { values, gradients in
+            zero = ZeroRedundancyOptimizer(block: parameters, group: dataGroup, sharedValues: shardedInRegion) { values, gradients in
                 Trainer.makeOptimizer(plan, values: values, gradients: gradients)
             }
         } else {
             zero = nil
         }
+        valuesShared = zero?.sharedValues ?? false
         optimizer = zero?.inner ?? Trainer.makeOptimizer(plan, values: parameters.values, gradients: parameters.gradients)
         inputs = Tensor(zeros: [modelRows, fullInput], on: device)
         targets = Tensor(zeros: [modelRows], on: device)
@@ -342,9 +354,14 @@ public final class Trainer {
     public var reductionMode: String? {
         guard let dataGroup, dataGroup.worldSize > 1 else { return nil }
         if zero != nil {
-            return plan.zeroStage == 1
-                ? "ZeRO-1: optimizer state sharded across \(dataGroup.worldSize) ranks; gradients reduce-scattered, parameters all-gathered"
-                : "update sharded across \(dataGroup.worldSize) co-located ranks in one pass over a shared region (as ZeRO-1; forge_zero_stage 0 replicates it)"
+            let ranks = dataGroup.worldSize
+            if plan.zeroStage != 1 {
+                return "update sharded across \(ranks) co-located ranks: each reduces its segment of the gradients in a shared region and "
+                    + "updates it in the one copy of the values they share (as ZeRO-1; forge_zero_stage 0 replicates it)"
+            }
+            return "ZeRO-1: optimizer state sharded across \(ranks) ranks; "
+                + (valuesShared ? "gradients reduced in shared regions, each segment updated in the one copy of the values the ranks share"
+                    : "gradients reduce-scattered, parameters all-gathered")
         }
         if fusedReduction != nil { return "one in-place all-reduce per step in a shared region" }
         if reducer?.threaded == true { return "gradient buckets reduced on their own thread, overlapping backward" }
@@ -372,16 +389,12 @@ public final class Trainer {
     public func run(checkpoints: CheckpointStore? = nil, observer: any TrainingObserver = SilentObserver(),
                     shouldStop: @escaping @Sendable () -> Bool = { false }) throws(TrainingError) -> TrainingResult {
         self.shouldStop = shouldStop
-        if let group {
-            // All ranks resume from the same checkpoint: none may read while rank 0 writes.
-            do {
-                try group.barrier()
-            } catch {
-                throw .group(error)
-            }
-        }
+        // All ranks resume from the same checkpoint: none may read while rank 0 writes.
+        try barrier()
         if let checkpoints, let (checkpoint, path) = try checkpoints.loadLatest() {
             try restore(checkpoint, path: path)
+            // Shared values: every rank wrote the same bytes; none steps before all have.
+            if valuesShared { try barrier() }
             observer.resumed(fromStep: state.step, epoch: state.epoch + 1, path: path)
         }
         let batches = BatchSchedule(data: data, batchSize: batchSize, seed: plan.seed,
@@ -435,9 +448,23 @@ public final class Trainer {
             }
         }
         state.finished = true
-        if let best { parameters.copyValues(from: best) }
+        if let best {
+            // Shared values: no rank may still be evaluating the last epoch's values.
+            if valuesShared { try barrier() }
+            parameters.copyValues(from: best)
+            if valuesShared { try barrier() }
+        }
         let metrics = try finalMetrics()
         return TrainingResult(model: try trainedModel(), metrics: metrics, state: state)
+    }
+
+    /// Waits until every rank of the job has called it.
+    func barrier() throws(TrainingError) {
+        do {
+            try group?.barrier()
+        } catch {
+            throw .group(error)
+        }
     }
 
     // MARK: Steps

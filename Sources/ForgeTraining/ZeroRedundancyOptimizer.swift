@@ -37,18 +37,27 @@ public final class ZeroRedundancyOptimizer {
     public let segment: Range<Int>
     /// The wrapped optimizer, over `segment` of the values and gradients only.
     public let inner: any Optimizer
+    /// Whether every rank's block has its values in the same memory (one copy in a shared
+    /// region, `ProcessGroup.sharedCounterpart`): each rank's update then writes its segment
+    /// where every rank reads it, and nothing is gathered.
+    public let sharedValues: Bool
     /// One Float for the all-reduced sum of squares.
     private let normBuffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: 1)
 
     /// Shards the optimizer that `makeOptimizer(values, gradients)` builds over one segment of
     /// `block` (flat, contiguous views into the block) across `group`. The block's memory must
     /// be host-visible when there is a group.
-    public init(block: ParameterBlock, group: ProcessGroup?,
+    ///
+    /// With `sharedValues`, the ranks' blocks share one copy of the values (and each has its
+    /// gradients in its own `sharedBuffer`): a step writes each segment once, in place, and ends
+    /// with every rank's update done (a barrier, or the one-pass step's second handshake).
+    public init(block: ParameterBlock, group: ProcessGroup?, sharedValues: Bool = false,
                 makeOptimizer: (_ values: Tensor, _ gradients: Tensor) -> any Optimizer) {
         let sharded = (group?.worldSize ?? 1) > 1
         precondition(!sharded || block.device.capabilities.hostVisibleMemory, "ZeRO needs host-visible device memory")
         self.block = block
         self.group = group
+        self.sharedValues = sharded && sharedValues
         segment = sharded ? group?.segment(of: block.count) ?? 0..<block.count : 0..<block.count
         let values = Tensor(storage: block.values.storage, offset: block.values.offset + segment.lowerBound, shape: [segment.count])
         let gradients = Tensor(storage: block.gradients.storage, offset: block.gradients.offset + segment.lowerBound,
@@ -88,13 +97,18 @@ public final class ZeroRedundancyOptimizer {
     ///
     /// `scalars` (a step's loss and stop flag) are summed across the ranks with the step. Without
     /// clipping, a block whose values, gradients and scalars lie in one shared region
-    /// (`ProcessGroup.sharedBuffer`) steps in one pass (`reduceScatterUpdateGather`).
+    /// (`ProcessGroup.sharedBuffer`) steps in one pass (`reduceScatterUpdateGather`; with
+    /// `sharedValues`, `reduceScatterUpdate`, which gathers nothing).
     @discardableResult
     public func step(maxGradientNorm: Float? = nil, counted: ((Parameter) -> Bool)? = nil,
                      sumAcrossPieces: ((Double) throws(CollectiveError) -> Double)? = nil,
                      scalars: UnsafeMutableBufferPointer<Float> = UnsafeMutableBufferPointer(start: nil, count: 0)) throws(CollectiveError) -> Double {
         let shardedGroup = (group?.worldSize ?? 1) > 1 ? group : nil
         let gradients = UnsafeMutableBufferPointer(start: block.gradients.hostPointer, count: block.count)
+        if let shardedGroup, maxGradientNorm == nil, sharedValues {
+            try shardedGroup.reduceScatterUpdate(gradients: gradients, scalars: scalars) { inner.step() }
+            return .nan
+        }
         if let shardedGroup, maxGradientNorm == nil {
             let values = UnsafeMutableBufferPointer(start: block.values.hostPointer, count: block.count)
             try shardedGroup.reduceScatterUpdateGather(gradients: gradients, values: values, scalars: scalars) { inner.step() }
@@ -135,7 +149,12 @@ public final class ZeroRedundancyOptimizer {
         }
         inner.step()
         if let shardedGroup {
-            try shardedGroup.allGather(UnsafeMutableBufferPointer(start: block.values.hostPointer, count: block.count))
+            if sharedValues {
+                // Each segment was written in place: wait until every rank has written its own.
+                try shardedGroup.barrier()
+            } else {
+                try shardedGroup.allGather(UnsafeMutableBufferPointer(start: block.values.hostPointer, count: block.count))
+            }
         }
         return norm
     }

@@ -136,6 +136,44 @@ import Testing
     }
 
     @Test(arguments: [2, 3, 4, 5])
+    func shardedStepsOverOneSharedCopyOfTheValuesGatherNothing(worldSize: Int) throws {
+        // The trainer's loop over values all ranks share (rank 0's region): each round every
+        // rank writes gradients computed from the values it reads, then each updates its segment
+        // in place. Two handshakes a step and no copy: a rank that read a value before every
+        // update landed, or wrote gradients a peer was still reducing, would drift from the
+        // closed form (integers, exact in floats) computed here.
+        let count = 53, rounds = 300
+        let results = try run(worldSize) { group -> [UInt32] in
+            let region = try #require(try group.sharedBuffer(count: 16 + 2 * 64))
+            let own = UnsafeMutableBufferPointer(rebasing: region[16..<(16 + count)])
+            let values = try #require(group.sharedCounterpart(of: own, on: 0))
+            #expect(values.baseAddress != own.baseAddress || group.rank == 0)
+            let gradients = UnsafeMutableBufferPointer(rebasing: region[(16 + 64)..<(16 + 64 + count)])
+            let scalars = UnsafeMutableBufferPointer(rebasing: region[0..<2])
+            var expected = [Int](repeating: 0, count: count)
+            let mine = group.segment(of: count)
+            for round in 0..<rounds {
+                for i in 0..<count { gradients[i] = values[i] + Self.input(group.rank, i, round: round) }
+                scalars[0] = Float(group.rank + round)
+                scalars[1] = 0
+                try group.reduceScatterUpdate(gradients: gradients, scalars: scalars) {
+                    for i in mine { values[i] = gradients[i].truncatingRemainder(dividingBy: 997) }
+                }
+                for i in 0..<count {
+                    let sum = (0..<worldSize).reduce(0) { $0 + expected[i] + Int(Self.input($1, i, round: round)) }
+                    expected[i] = sum % 997
+                }
+                #expect(scalars[0] == Float((0..<worldSize).reduce(0) { $0 + $1 + round }), "round \(round)")
+            }
+            for i in 0..<count {
+                #expect(values[i] == Float(expected[i]), "\(worldSize) ranks, value \(i) after \(rounds) rounds")
+            }
+            return values.map(\.bitPattern)
+        }
+        for result in results { #expect(result == results[0]) }
+    }
+
+    @Test(arguments: [2, 3, 4, 5])
     func anyBufferReducesThroughAScratchRegionInPieces(worldSize: Int) throws {
         // A scratch region of 8 floats: halves of 4, so a buffer of 37 takes 10 pieces and both
         // halves are used in turn.

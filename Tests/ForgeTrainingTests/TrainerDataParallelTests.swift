@@ -17,11 +17,11 @@ import Testing
     }
 
     /// `zeroStage` nil: not chosen (the trainer picks).
-    private static func plan(zeroStage: Int? = 0) throws -> TrainingPlan {
+    private static func plan(zeroStage: Int? = 0, extra: [String: String] = [:]) throws -> TrainingPlan {
         var hyperparameters = [
             "hidden_layer_sizes": "24,12", "mini_batch_size": "30", "epochs": "8", "dropout": "0.2", "seed": "11",
             "forge_checkpoint_steps": "6",
-        ]
+        ].merging(extra) { $1 }
         if let zeroStage { hyperparameters["forge_zero_stage"] = String(zeroStage) }
         return try TrainingPlan.make(algorithm: .mlp, hyperparameters: hyperparameters)
     }
@@ -29,8 +29,8 @@ import Testing
     /// Trains on `worldSize` rank threads; returns every rank's parameters (flat, and by tensor)
     /// and train loss.
     private static func train(worldSize: Int, threads: Int, bucketBytes: Int, overlap: Bool = true, zeroStage: Int? = 0,
-                              checkpoints: String? = nil, sharedMemory: Bool = false) throws -> [RankResult] {
-        let plan = try plan(zeroStage: zeroStage)
+                              checkpoints: String? = nil, sharedMemory: Bool = false, extra: [String: String] = [:]) throws -> [RankResult] {
+        let plan = try plan(zeroStage: zeroStage, extra: extra)
         let prepared = try PreparedData(plan: plan, train: data(seed: 1), validation: data(seed: 2))
         return try onRankThreads(worldSize, sharedMemory: sharedMemory) { group -> RankResult in
             let trainer = try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: threads), group: group,
@@ -108,6 +108,36 @@ extension TrainerDataParallelTests {
         }
         let worst = Self.worstTensor(replicated[0].tensors, sharded[0].tensors)
         #expect(worst.relative <= 1e-6, "tensor \(worst.tensor): max|Δ|/max|ref| = \(worst.relative)")
+    }
+
+    @Test(arguments: [nil, 1])
+    func ranksSharingOneCopyOfTheValuesResumeAndKeepTheBestEpoch(zeroStage: Int?) throws {
+        // Co-located ranks that shard the update keep one copy of the values, in rank 0's
+        // region. Early stopping writes the best epoch's values back into it at the end, and a
+        // resumed run loads a checkpoint into it. Every rank must still end with one process's
+        // model (up to summation order), and a run resumed mid-epoch with the uninterrupted
+        // run's bits.
+        let extra = ["early_stopping_patience": "3", "learning_rate": "0.05"]
+        let plan = try Self.plan(zeroStage: zeroStage, extra: extra)
+        let prepared = try PreparedData(plan: plan, train: Self.data(seed: 1), validation: Self.data(seed: 2))
+        let reference = try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: 1)).run().model.parameters.map(\.values)
+        let scratch = try TemporaryDirectory()
+        let modes = try onRankThreads(2, sharedMemory: true) { group -> String in
+            try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: 1), group: group, overlapReduction: false).reductionMode ?? ""
+        }
+        #expect(modes.allSatisfy { $0.contains("one copy of the values") }, "\(modes)")
+        let whole = try Self.train(worldSize: 2, threads: 1, bucketBytes: 64, overlap: false, zeroStage: zeroStage,
+                                   checkpoints: scratch.file("whole"), sharedMemory: true, extra: extra)
+        #expect(whole[1].parameters.map(\.bitPattern) == whole[0].parameters.map(\.bitPattern))
+        let worst = Self.worstTensor(reference, whole[0].tensors)
+        #expect(worst.relative <= 1e-5, "tensor \(worst.tensor): max|Δ|/max|ref| = \(worst.relative)")
+        let store = CheckpointStore(directory: scratch.file("whole"), keep: 1000)
+        let step = try #require(store.checkpointFolders().first { $0.hasSuffix("-000000030") }, "\(store.checkpointFolders())")
+        try FileManager.default.createDirectory(atPath: scratch.file("resumed"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: store.directory + "/" + step, toPath: scratch.file("resumed") + "/" + step)
+        let resumed = try Self.train(worldSize: 2, threads: 1, bucketBytes: 64, overlap: false, zeroStage: zeroStage,
+                                     checkpoints: scratch.file("resumed"), sharedMemory: true, extra: extra)
+        for result in resumed { #expect(result.parameters.map(\.bitPattern) == whole[0].parameters.map(\.bitPattern)) }
     }
 
     @Test func ranksGivenDifferentCPUCountsAgreeOnOneWayToReduce() throws {

@@ -25,12 +25,13 @@ import Testing
 
     /// A block of `count` elements: a 7×5 weight and a bias of the rest (38 elements), or one
     /// tensor of `count`.
-    static func block(count: Int) -> ParameterBlock {
+    static func block(count: Int, valueMemory: UnsafeMutableBufferPointer<Float>? = nil,
+                      gradientMemory: UnsafeMutableBufferPointer<Float>? = nil) -> ParameterBlock {
         let specs: [(name: String, spec: ParameterSpec)] = count == 38
             ? [("w", ParameterSpec(name: "w", shape: [7, 5], initializer: .heNormal(fanIn: 5))),
                ("b", ParameterSpec(name: "b", shape: [3], initializer: .normal(standardDeviation: 0.1)))]
             : [("p", ParameterSpec(name: "p", shape: [count], initializer: .normal(standardDeviation: 0.5)))]
-        return ParameterBlock(specs: specs, seed: 5, device: CPUDevice(threadCount: 1))
+        return ParameterBlock(specs: specs, seed: 5, device: CPUDevice(threadCount: 1), valueMemory: valueMemory, gradientMemory: gradientMemory)
     }
 
     /// Rank `rank`'s gradient at step `step`: multiples of 1/64 below 1, so every sum is exact
@@ -76,13 +77,21 @@ import Testing
     }
 
     /// Runs steps `steps` of ZeRO over `worldSize` rank threads, each first loading `initial`
-    /// (values and full optimizer state, with its step count) when given.
+    /// (values and full optimizer state, with its step count) when given. With `sharedValues`
+    /// the ranks share memory: each has its gradients in a shared region, and all of them have
+    /// their values in one copy, rank 0's.
     static func sharded(_ kind: Kind, count: Int, worldSize: Int, steps: Range<Int>, maxNorm: Float?,
-                        initial: (values: [Float], state: [String: [Float]])? = nil) throws -> [RankOutcome] {
-        try onRankThreads(worldSize, chunkElements: 3) { group in
+                        initial: (values: [Float], state: [String: [Float]])? = nil, sharedValues: Bool = false) throws -> [RankOutcome] {
+        try onRankThreads(worldSize, chunkElements: 3, sharedMemory: sharedValues) { group in
             let rank = group.rank
-            let block = Self.block(count: count)
-            let zero = ZeroRedundancyOptimizer(block: block, group: group) { kind.make(values: $0, gradients: $1) }
+            var block = Self.block(count: count)
+            if sharedValues {
+                let region = try #require(try group.sharedBuffer(count: 2 * count))
+                let values = try #require(group.sharedCounterpart(of: UnsafeMutableBufferPointer(rebasing: region[..<count]), on: 0))
+                block = Self.block(count: count, valueMemory: values, gradientMemory: UnsafeMutableBufferPointer(rebasing: region[count...]))
+                try group.barrier()  // every rank has written the initial values (the same bytes)
+            }
+            let zero = ZeroRedundancyOptimizer(block: block, group: group, sharedValues: sharedValues) { kind.make(values: $0, gradients: $1) }
             if let initial {
                 initial.values.withUnsafeBufferPointer { block.device.copy(from: $0, to: block.values) }
                 try zero.loadFullState(initial.state.map { ($0.key, $0.value) })
@@ -126,6 +135,23 @@ import Testing
             if maxNorm != nil {
                 // The clip bites: most steps' gradients are longer than 0.5.
                 #expect(reference.norms.filter { $0 > 0.5 }.count > 30 || layout.count == 2, "\(reference.norms)")
+            }
+        }
+    }
+
+    @Test(arguments: [2, 3, 4])
+    func ranksSharingOneCopyOfTheValuesTakeTheUnshardedSteps(worldSize: Int) throws {
+        // One copy of the values for all ranks: each step writes every segment in place, in one
+        // pass of two handshakes (no clipping), or with clipping as reduce-scatter, norm, update
+        // and a barrier. A rank that read the values before every segment was written, or wrote
+        // them while another still read them, would leave the unsharded optimizer's steps.
+        for maxNorm in [nil, Float(0.5)] as [Float?] {
+            let reference = Self.reference(.adam, count: 38, worldSize: worldSize, steps: 0..<60, maxNorm: maxNorm)
+            let ranks = try Self.sharded(.adam, count: 38, worldSize: worldSize, steps: 0..<60, maxNorm: maxNorm, sharedValues: true)
+            for outcome in ranks {
+                let difference = Self.relativeDifference(outcome.values, reference.values)
+                #expect(difference <= 1e-6, "\(worldSize) ranks, clip \(String(describing: maxNorm)): max|Δ|/max|ref| = \(difference)")
+                #expect(outcome.fullState == ranks[0].fullState)
             }
         }
     }
