@@ -9,7 +9,8 @@
 // little-endian) and the payload. Sends queue: a send writes what the kernel takes at once and
 // keeps the rest (a copy, or the caller's memory for `sendWithoutCopy`, until `flush`). A rank
 // that waits keeps writing its queues and reads whatever its other peers have sent into memory
-// of its own, so two ranks that both send large messages before receiving never deadlock.
+// of its own (up to `readAheadLimit` bytes per peer), so two ranks that both send large
+// messages before receiving never deadlock.
 // With a cluster key the data plane stays on ZeroMQ, which encrypts and authenticates it.
 //
 // Connection set-up: rank r connects to every lower rank and sends a hello (magic "FGSH",
@@ -38,6 +39,15 @@ public final class SocketTransport: CollectiveTransport {
     private var inbox: [Inbound]
     /// Whole messages read while another peer was awaited, per source rank.
     private var pending: [[(tag: UInt64, bytes: [UInt8])]]
+    /// Payload bytes held in `pending`, per source rank.
+    private var pendingBytes: [Int]
+    /// Reading ahead stops taking a peer's messages once this many of its bytes wait here: its
+    /// further messages stay in its socket and its queue (back-pressure on the sender), so a
+    /// peer that sends far ahead of what this rank receives cannot grow this rank's memory
+    /// without bound. The message under way is always finished, so at most one message more is
+    /// held. A protocol that needs more than this read ahead ends in a timeout naming the peer,
+    /// not in an out-of-memory kill; the collectives send in chunks and never come near it.
+    public var readAheadLimit = 256 << 20
     /// Peers whose connection ended while nothing was awaited from them (a rank that finished
     /// first): an error only if something more is awaited from them.
     private var closed: [CollectiveError?]
@@ -103,6 +113,7 @@ public final class SocketTransport: CollectiveTransport {
         outbox = Array(repeating: [], count: worldSize)
         inbox = (0..<worldSize).map { _ in Inbound() }
         pending = Array(repeating: [], count: worldSize)
+        pendingBytes = Array(repeating: 0, count: worldSize)
         closed = Array(repeating: nil, count: worldSize)
         let (descriptor, port) = try SocketTransport.listen(host: host == "*" ? nil : host, rank: rank)
         listener = descriptor
@@ -347,6 +358,7 @@ public final class SocketTransport: CollectiveTransport {
         }
         if !pending[peer].isEmpty {
             let message = pending[peer].removeFirst()
+            pendingBytes[peer] -= message.bytes.count
             try SocketTransport.check(message.tag, message.bytes.count, tag: tag, byteCount: byteCount, peer: peer)
             message.bytes.withUnsafeBytes(consume)
             return
@@ -415,11 +427,21 @@ public final class SocketTransport: CollectiveTransport {
         throw got == 0 ? .peerLost(peer: peer, reason: "rank \(peer) closed its connection (has it exited?)") : closedOrFailed(peer, "recv")
     }
 
-    /// Moves every whole message other peers have sent into `pending` (all but `except`).
+    /// Bytes of `peer`'s messages read ahead and not yet received.
+    public func readAheadBytes(from peer: Int) -> Int { pendingBytes[peer] }
+
+    /// Whether reading ahead may take more from `peer`: below `readAheadLimit`, or to finish the
+    /// message under way.
+    private func readsAhead(from peer: Int) -> Bool {
+        pendingBytes[peer] < readAheadLimit || inbox[peer].headerFilled > 0
+    }
+
+    /// Moves every whole message other peers have sent into `pending` (all but `except`), up to
+    /// `readAheadLimit` bytes per peer.
     private func readAhead(except awaited: Int?) throws(CollectiveError) -> Bool {
         var progressed = false
         for peer in 0..<worldSize where peer != rank && peer != awaited && sockets[peer] >= 0 && closed[peer] == nil {
-            while true {
+            while readsAhead(from: peer) {
                 let read: Bool
                 do {
                     read = try readAvailable(from: peer, expecting: nil)
@@ -432,6 +454,7 @@ public final class SocketTransport: CollectiveTransport {
                 let inbound = inbox[peer]
                 guard inbound.complete else { continue }
                 pending[peer].append((inbound.tag, Array(UnsafeRawBufferPointer(start: inbound.buffer, count: inbound.length))))
+                pendingBytes[peer] += inbound.length
                 inbound.reset()
             }
         }
@@ -467,9 +490,11 @@ public final class SocketTransport: CollectiveTransport {
                 continue
             }
             var entries = [pollfd]()
-            for other in 0..<worldSize where sockets[other] >= 0 && (closed[other] == nil || !outbox[other].isEmpty) {
-                let events = (closed[other] == nil ? Int16(POLLIN) : 0) | (outbox[other].isEmpty ? 0 : Int16(POLLOUT))
-                entries.append(pollfd(fd: sockets[other], events: events, revents: 0))
+            for other in 0..<worldSize where sockets[other] >= 0 {
+                // Not the sockets of peers read ahead to the limit: their bytes wait there.
+                let reads = closed[other] == nil && (other == peer || readsAhead(from: other))
+                let events = (reads ? Int16(POLLIN) : 0) | (outbox[other].isEmpty ? 0 : Int16(POLLOUT))
+                if events != 0 { entries.append(pollfd(fd: sockets[other], events: events, revents: 0)) }
             }
             _ = poll(&entries, nfds_t(entries.count), 20)
         }

@@ -170,4 +170,55 @@ import Glibc
         }
         for outcome in outcomes { #expect(try outcome.get()) }
     }
+
+    @Test func readingAheadStopsAtItsLimitAndLosesNothing() throws {
+        // Rank 1 queues 24 messages of 1 MiB for rank 0, which first waits for rank 2's. Rank 0
+        // reads rank 1's ahead meanwhile, but only up to its limit (2 MiB, plus the message
+        // under way); the rest waits in rank 1's socket and queue. Then every message arrives,
+        // whole and in order.
+        let transports = Handed(value: try TransportKind.socket.make(3, timeoutMilliseconds: 10_000))
+        let (messages, size, limit) = (24, 1 << 20, 2 << 20)
+        let outcomes = onRanks(3) { rank -> Result<Int, CollectiveError> in
+            let transport = transports.value[rank] as! SocketTransport
+            transport.readAheadLimit = limit
+            do throws(CollectiveError) {
+                switch rank {
+                case 1:
+                    let outgoing = UnsafeMutableRawBufferPointer.allocate(byteCount: messages * size, alignment: 64)
+                    defer { outgoing.deallocate() }
+                    for index in 0..<messages {
+                        let message = UnsafeMutableRawBufferPointer(rebasing: outgoing[(index * size)..<((index + 1) * size)])
+                        message.initializeMemory(as: UInt8.self, repeating: UInt8(index))
+                        try transport.sendWithoutCopy(UnsafeRawBufferPointer(message), to: 0, tag: UInt64(index))
+                    }
+                    try transport.flush()
+                    return .success(0)
+                case 2:
+                    Thread.sleep(forTimeInterval: 0.5)
+                    let word = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 8)
+                    defer { word.deallocate() }
+                    word.initializeMemory(as: UInt8.self, repeating: 9)
+                    try transport.send(UnsafeRawBufferPointer(word), to: 0, tag: 99)
+                    return .success(0)
+                default:
+                    try transport.receive(from: 2, tag: 99, byteCount: 8) { _ in }
+                    let held = transport.readAheadBytes(from: 1)
+                    var intact = 0
+                    for index in 0..<messages {
+                        try transport.receive(from: 1, tag: UInt64(index), byteCount: size) { bytes in
+                            if bytes.allSatisfy({ $0 == UInt8(index) }) { intact += 1 }
+                        }
+                    }
+                    #expect(intact == messages)
+                    #expect(transport.readAheadBytes(from: 1) == 0)
+                    return .success(held)
+                }
+            } catch {
+                return .failure(error)
+            }
+        }
+        let held = try outcomes[0].get()
+        #expect(held > 0 && held <= limit + size, "rank 0 held \(held) bytes of rank 1's read ahead (limit \(limit))")
+        for outcome in outcomes { _ = try outcome.get() }
+    }
 }
