@@ -136,7 +136,8 @@ let package = Package(
         .testTarget(name: "ForgeCoordinatorTests", dependencies: ["ForgeCoordinator", "ForgeTestSupport"], swiftSettings: forgeSettings),
         .testTarget(
             name: "ForgeIntegrationTests",
-            dependencies: ["ForgeArchive", "ForgeTransport", "ForgeWire", "ForgeCoordinator", "ForgeAPI", "ForgeS3", "ForgeTestSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["ForgeArchive", "ForgeTransport", "ForgeWire", "ForgeCoordinator", "ForgeWorker", "ForgeAPI", "ForgeS3", "ForgeTestSupport",
+                           .product(name: "Logging", package: "swift-log")],
             swiftSettings: forgeSettings
         ),
     ]

@@ -66,15 +66,18 @@ public final class WorkerAgent {
         let assignment: RankAssignment
         let process: Process
         let output: OutputBuffer
+        /// The rank's own cgroup, where the host allows one (RankCgroup).
+        let cgroup: RankCgroup?
         let log = OutputLog()
         var stopDeadline: DispatchTime?
         /// How the process ended, once it has (seen without reaping it: ProcessEnding).
         var ending: ProcessEnding? { ProcessEnding(of: process) }
         var isRunning: Bool { ending == nil }
-        init(assignment: RankAssignment, process: Process, output: OutputBuffer) {
+        init(assignment: RankAssignment, process: Process, output: OutputBuffer, cgroup: RankCgroup?) {
             self.assignment = assignment
             self.process = process
             self.output = output
+            self.cgroup = cgroup
         }
     }
 
@@ -192,8 +195,15 @@ public final class WorkerAgent {
         let output = OutputBuffer()
         let process = Process()
         let program = assignment.arguments.first == "forge" ? configuration.forgeExecutable : assignment.arguments.first ?? "/bin/false"
-        process.executableURL = URL(fileURLWithPath: program)
-        process.arguments = Array(assignment.arguments.dropFirst())
+        let tag = Leftovers.tag(worker: id, assignment: assignment.id)
+        // The rank runs in a cgroup of its own where the host allows it: whatever it starts
+        // stays there and ends with it. (The program is checked first: the shell that moves
+        // the rank in would otherwise turn a missing one into an exit with status 127.)
+        let cgroup = FileManager.default.isExecutableFile(atPath: program) ? RankCgroup.make(named: tag) : nil
+        let command = cgroup?.wrap(executable: program, arguments: Array(assignment.arguments.dropFirst()))
+            ?? (executable: program, arguments: Array(assignment.arguments.dropFirst()))
+        process.executableURL = URL(fileURLWithPath: command.executable)
+        process.arguments = command.arguments
         var environment = ProcessInfo.processInfo.environment
         for (key, value) in assignment.environment { environment[key] = value }
         if let key = configuration.clusterKeyPath { environment["FORGE_CLUSTER_KEY"] = key }
@@ -201,7 +211,7 @@ public final class WorkerAgent {
         // A forge rank asks the kernel to kill it when this worker dies, as a lost node's would.
         environment["FORGE_WORKER_PID"] = String(getpid())
         // Whatever the rank starts carries it, so what it leaves running can be found (Leftovers).
-        environment[Leftovers.variable] = Leftovers.tag(worker: id, assignment: assignment.id)
+        environment[Leftovers.variable] = tag
         process.environment = environment
         do {
             try FileManager.default.createDirectory(atPath: assignment.workDirectory, withIntermediateDirectories: true)
@@ -213,12 +223,13 @@ public final class WorkerAgent {
             output.attach(err.fileHandleForReading, isError: true)
             try process.run()
         } catch {
+            cgroup?.destroy()
             logger.error("worker \(id): cannot start \(assignment.id): \(error)")
             try? send(.rankExited(RankExit(assignment: assignment.id, status: 127, signaled: false,
                                            lastError: "cannot start \(program): \(error.localizedDescription)")))
             return
         }
-        ranks[assignment.id] = RunningRank(assignment: assignment, process: process, output: output)
+        ranks[assignment.id] = RunningRank(assignment: assignment, process: process, output: output, cgroup: cgroup)
         logger.info("worker \(id): started \(assignment.id) as pid \(process.processIdentifier)")
         try? send(.rankStarted(assignment: assignment.id, pid: process.processIdentifier))
     }
@@ -234,14 +245,17 @@ public final class WorkerAgent {
                 ending = rank.ending
             }
             guard let ending else { continue }
-            // What the rank left running goes with it, as in a container that ends (its process
-            // group: Foundation starts each child in a group of its own). The id cannot name
-            // another group: the kernel does not hand out a pid while a group of that id has a
-            // member, and a freed one comes round again only after the whole pid space.
+            // What the rank left running goes with it, as in a container that ends: all of its
+            // cgroup, where it has one (nothing the rank started can leave that).
+            let contained = rank.cgroup?.destroy() ?? 0
+            // Its process group (Foundation starts each child in a group of its own). The id
+            // cannot name another group: the kernel does not hand out a pid while a group of
+            // that id has a member, and a freed one comes round again only after the whole pid
+            // space.
             kill(-rank.process.processIdentifier, SIGKILL)
             // And what left the group: found by the assignment it still carries.
             let strays = Leftovers.kill(tagged: Leftovers.tag(worker: self.id, assignment: id))
-            if strays > 0 { logger.info("worker \(self.id): killed \(strays) process(es) \(id) left outside its process group") }
+            if contained + strays > 0 { logger.info("worker \(self.id): killed \(contained + strays) process(es) \(id) left running") }
             // The pipes may still hold the last lines.
             rank.output.finish()
             let (tail, lost) = rank.output.take()

@@ -88,11 +88,24 @@ struct LaunchCommand: ParsableCommand {
         let launchTag = "launch-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
         let cpus = CPUBinding.allowedCPUs()
         defer { if cpuBind == .cores { CPUBinding.pinCallingThread(to: cpus) } }
+        // Each rank in a cgroup of its own where the host allows it (RankCgroup): nothing it
+        // starts outlives the launch, whatever group, session or environment it moves to.
+        var cgroups = [RankCgroup?]()
         for localRank in 0..<nproc {
             let rank = nodeRank * nproc + localRank
             let process = Process()
-            process.executableURL = URL(fileURLWithPath: LaunchCommand.resolve(arguments[0]))
-            process.arguments = Array(arguments.dropFirst())
+            var program = LaunchCommand.resolve(arguments[0])
+            var cgroup: RankCgroup?
+            // In the shell that moves the rank into its cgroup, /proc/self/exe is the shell.
+            let named = program == "/proc/self/exe" ? (try? FileManager.default.destinationOfSymbolicLink(atPath: program)) : program
+            if let named, FileManager.default.isExecutableFile(atPath: named) {
+                cgroup = RankCgroup.make(named: "\(launchTag) rank \(rank)")
+                if cgroup != nil { program = named }
+            }
+            cgroups.append(cgroup)
+            let command = cgroup?.wrap(executable: program, arguments: Array(arguments.dropFirst())) ?? (executable: program, arguments: Array(arguments.dropFirst()))
+            process.executableURL = URL(fileURLWithPath: command.executable)
+            process.arguments = command.arguments
             var environment = ProcessInfo.processInfo.environment
             environment["RANK"] = String(rank)
             environment[Leftovers.variable] = Leftovers.tag(worker: launchTag, assignment: "rank \(rank)")
@@ -118,6 +131,7 @@ struct LaunchCommand: ParsableCommand {
                 exits.watch(process, as: index)
             } catch {
                 for started in processes { started.terminate() }
+                for made in cgroups { made?.destroy() }
                 FileHandle.standardError.write(Data("error: cannot start rank \(rank) (\(arguments[0])): \(error.localizedDescription)\n".utf8))
                 throw ExitCode.failure
             }
@@ -145,8 +159,10 @@ struct LaunchCommand: ParsableCommand {
         // The ranks: Foundation's to reap. Any other child is an orphan handed to this subreaper.
         let known = Set(processes.map(\.processIdentifier))
         func cleanUp() {
-            // What the ranks left running in their groups ends with the job. (A group's id cannot
-            // name another group meanwhile: the kernel hands out no pid that a group still uses.)
+            // What the ranks left running ends with the job: all of each rank's cgroup, where
+            // it has one; what stayed in their groups (a group's id cannot name another group
+            // meanwhile: the kernel hands out no pid that a group still uses).
+            for cgroup in cgroups { cgroup?.destroy() }
             for process in processes { kill(-process.processIdentifier, SIGKILL) }
             for localRank in 0..<nproc {
                 _ = Leftovers.kill(tagged: Leftovers.tag(worker: launchTag, assignment: "rank \(nodeRank * nproc + localRank)"))

@@ -5,6 +5,7 @@
 import ForgeTestSupport
 import ForgeTransport
 import ForgeWire
+import ForgeWorker
 import Foundation
 import Testing
 
@@ -76,7 +77,7 @@ import Testing
             }
             // The rank's children, left running on purpose, should the test stop before the
             // worker ended them (and only while the pid is still a `sleep`).
-            for name in ["sleeper", "daemon"] {
+            for name in ["sleeper", "daemon", "bare"] {
                 if let pid = (try? String(contentsOfFile: directory.file("work/echo/\(name).pid"), encoding: .utf8)).flatMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }),
                    (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?.hasPrefix("sleep") == true {
                     kill(pid, SIGKILL)
@@ -90,7 +91,8 @@ import Testing
         try coordinator.send(.registered(worker: id, heartbeatMilliseconds: 200))
         let assignment = "echo/1/0"
         try coordinator.send(.assign(RankAssignment(id: assignment, job: "echo", attempt: 1, rank: 0, worldSize: 1,
-                                                    arguments: ["/bin/sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done; sleep 120 & echo $! > sleeper.pid; setsid sleep 121 & echo $! > daemon.pid; wait"],
+                                                    arguments: ["/bin/sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done; sleep 120 & echo $! > sleeper.pid; setsid sleep 121 & echo $! > daemon.pid; "
+                                                                + "setsid /usr/bin/env -i /bin/sh -c 'echo $$ > bare.pid; exec /bin/sleep 122' & wait"],
                                                     environment: [:], workDirectory: directory.file("work/echo"))))
         // The five lines, numbered from 0 in the order written, however they are batched.
         var received: [String] = []
@@ -136,12 +138,17 @@ import Testing
             try #require(Int32(try String(contentsOfFile: directory.file("work/echo/\(name).pid"), encoding: .utf8)
                 .trimmingCharacters(in: .whitespacesAndNewlines)))
         }
-        let sleeper = try pid("sleeper"), daemon = try pid("daemon")
+        // One that also cleared its environment (no tag) is held by the rank's cgroup, where the
+        // host gives ranks one (a writable cgroup2); elsewhere it escapes.
+        let sleeper = try pid("sleeper"), daemon = try pid("daemon"), bare = try pid("bare")
+        let cgroups = RankCgroup.make(named: "probe-\(getpid())").map { $0.destroy() } != nil
         var gone = false
         for _ in 0..<100 where !gone {
-            gone = [nil, "Z"].contains(state(sleeper)) && state(daemon) == nil
+            gone = [nil, "Z"].contains(state(sleeper)) && state(daemon) == nil && (!cgroups || state(bare) == nil)
             if !gone { usleep(100_000) }
         }
-        #expect(gone, "the rank's leftovers still run: \(sleeper) is \(state(sleeper) ?? "gone"), \(daemon) (own session) is \(state(daemon) ?? "gone")")
+        let states = "\(sleeper) is \(state(sleeper) ?? "gone"), \(daemon) (own session) is \(state(daemon) ?? "gone"), "
+            + "\(bare) (own session, no environment) is \(state(bare) ?? "gone")"
+        #expect(gone, "the rank's leftovers still run: \(states)")
     }
 }

@@ -1,0 +1,85 @@
+// A cgroup (v2) of a rank's own, where the host lets Forge make one: the last word on what a
+// rank leaves running. A process can leave its rank's process group (setsid) and clear its
+// environment (and with it FORGE_RANK_TAG), but it cannot leave its cgroup without write access
+// to another, so `cgroup.kill` ends everything the rank started, as a container's end does.
+// The rank enters the cgroup before it runs anything: it is started as a shell that moves itself
+// in and then execs the rank's program (same pid), so not even a process forked in the rank's
+// first microsecond is outside. Hosts without a writable cgroup2 hierarchy (not root, a
+// read-only /sys/fs/cgroup) get no cgroup; Leftovers' process groups and tags still apply.
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One rank's cgroup: a child of the cgroup this process runs in.
+///
+/// Concurrency: a value (a path); its methods touch only the cgroup's files.
+public struct RankCgroup: Sendable {
+    /// The cgroup's directory in the cgroup2 hierarchy.
+    public let path: String
+
+    /// The cgroup2 directory of this process's own cgroup, when cgroup2 is mounted (its mount
+    /// point from /proc/self/mountinfo, the path from /proc/self/cgroup's "0::" line).
+    static func ownCgroup() -> String? {
+        guard let mountinfo = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8),
+              let membership = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8) else { return nil }
+        // "id parent major:minor root mountpoint options … - fstype source superoptions"
+        let mount = mountinfo.split(separator: "\n").lazy.compactMap { line -> Substring? in
+            let halves = line.split(separator: " - ", maxSplits: 1)
+            guard halves.count == 2, halves[1].hasPrefix("cgroup2 ") else { return nil }
+            let fields = halves[0].split(separator: " ")
+            return fields.count > 4 && fields[3] == "/" ? fields[4] : nil
+        }.first
+        guard let mount, let line = membership.split(separator: "\n").first(where: { $0.hasPrefix("0::") }) else { return nil }
+        let own = line.dropFirst(3)
+        return own == "/" ? String(mount) : String(mount) + own
+    }
+
+    /// Makes a cgroup for one rank under this process's own, named from `name` (letters, digits,
+    /// `.`, `-` and `_` kept, the rest `_`); nil where the host does not let this process make
+    /// one (no cgroup2, no permission) or one of that name exists.
+    public static func make(named name: String) -> RankCgroup? {
+        guard let parent = ownCgroup() else { return nil }
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
+        let safe = String(name.map { allowed.contains($0) ? $0 : "_" }.prefix(200))
+        let path = "\(parent)/forge-\(safe)"
+        guard mkdir(path, 0o755) == 0 else { return nil }
+        // A kernel before 5.14 has no cgroup.kill: `destroy` then signals each member.
+        return RankCgroup(path: path)
+    }
+
+    /// What to start instead of `executable` `arguments`: a shell that moves itself into this
+    /// cgroup and then execs them. `executable` must be a path that means the same in the shell
+    /// (not /proc/self/exe); a failed move leaves the rank where its parent is.
+    public func wrap(executable: String, arguments: [String]) -> (executable: String, arguments: [String]) {
+        ("/bin/sh", ["-c", #"{ echo 0 > "$1/cgroup.procs"; } 2>/dev/null; shift; exec "$@""#, "forge-rank", path, executable] + arguments)
+    }
+
+    /// The processes in the cgroup now.
+    public var members: [pid_t] {
+        ((try? String(contentsOfFile: "\(path)/cgroup.procs", encoding: .utf8)) ?? "")
+            .split(separator: "\n").compactMap { pid_t($0) }
+    }
+
+    /// Kills every process in the cgroup, waits (up to a second) until none is left, and
+    /// removes the cgroup; returns how many processes were in it. Only once the rank itself has
+    /// ended: the rank is a member too.
+    @discardableResult
+    public func destroy() -> Int {
+        let found = members
+        if !found.isEmpty {
+            if (try? "1".write(toFile: "\(path)/cgroup.kill", atomically: false, encoding: .utf8)) == nil {
+                for pid in found { kill(pid, SIGKILL) }
+            }
+        }
+        var tries = 0
+        while rmdir(path) != 0, errno == EBUSY, tries < 100 {
+            // A member that forked as it was killed (no cgroup.kill) is signalled too.
+            for pid in members { kill(pid, SIGKILL) }
+            usleep(10_000)
+            tries += 1
+        }
+        return found.count
+    }
+}
