@@ -44,9 +44,25 @@ public struct RankCgroup: Sendable {
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
         let safe = String(name.map { allowed.contains($0) ? $0 : "_" }.prefix(200))
         let path = "\(parent)/forge-\(safe)"
+        sweep(parent)
         guard mkdir(path, 0o755) == 0 else { return nil }
         // A kernel before 5.14 has no cgroup.kill: `destroy` then signals each member.
         return RankCgroup(path: path)
+    }
+
+    /// Removes the empty rank cgroups in `parent` made over a minute ago: those of a worker or
+    /// launcher killed before it could remove them. (A rank's cgroup is empty only between its
+    /// making and the rank's first instruction, and between the rank's end and `destroy`.)
+    static func sweep(_ parent: String) {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? []
+        let now = Date()
+        for name in entries where name.hasPrefix("forge-") {
+            let path = "\(parent)/\(name)"
+            guard let made = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date,
+                  now.timeIntervalSince(made) > 60,
+                  (try? String(contentsOfFile: "\(path)/cgroup.events", encoding: .utf8))?.contains("populated 0") == true else { continue }
+            _ = rmdir(path)
+        }
     }
 
     /// What to start instead of `executable` `arguments`: a shell that moves itself into this
@@ -74,12 +90,25 @@ public struct RankCgroup: Sendable {
             }
         }
         var tries = 0
-        while rmdir(path) != 0, errno == EBUSY, tries < 100 {
+        while !RankCgroup.remove(path), errno == EBUSY, tries < 100 {
             // A member that forked as it was killed (no cgroup.kill) is signalled too.
             for pid in members { kill(pid, SIGKILL) }
             usleep(10_000)
             tries += 1
         }
         return found.count
+    }
+
+    /// Removes the cgroup at `path` and the ones below it (a rank that ran `forge launch` made
+    /// its ranks' there), deepest first; false (with errno) when one cannot go yet.
+    static func remove(_ path: String) -> Bool {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        for name in entries {
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: "\(path)/\(name)", isDirectory: &isDirectory), isDirectory.boolValue {
+                _ = remove("\(path)/\(name)")
+            }
+        }
+        return rmdir(path) == 0
     }
 }
