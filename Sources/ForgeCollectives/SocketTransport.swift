@@ -39,14 +39,18 @@ public final class SocketTransport: CollectiveTransport {
     private var inbox: [Inbound]
     /// Whole messages read while another peer was awaited, per source rank.
     private var pending: [[(tag: UInt64, bytes: [UInt8])]]
-    /// Payload bytes held in `pending`, per source rank.
+    /// Bytes held in `pending`, per source rank: payloads plus `pendingEntryBytes` a message
+    /// (so a flood of empty messages counts too).
     private var pendingBytes: [Int]
+    static let pendingEntryBytes = 64
     /// Reading ahead stops taking a peer's messages once this many of its bytes wait here: its
     /// further messages stay in its socket and its queue (back-pressure on the sender), so a
     /// peer that sends far ahead of what this rank receives cannot grow this rank's memory
     /// without bound. The message under way is always finished, so at most one message more is
     /// held. A protocol that needs more than this read ahead ends in a timeout naming the peer,
-    /// not in an out-of-memory kill; the collectives send in chunks and never come near it.
+    /// not in an out-of-memory kill (two ranks that each send more than the limit to the other
+    /// before either receives, in several messages, now time out); the collectives send in
+    /// chunks and never come near it.
     public var readAheadLimit = 256 << 20
     /// Peers whose connection ended while nothing was awaited from them (a rank that finished
     /// first): an error only if something more is awaited from them.
@@ -358,7 +362,7 @@ public final class SocketTransport: CollectiveTransport {
         }
         if !pending[peer].isEmpty {
             let message = pending[peer].removeFirst()
-            pendingBytes[peer] -= message.bytes.count
+            pendingBytes[peer] -= message.bytes.count + SocketTransport.pendingEntryBytes
             try SocketTransport.check(message.tag, message.bytes.count, tag: tag, byteCount: byteCount, peer: peer)
             message.bytes.withUnsafeBytes(consume)
             return
@@ -454,7 +458,7 @@ public final class SocketTransport: CollectiveTransport {
                 let inbound = inbox[peer]
                 guard inbound.complete else { continue }
                 pending[peer].append((inbound.tag, Array(UnsafeRawBufferPointer(start: inbound.buffer, count: inbound.length))))
-                pendingBytes[peer] += inbound.length
+                pendingBytes[peer] += inbound.length + SocketTransport.pendingEntryBytes
                 inbound.reset()
             }
         }

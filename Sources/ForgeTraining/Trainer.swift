@@ -40,7 +40,8 @@ public final class Trainer {
     /// The optimizer; with ZeRO, the sharded optimizer's wrapped one over this rank's segment.
     let optimizer: any Optimizer
     /// With `forge_zero_stage` 1 and more than one rank: the optimizer state is sharded, and
-    /// a step is reduce-scatter, update of this rank's segment, all-gather (no buckets).
+    /// a step is reduce-scatter, update of this rank's segment, all-gather (no buckets); or,
+    /// co-located, reduce and update in place in one shared copy of the values (`valuesShared`).
     let zero: ZeroRedundancyOptimizer?
     let loss: any Loss
     let batchSize: Int
@@ -250,8 +251,10 @@ public final class Trainer {
                     // One copy of the values for all the ranks, in rank 0's region: each rank
                     // updates its segment in place and reads the others' where they lie, so
                     // nothing is copied after an update.
+                    // (Not for tensor-parallel parts: each holds values of its own, and its
+                    // replicas' group is a subgroup without this region.)
                     let own = UnsafeMutableBufferPointer(rebasing: shared[line..<(line + total)])
-                    valueMemory = group.sharedCounterpart(of: own, on: 0) ?? own
+                    valueMemory = parallel == nil ? group.sharedCounterpart(of: own, on: 0) ?? own : own
                     gradientMemory = UnsafeMutableBufferPointer(rebasing: shared[(line + padded)...])
                 } else if let shared {
                     gradientMemory = UnsafeMutableBufferPointer(rebasing: shared[line...])
@@ -274,7 +277,7 @@ public final class Trainer {
         }
         if plan.zeroStage == 1 || shardedInRegion, let dataGroup, dataGroup.worldSize > 1 {
             // Each piece's state is sharded across that piece's replicas.
-            zero = ZeroRedundancyOptimizer(block: parameters, group: dataGroup, sharedValues: shardedInRegion) { values, gradients in
+            zero = ZeroRedundancyOptimizer(block: parameters, group: dataGroup, sharedValues: shardedInRegion && parallel == nil) { values, gradients in
                 Trainer.makeOptimizer(plan, values: values, gradients: gradients)
             }
         } else {

@@ -40,7 +40,7 @@ public struct RankCgroup: Sendable {
     /// `.`, `-` and `_` kept, the rest `_`); nil where the host does not let this process make
     /// one (no cgroup2, no permission) or one of that name exists.
     public static func make(named name: String) -> RankCgroup? {
-        guard let parent = ownCgroup() else { return nil }
+        guard let parent = usableParent else { return nil }
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
         let safe = String(name.map { allowed.contains($0) ? $0 : "_" }.prefix(200))
         let path = "\(parent)/forge-\(safe)"
@@ -49,6 +49,24 @@ public struct RankCgroup: Sendable {
         // A kernel before 5.14 has no cgroup.kill: `destroy` then signals each member.
         return RankCgroup(path: path)
     }
+
+    /// This process's own cgroup, when a process can be made, moved into a cgroup below it and
+    /// removed again (tried once, with a shell that moves itself in): mkdir alone may succeed
+    /// where the move does not (not root; a cgroup whose controllers forbid members below it).
+    static let usableParent: String? = {
+        guard let parent = ownCgroup() else { return nil }
+        let probe = RankCgroup(path: "\(parent)/forge-probe-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        guard mkdir(probe.path, 0o755) == 0 else { return nil }
+        defer { probe.destroy() }
+        let arguments = ["/bin/sh", "-c", #"echo 0 > "$0/cgroup.procs""#, probe.path]
+        var pointers = arguments.map { strdup($0) } + [nil]
+        defer { for pointer in pointers { free(pointer) } }
+        var pid: pid_t = 0
+        guard posix_spawn(&pid, "/bin/sh", nil, nil, &pointers, environ) == 0 else { return nil }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return status == 0 ? parent : nil
+    }()
 
     /// Removes the empty rank cgroups in `parent` made over a minute ago: those of a worker or
     /// launcher killed before it could remove them. (A rank's cgroup is empty only between its
@@ -69,25 +87,36 @@ public struct RankCgroup: Sendable {
     /// cgroup and then execs them. `executable` must be a path that means the same in the shell
     /// (not /proc/self/exe); a failed move leaves the rank where its parent is.
     public func wrap(executable: String, arguments: [String]) -> (executable: String, arguments: [String]) {
-        ("/bin/sh", ["-c", #"{ echo 0 > "$1/cgroup.procs"; } 2>/dev/null; shift; exec "$@""#, "forge-rank", path, executable] + arguments)
+        let enter = #"{ echo 0 > "$1/cgroup.procs"; } 2>/dev/null || echo "forge: could not enter cgroup $1; what this rank leaves running may outlive it" >&2; "#
+        return ("/bin/sh", ["-c", enter + #"shift; exec "$@""#, "forge-rank", path, executable] + arguments)
     }
 
-    /// The processes in the cgroup now.
-    public var members: [pid_t] {
-        ((try? String(contentsOfFile: "\(path)/cgroup.procs", encoding: .utf8)) ?? "")
+    /// The processes in the cgroup and the cgroups below it now.
+    public var members: [pid_t] { RankCgroup.members(of: path) }
+
+    static func members(of path: String) -> [pid_t] {
+        let own = ((try? String(contentsOfFile: "\(path)/cgroup.procs", encoding: .utf8)) ?? "")
             .split(separator: "\n").compactMap { pid_t($0) }
+        return own + subcgroups(of: path).flatMap { members(of: $0) }
     }
 
-    /// Kills every process in the cgroup, waits (up to a second) until none is left, and
-    /// removes the cgroup; returns how many processes were in it. Only once the rank itself has
-    /// ended: the rank is a member too.
+    /// The cgroups directly below `path` (its subdirectories: the rest are control files).
+    static func subcgroups(of path: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).map { "\(path)/\($0)" }.filter {
+            var isDirectory: ObjCBool = false
+            return FileManager.default.fileExists(atPath: $0, isDirectory: &isDirectory) && isDirectory.boolValue
+        }
+    }
+
+    /// Kills every process in the cgroup and below it, waits (up to a second) until none is
+    /// left, and removes the cgroups; returns how many processes there were. Only once the rank
+    /// itself has ended: the rank is a member too.
     @discardableResult
     public func destroy() -> Int {
         let found = members
-        if !found.isEmpty {
-            if (try? "1".write(toFile: "\(path)/cgroup.kill", atomically: false, encoding: .utf8)) == nil {
-                for pid in found { kill(pid, SIGKILL) }
-            }
+        // cgroup.kill (Linux 5.14) takes the whole subtree at once, forks included.
+        if !found.isEmpty, (try? "1".write(toFile: "\(path)/cgroup.kill", atomically: false, encoding: .utf8)) == nil {
+            for pid in found { kill(pid, SIGKILL) }
         }
         var tries = 0
         while !RankCgroup.remove(path), errno == EBUSY, tries < 100 {
@@ -102,13 +131,7 @@ public struct RankCgroup: Sendable {
     /// Removes the cgroup at `path` and the ones below it (a rank that ran `forge launch` made
     /// its ranks' there), deepest first; false (with errno) when one cannot go yet.
     static func remove(_ path: String) -> Bool {
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
-        for name in entries {
-            var isDirectory: ObjCBool = false
-            if FileManager.default.fileExists(atPath: "\(path)/\(name)", isDirectory: &isDirectory), isDirectory.boolValue {
-                _ = remove("\(path)/\(name)")
-            }
-        }
+        for below in subcgroups(of: path) { _ = remove(below) }
         return rmdir(path) == 0
     }
 }

@@ -194,7 +194,9 @@ public final class WorkerAgent {
         guard ranks[assignment.id] == nil else { return }
         let output = OutputBuffer()
         let process = Process()
-        let program = assignment.arguments.first == "forge" ? configuration.forgeExecutable : assignment.arguments.first ?? "/bin/false"
+        // Absolute (a relative path means the worker's directory, not the rank's).
+        let program = URL(fileURLWithPath: assignment.arguments.first == "forge" ? configuration.forgeExecutable
+                                           : assignment.arguments.first ?? "/bin/false").path
         let tag = Leftovers.tag(worker: id, assignment: assignment.id)
         // The rank runs in a cgroup of its own where the host allows it: whatever it starts
         // stays there and ends with it. (The program is checked first: the shell that moves

@@ -27,10 +27,10 @@ import Testing
     }
 
     /// Rank 0's final model and metrics with `layout` on `ranks` rank threads.
-    static func run(ranks: Int, _ layout: [String: String]) throws -> TrainingResult {
+    static func run(ranks: Int, _ layout: [String: String], sharedMemory: Bool = false) throws -> TrainingResult {
         let plan = try Self.plan(layout)
         let data = try Self.data(plan)
-        return try onRankThreads(ranks) { group in
+        return try onRankThreads(ranks, sharedMemory: sharedMemory) { group in
             try Trainer(plan: plan, data: data, device: CPUDevice(threadCount: 1), group: group).run()
         }[0]
     }
@@ -65,6 +65,22 @@ import Testing
         #expect(abs(singleLoss - splitLoss) <= 1e-5 * singleLoss, "validation:loss \(splitLoss) vs \(singleLoss)")
         #expect(split.state.step == 50)
         print("transformer-lm on \(ranks) ranks \(layout.sorted { $0.key < $1.key }): max per-tensor max|Δ|/max|ref| = \(worst) after 50 steps")
+    }
+
+    @Test(arguments: [
+        (3, ["forge_zero_stage": "1"]),
+        (2, ["forge_tensor_degree": "2", "forge_zero_stage": "1"]),
+        (4, ["forge_tensor_degree": "2", "forge_zero_stage": "1"]),
+    ])
+    func zeroOverSharedMemoryMatchesOneProcess(ranks: Int, layout: [String: String]) throws {
+        // Ranks that share memory: a whole model's replicas share one copy of the values in a
+        // shared region, and with the transformer's clipping each update ends with a barrier;
+        // tensor-parallel parts keep values of their own (their replicas' group has no region).
+        let single = try Self.single()
+        let split = try Self.run(ranks: ranks, layout, sharedMemory: true)
+        let worst = expectMatching(single.model.parameters, split.model.parameters, "(\(ranks) ranks over shared memory, \(layout))")
+        #expect(split.state.step == 50)
+        print("transformer-lm on \(ranks) ranks over shared memory \(layout.sorted { $0.key < $1.key }): max per-tensor max|Δ|/max|ref| = \(worst)")
     }
 
     @Test func aLayoutThatDoesNotDivideTheRanksIsAClearError() throws {

@@ -46,13 +46,17 @@ import Testing
 
     /// The unsharded optimizer on the summed gradients of `worldSize` ranks, steps `steps`;
     /// returns the values and the norms before clipping.
+    /// With `feedback`, each rank's gradient also adds `feedback` times the values it reads
+    /// before the step (as a model's gradients depend on its parameters).
     static func reference(_ kind: Kind, count: Int, worldSize: Int, steps: Range<Int>, maxNorm: Float?,
-                          block: ParameterBlock? = nil, optimizer: (any Optimizer)? = nil) -> (values: [Float], norms: [Double]) {
+                          block: ParameterBlock? = nil, optimizer: (any Optimizer)? = nil,
+                          feedback: Float = 0) -> (values: [Float], norms: [Double]) {
         let block = block ?? Self.block(count: count)
         let optimizer = optimizer ?? kind.make(values: block.values, gradients: block.gradients)
         var norms: [Double] = []
         for step in steps {
-            let sums = (0..<worldSize).map { gradient(rank: $0, step: step, count: count) }
+            let values = block.values.toArray()
+            let sums = (0..<worldSize).map { zip(gradient(rank: $0, step: step, count: count), values).map { $0 + feedback * $1 } }
                 .reduce([Float](repeating: 0, count: count)) { zip($0, $1).map(+) }
             sums.withUnsafeBufferPointer { block.device.copy(from: $0, to: block.gradients) }
             if let maxNorm {
@@ -81,7 +85,8 @@ import Testing
     /// the ranks share memory: each has its gradients in a shared region, and all of them have
     /// their values in one copy, rank 0's.
     static func sharded(_ kind: Kind, count: Int, worldSize: Int, steps: Range<Int>, maxNorm: Float?,
-                        initial: (values: [Float], state: [String: [Float]])? = nil, sharedValues: Bool = false) throws -> [RankOutcome] {
+                        initial: (values: [Float], state: [String: [Float]])? = nil, sharedValues: Bool = false,
+                        feedback: Float = 0) throws -> [RankOutcome] {
         try onRankThreads(worldSize, chunkElements: 3, sharedMemory: sharedValues) { group in
             let rank = group.rank
             var block = Self.block(count: count)
@@ -99,7 +104,8 @@ import Testing
             }
             var norms: [Double] = []
             for step in steps {
-                Self.gradient(rank: rank, step: step, count: count)
+                let values = block.values.toArray()
+                zip(Self.gradient(rank: rank, step: step, count: count), values).map { $0 + feedback * $1 }
                     .withUnsafeBufferPointer { block.device.copy(from: $0, to: block.gradients) }
                 zero.learningRate = Self.learningRate(kind, step: step)
                 let norm = try zero.step(maxGradientNorm: maxNorm)
@@ -143,11 +149,13 @@ import Testing
     func ranksSharingOneCopyOfTheValuesTakeTheUnshardedSteps(worldSize: Int) throws {
         // One copy of the values for all ranks: each step writes every segment in place, in one
         // pass of two handshakes (no clipping), or with clipping as reduce-scatter, norm, update
-        // and a barrier. A rank that read the values before every segment was written, or wrote
-        // them while another still read them, would leave the unsharded optimizer's steps.
+        // and a barrier. The gradients depend on the values each rank reads before the step: a
+        // rank that read them before every segment was written would leave the unsharded
+        // optimizer's steps.
         for maxNorm in [nil, Float(0.5)] as [Float?] {
-            let reference = Self.reference(.adam, count: 38, worldSize: worldSize, steps: 0..<60, maxNorm: maxNorm)
-            let ranks = try Self.sharded(.adam, count: 38, worldSize: worldSize, steps: 0..<60, maxNorm: maxNorm, sharedValues: true)
+            let reference = Self.reference(.adam, count: 38, worldSize: worldSize, steps: 0..<60, maxNorm: maxNorm, feedback: 0.5)
+            let ranks = try Self.sharded(.adam, count: 38, worldSize: worldSize, steps: 0..<60, maxNorm: maxNorm, sharedValues: true,
+                                         feedback: 0.5)
             for outcome in ranks {
                 let difference = Self.relativeDifference(outcome.values, reference.values)
                 #expect(difference <= 1e-6, "\(worldSize) ranks, clip \(String(describing: maxNorm)): max|Δ|/max|ref| = \(difference)")
