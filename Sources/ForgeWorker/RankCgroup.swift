@@ -84,12 +84,17 @@ public struct RankCgroup: Sendable {
     }
 
     /// What to start instead of `executable` `arguments`: a shell that moves itself into this
-    /// cgroup and then execs them. `executable` must be a path that means the same in the shell
+    /// cgroup and then execs them (the same pid; the environment passes through, plus the
+    /// shell's `_` and `SHLVL`). `executable` must be a path that means the same in the shell
     /// (not /proc/self/exe); a failed move leaves the rank where its parent is.
     public func wrap(executable: String, arguments: [String]) -> (executable: String, arguments: [String]) {
         let enter = #"{ echo 0 > "$1/cgroup.procs"; } 2>/dev/null || echo "forge: could not enter cgroup $1; what this rank leaves running may outlive it" >&2; "#
-        return ("/bin/sh", ["-c", enter + #"shift; exec "$@""#, "forge-rank", path, executable] + arguments)
+        return (RankCgroup.shell, ["-c", enter + #"shift; exec "$@""#, "forge-rank", path, executable] + arguments)
     }
+
+    /// bash where there is one: it passes on environment variables whose names are not shell
+    /// identifiers (dash drops them).
+    static let shell = FileManager.default.isExecutableFile(atPath: "/bin/bash") ? "/bin/bash" : "/bin/sh"
 
     /// The processes in the cgroup and the cgroups below it now.
     public var members: [pid_t] { RankCgroup.members(of: path) }

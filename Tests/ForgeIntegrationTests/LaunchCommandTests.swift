@@ -73,6 +73,21 @@ import Testing
         }
     }
 
+    @Test func aRankRunsInACgroupOfItsOwnWithItsEnvironmentWhole() throws {
+        // Where this host gives ranks cgroups, the rank is in one of its own (below the
+        // launcher's), entered before its program ran; either way the environment reaches it
+        // whole, names that are not shell identifiers included.
+        let run = try ForgeProcess.run(["launch", "--nproc", "1", "--", "/bin/bash", "-c", "cat /proc/self/cgroup; exec /usr/bin/env"],
+                                       environment: ["ODD.NAME-1": "kept"])
+        #expect(run.status == 0, "\(run)")
+        #expect(run.outputLines.contains("ODD.NAME-1=kept"), "\(run.outputLines)")
+        #expect(run.outputLines.contains("RANK=0") && run.outputLines.contains("WORLD_SIZE=1"))
+        let cgroup = run.outputLines.first { $0.hasPrefix("0::") } ?? ""
+        if RankCgroup.make(named: "probe-\(getpid())").map({ $0.destroy() }) != nil {
+            #expect(cgroup.contains("/forge-launch-") && cgroup.hasSuffix("_rank_0"), "\(cgroup)")
+        }
+    }
+
     @Test func launchNeedsACommand() throws {
         let run = try ForgeProcess.run(["launch", "--nproc", "2"])
         #expect(run.status == 64, "\(run)")
