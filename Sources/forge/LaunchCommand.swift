@@ -96,9 +96,10 @@ struct LaunchCommand: ParsableCommand {
             let process = Process()
             var program = LaunchCommand.resolve(arguments[0])
             var cgroup: RankCgroup?
-            // In the shell that moves the rank into its cgroup, /proc/self/exe is the shell.
-            let named = program == "/proc/self/exe" ? (try? FileManager.default.destinationOfSymbolicLink(atPath: program)) : program
-            if let named, FileManager.default.isExecutableFile(atPath: named) {
+            // In the shell that moves the rank into its cgroup, /proc/self/exe is the shell; this
+            // process's own link still names the very file it runs (even if it was replaced).
+            let named = program == "/proc/self/exe" ? "/proc/\(getpid())/exe" : program
+            if FileManager.default.isExecutableFile(atPath: named) {
                 cgroup = RankCgroup.make(named: "\(launchTag) rank \(rank)")
                 if cgroup != nil { program = named }
             }
