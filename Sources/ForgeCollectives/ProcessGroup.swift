@@ -9,6 +9,12 @@ public final class ProcessGroup {
     public let transport: any CollectiveTransport
     private let ring: RingAllReduce
     private let doubling: RecursiveDoublingAllReduce
+    /// Recursive halving and doubling, for power-of-two groups of more than two ranks.
+    private let halving: HalvingDoublingAllReduce?
+    /// On a power-of-two group of more than two ranks, all-reduces above `smallAllReduceBytes`
+    /// and up to this many bytes go by recursive halving and doubling (2 log2 P steps) instead
+    /// of the ring (2(P − 1) steps), over sockets; nil: never.
+    public var halvingDoublingBytes: Int?
     /// All-reduces of at most this many bytes use recursive doubling (fewest messages); larger
     /// ones the ring (least data per rank). See docs/collectives.md for how it was measured.
     public let smallAllReduceBytes: Int
@@ -19,6 +25,13 @@ public final class ProcessGroup {
     public static func defaultSmallAllReduceBytes(for transport: any CollectiveTransport) -> Int {
         if let subgroup = transport as? SubgroupTransport { return defaultSmallAllReduceBytes(for: subgroup.parent) }
         return transport is SharedMemoryTransport || transport is InProcessTransport ? 64 << 10 : 256 << 10
+    }
+    /// Over sockets, every size (measured on 4 ranks over tcp from 1 to 64 MiB, docs/
+    /// collectives.md); in shared memory, never: there a message costs little, and direct
+    /// reduction takes these sizes when every peer shares memory.
+    public static func defaultHalvingDoublingBytes(for transport: any CollectiveTransport) -> Int? {
+        if let subgroup = transport as? SubgroupTransport { return defaultHalvingDoublingBytes(for: subgroup.parent) }
+        return transport is SharedMemoryTransport || transport is InProcessTransport ? nil : Int.max
     }
     private let broadcaster: PipelineBroadcast
     /// The group this one is a sub-group of: they share its transport, so a failure in either
@@ -58,6 +71,9 @@ public final class ProcessGroup {
         self.smallAllReduceBytes = smallAllReduceBytes ?? ProcessGroup.defaultSmallAllReduceBytes(for: transport)
         ring = RingAllReduce(transport: transport, chunkElements: chunkElements)
         doubling = RecursiveDoublingAllReduce(transport: transport, chunkElements: chunkElements)
+        let ranks = transport.worldSize
+        halving = ranks > 2 && ranks.nonzeroBitCount == 1 ? HalvingDoublingAllReduce(transport: transport, chunkElements: chunkElements) : nil
+        halvingDoublingBytes = ProcessGroup.defaultHalvingDoublingBytes(for: transport)
         broadcaster = PipelineBroadcast(transport: transport, chunkElements: chunkElements)
     }
 
@@ -187,6 +203,8 @@ public final class ProcessGroup {
                 try arena.allReduce(buffer, op: op)
             } else if buffer.count * 4 <= smallAllReduceBytes {
                 try doubling.run(buffer, op: op)
+            } else if let halving, let limit = halvingDoublingBytes, buffer.count * 4 <= limit {
+                try halving.run(buffer, op: op)
             } else {
                 try ring.run(buffer, op: op)
             }

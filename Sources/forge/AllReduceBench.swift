@@ -19,6 +19,8 @@ struct AllReduceBench: ParsableCommand {
     @Option(help: "Bytes per chunk on the wire (the ring's pipelining unit).") var chunkBytes = 1 << 18
     @Option(help: "All-reduces of at most this many bytes use recursive doubling, larger ones the ring (default: 64 KiB in shared memory, 256 KiB over sockets).")
     var smallBytes: Int?
+    @Option(help: "On 4, 8, … ranks: all-reduces above the recursive-doubling size and up to this many bytes use recursive halving and doubling, larger ones the ring; 0: never (default: every size over sockets, never in shared memory).")
+    var halvingBytes: Int?
     @Option(help: "With shm and every peer on this host: all-reduces above this many bytes go through a shared scratch region, each rank reducing its segment in place (default: the group's).")
     var directBytes: Int?
     @Flag(help: "With shm and every peer on this host: the buffers live in a region every rank maps (as a trainer's gradients do), reduced in place without copies.")
@@ -56,6 +58,7 @@ struct AllReduceBench: ParsableCommand {
                 print("     bytes      time(us)   algbw(GB/s)   busbw(GB/s)")
             }
             if let directBytes { group.directAllReduceBytes = directBytes }
+            if let halvingBytes { group.halvingDoublingBytes = halvingBytes > 0 ? halvingBytes : nil }
             let sizeList = sizes.split(separator: ",").compactMap { Int($0) }
             let largest = max(1, (sizeList.max() ?? 4) / 4)
             let shared = sharedBuffer ? try group.sharedBuffer(count: largest) : nil

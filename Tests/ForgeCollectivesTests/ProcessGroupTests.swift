@@ -40,6 +40,25 @@ import Testing
         }
     }
 
+    @Test(arguments: [TransportKind.socket, .tcp], [3, 4])
+    func allReduceOverSocketsTakesHalvingAndDoublingOnPowersOfTwo(transport kind: TransportKind, worldSize: Int) throws {
+        // 300 KiB, above the recursive-doubling size: on 4 ranks over sockets it goes by halving
+        // and doubling (the default), on 3 by the ring; with halving turned off, 4 ranks take
+        // the ring too. All give the closed form.
+        let count = 300 << 8
+        #expect(ProcessGroup.defaultHalvingDoublingBytes(for: try kind.make(1)[0]) == Int.max)
+        for halving in [true, false] {
+            let results = try run(kind, worldSize, count: count) { group, buffer in
+                if !halving { group.halvingDoublingBytes = nil }
+                try group.allReduce(buffer, op: .sum)
+            }
+            for (rank, values) in results.enumerated() {
+                let wrong = (0..<count).first { i in values[i] != (0..<worldSize).reduce(Float(0)) { $0 + Float($1 * 1000 + i) } }
+                #expect(wrong == nil, "\(kind) \(worldSize) ranks, halving \(halving), rank \(rank), element \(wrong ?? -1)")
+            }
+        }
+    }
+
     @Test(arguments: TransportKind.allCases, [1, 2, 3, 4, 5])
     func allGatherCollectsEverySegment(transport kind: TransportKind, worldSize: Int) throws {
         for count in [0, 3, 17] {

@@ -194,6 +194,48 @@ final class ResultBox<T: Sendable>: @unchecked Sendable {
         }
     }
 
+    @Test(arguments: TransportKind.allCases, [2, 4, 8])
+    func halvingAndDoublingMatchesTheClosedFormAndLeavesRanksIdentical(transport kind: TransportKind, worldSize: Int) throws {
+        // Counts below the world size (empty halves), odd counts (halves differing by one) and
+        // several chunks per half (chunks of 64).
+        let directory = try TemporaryDirectory()
+        for count in [0, 1, 3, 7, 1000, 4099] {
+            for op in ReduceOp.allCases {
+                let transports = Handed(value: try kind.make(worldSize, directory: directory))
+                let outcomes = onRanks(worldSize) { rank -> Result<[Float], CollectiveError> in
+                    var values = (0..<count).map { RingAllReduceTests.unevenInput(rank: rank, index: $0) }
+                    let halving = HalvingDoublingAllReduce(transport: transports.value[rank], chunkElements: 64)
+                    do {
+                        // Twice: the second call's messages must not meet the first's.
+                        for _ in 0..<2 {
+                            values = (0..<count).map { RingAllReduceTests.unevenInput(rank: rank, index: $0) }
+                            try values.withUnsafeMutableBufferPointer { try halving.run($0, op: op) }
+                        }
+                        return .success(values)
+                    } catch let error as CollectiveError {
+                        return .failure(error)
+                    } catch {
+                        return .failure(.invalidArgument("\(error)"))
+                    }
+                }
+                let results = try outcomes.map { try $0.get() }
+                for i in 0..<count {
+                    let inputs = (0..<worldSize).map { Double(RingAllReduceTests.unevenInput(rank: $0, index: i)) }
+                    let expected: Double
+                    switch op {
+                    case .sum: expected = inputs.reduce(0, +)
+                    case .mean: expected = inputs.reduce(0, +) / Double(worldSize)
+                    case .max: expected = inputs.max() ?? 0
+                    }
+                    #expect(abs(Double(results[0][i]) - expected) <= 1e-5 * abs(expected), "\(kind) \(op) \(worldSize) ranks, element \(i)")
+                }
+                for rank in 1..<worldSize {
+                    #expect(results[rank].map(\.bitPattern) == results[0].map(\.bitPattern), "\(kind) \(op) \(worldSize) ranks: rank \(rank) differs from rank 0")
+                }
+            }
+        }
+    }
+
     @Test(arguments: [TransportKind.inProcess, .sharedMemory], [2, 3, 5])
     func theGroupPicksAnAlgorithmBySizeAndBothAgree(transport kind: TransportKind, worldSize: Int) throws {
         // With a 64-byte threshold, 16 elements go by recursive doubling and 17 by the ring; an
