@@ -104,6 +104,7 @@ public final class HalvingDoublingAllReduce {
     /// The tag of one message: the algorithm's kind (6), the call's sequence number, the phase
     /// (halving, doubling), the step and the chunk.
     private func tag(_ phase: UInt64, _ step: Int, _ chunk: Int) -> UInt64 {
-        (6 << 60) | ((sequence & 0xFFFF) << 44) | (phase << 40) | (UInt64(step) << 32) | UInt64(chunk)
+        precondition(chunk < 1 << 32, "a message of more than 2^32 chunks")
+        return (6 << 60) | ((sequence & 0xFFFF) << 44) | (phase << 40) | (UInt64(step) << 32) | UInt64(chunk)
     }
 }

@@ -13,7 +13,8 @@ public final class ProcessGroup {
     private let halving: HalvingDoublingAllReduce?
     /// On a power-of-two group of more than two ranks, all-reduces above `smallAllReduceBytes`
     /// and up to this many bytes go by recursive halving and doubling (2 log2 P steps) instead
-    /// of the ring (2(P − 1) steps), over sockets; nil: never.
+    /// of the ring (2(P − 1) steps); nil: never. Set it the same on every rank (`join` does:
+    /// every size unless every pair of ranks shares memory; sub-groups inherit it).
     public var halvingDoublingBytes: Int?
     /// All-reduces of at most this many bytes use recursive doubling (fewest messages); larger
     /// ones the ring (least data per rank). See docs/collectives.md for how it was measured.
@@ -166,15 +167,18 @@ public final class ProcessGroup {
         } else {
             transport = remote
         }
-        let group = ProcessGroup(transport: transport, chunkElements: chunkElements, smallAllReduceBytes: smallAllReduceBytes)
-        group.sharedMemoryRefusals = refusals
-        group.sharedMemoryUnavailable = unavailable
-        // Shared regions need every pair to share memory, and every rank must decide alike: from
-        // the lists all ranks reported, not from its own pairs (a rank whose pairs all share
-        // memory may sit in a group where two others' do not).
+        // Every rank must pick the same algorithm for a call, so what depends on the transport is
+        // decided from the lists all ranks reported, not from this rank's own pairs (a rank
+        // whose pairs all share memory may sit in a group where two others' do not): shared
+        // regions, and the sizes at which the algorithms change.
         let everyPairShares = (0..<worldSize).allSatisfy { one in
             (0..<worldSize).allSatisfy { other in one == other || (mapped[one].contains(other) && mapped[other].contains(one)) }
         }
+        let group = ProcessGroup(transport: transport, chunkElements: chunkElements,
+                                 smallAllReduceBytes: smallAllReduceBytes ?? (everyPairShares ? 64 << 10 : 256 << 10))
+        group.halvingDoublingBytes = everyPairShares ? nil : Int.max
+        group.sharedMemoryRefusals = refusals
+        group.sharedMemoryUnavailable = unavailable
         if !everyPairShares { group.directReduction = false }
         return group
     }
@@ -192,8 +196,10 @@ public final class ProcessGroup {
         return (0..<worldSize).filter { $0 != rank && shm.isAttached($0) }.count
     }
 
-    /// Reduces `buffer` across the group in place (every rank passes the same count): recursive
-    /// doubling up to `smallAllReduceBytes`, the ring above.
+    /// Reduces `buffer` across the group in place (every rank passes the same count): in place
+    /// in a shared region, or through a scratch one, when every rank shares memory; else
+    /// recursive doubling up to `smallAllReduceBytes`, above it recursive halving and doubling
+    /// (power-of-two groups of more than two, up to `halvingDoublingBytes`) or the ring.
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws(CollectiveError) {
         try guarded { () throws(CollectiveError) in
             if let arena = registeredArena(holding: buffer),
@@ -359,8 +365,10 @@ public final class ProcessGroup {
     public func subgroup(ranks: [Int]) throws(CollectiveError) -> ProcessGroup {
         if let broken { throw broken }
         let transport = try SubgroupTransport(parent: transport, ranks: ranks)
-        return ProcessGroup(transport: transport, chunkElements: ring.chunkElements,
-                            smallAllReduceBytes: smallAllReduceBytes, parent: self)
+        let group = ProcessGroup(transport: transport, chunkElements: ring.chunkElements,
+                                 smallAllReduceBytes: smallAllReduceBytes, parent: self)
+        group.halvingDoublingBytes = halvingDoublingBytes
+        return group
     }
 
     /// Runs `body` unless the group is broken; a failure breaks it and the groups it shares a

@@ -40,23 +40,76 @@ import Testing
         }
     }
 
+    /// A transport that notes the algorithm kind (a tag's top four bits) of every message sent,
+    /// and checks the promise of `sendWithoutCopy`: memory handed to it stays unchanged until
+    /// the next `flush` (it sends a copy, and compares the memory with it at the flush).
+    private final class KindRecorder: CollectiveTransport, @unchecked Sendable {
+        let inner: any CollectiveTransport
+        var kinds = Set<UInt64>()
+        /// Sends without a copy whose memory changed before the flush.
+        var broken = 0
+        private var lent: [(memory: UnsafeRawBufferPointer, bytes: [UInt8])] = []
+        init(_ inner: any CollectiveTransport) { self.inner = inner }
+        var rank: Int { inner.rank }
+        var worldSize: Int { inner.worldSize }
+        func send(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt64) throws(CollectiveError) {
+            kinds.insert(tag >> 60)
+            try inner.send(bytes, to: peer, tag: tag)
+        }
+        func sendWithoutCopy(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: UInt64) throws(CollectiveError) {
+            kinds.insert(tag >> 60)
+            lent.append((bytes, Array(bytes)))
+            try inner.send(bytes, to: peer, tag: tag)
+        }
+        func receive(from peer: Int, tag: UInt64, byteCount: Int, _ consume: (UnsafeRawBufferPointer) -> Void) throws(CollectiveError) {
+            try inner.receive(from: peer, tag: tag, byteCount: byteCount, consume)
+        }
+        func flush() throws(CollectiveError) {
+            broken += lent.filter { !$0.memory.elementsEqual($0.bytes) }.count
+            lent.removeAll()
+            try inner.flush()
+        }
+    }
+
     @Test(arguments: [TransportKind.socket, .tcp], [3, 4])
-    func allReduceOverSocketsTakesHalvingAndDoublingOnPowersOfTwo(transport kind: TransportKind, worldSize: Int) throws {
-        // 300 KiB, above the recursive-doubling size: on 4 ranks over sockets it goes by halving
-        // and doubling (the default), on 3 by the ring; with halving turned off, 4 ranks take
-        // the ring too. All give the closed form.
+    func allReduceAboveTheDoublingSizeTakesHalvingAndDoublingOnPowersOfTwo(transport kind: TransportKind, worldSize: Int) throws {
+        // 300 KiB, above the recursive-doubling size, in chunks of 16 KiB (ZeroMQ sends those
+        // without a copy): on 4 ranks it goes by halving and doubling (kind 6) when the group
+        // allows it, on 3, or with it off, by the ring (kind 1). All give the closed form.
         let count = 300 << 8
-        #expect(ProcessGroup.defaultHalvingDoublingBytes(for: try kind.make(1)[0]) == Int.max)
         for halving in [true, false] {
-            let results = try run(kind, worldSize, count: count) { group, buffer in
-                if !halving { group.halvingDoublingBytes = nil }
-                try group.allReduce(buffer, op: .sum)
+            let transports = Handed(value: try kind.make(worldSize).map { KindRecorder($0) })
+            let outcomes = onRanks(worldSize) { rank -> Result<[Float], CollectiveError> in
+                let group = ProcessGroup(transport: transports.value[rank], chunkElements: 4096)
+                group.halvingDoublingBytes = halving ? Int.max : nil
+                var values = (0..<count).map { Float(rank * 1000 + $0) }
+                do throws(CollectiveError) {
+                    try values.withUnsafeMutableBufferPointer { buffer throws(CollectiveError) in try group.allReduce(buffer, op: .sum) }
+                    return .success(values)
+                } catch {
+                    return .failure(error)
+                }
             }
-            for (rank, values) in results.enumerated() {
+            for (rank, outcome) in outcomes.enumerated() {
+                let values = try outcome.get()
                 let wrong = (0..<count).first { i in values[i] != (0..<worldSize).reduce(Float(0)) { $0 + Float($1 * 1000 + i) } }
                 #expect(wrong == nil, "\(kind) \(worldSize) ranks, halving \(halving), rank \(rank), element \(wrong ?? -1)")
+                let expected: UInt64 = halving && worldSize == 4 ? 6 : 1
+                #expect(transports.value[rank].kinds == [expected], "\(kind) \(worldSize) ranks, halving \(halving): kinds \(transports.value[rank].kinds)")
+                #expect(transports.value[rank].broken == 0, "memory lent to the transport changed before the flush")
             }
         }
+    }
+
+    @Test func theAlgorithmSizesFollowTheTransport() throws {
+        // Sockets: doubling to 256 KiB, halving and doubling above; shared memory and threads:
+        // doubling to 64 KiB, never halving; a sub-group: its parent's.
+        let socket = try TransportKind.socket.make(1)[0], shared = try TransportKind.sharedMemory.make(1)[0]
+        #expect(ProcessGroup.defaultHalvingDoublingBytes(for: socket) == Int.max)
+        #expect(ProcessGroup.defaultSmallAllReduceBytes(for: socket) == 256 << 10)
+        #expect(ProcessGroup.defaultHalvingDoublingBytes(for: shared) == nil)
+        #expect(ProcessGroup.defaultSmallAllReduceBytes(for: shared) == 64 << 10)
+        #expect(ProcessGroup.defaultHalvingDoublingBytes(for: try SubgroupTransport(parent: socket, ranks: [0])) == Int.max)
     }
 
     @Test(arguments: TransportKind.allCases, [1, 2, 3, 4, 5])
