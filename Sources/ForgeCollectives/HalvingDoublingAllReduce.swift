@@ -89,15 +89,7 @@ public final class HalvingDoublingAllReduce {
             guard chunk < incoming else { continue }
             let start = receive.lowerBound + chunk * chunkElements
             let count = min(chunkElements, receive.upperBound - start)
-            let target = base + start
-            try transport.receive(from: partner, tag: tag(phase, step, chunk), byteCount: count * 4) { bytes in
-                guard let source = bytes.baseAddress else { return }
-                guard let combine else {
-                    UnsafeMutableRawPointer(target).copyMemory(from: source, byteCount: count * 4)
-                    return
-                }
-                RingAllReduce.combine(target, source, count: count, combine)
-            }
+            try RingAllReduce.receive(count, into: base + start, from: partner, over: transport, tag: tag(phase, step, chunk), combine: combine)
         }
     }
 

@@ -97,15 +97,21 @@ public final class RingAllReduce {
             guard chunk < incomingChunks else { continue }
             let start = incoming.lowerBound + chunk * chunkElements
             let count = min(chunkElements, incoming.upperBound - start)
-            let target = base + start
-            try transport.receive(from: left, tag: tag(phase, step, chunk), byteCount: count * 4) { bytes in
-                guard let source = bytes.baseAddress else { return }
-                guard let reduce else {
-                    UnsafeMutableRawPointer(target).copyMemory(from: source, byteCount: count * 4)
-                    return
-                }
-                RingAllReduce.combine(target, source, count: count, reduce)
+            try RingAllReduce.receive(count, into: base + start, from: left, over: transport, tag: tag(phase, step, chunk), combine: reduce)
+        }
+    }
+
+    /// Receives `count` floats from `peer` and combines them into `target` (or, without
+    /// `combine`, copies them there).
+    static func receive(_ count: Int, into target: UnsafeMutablePointer<Float>, from peer: Int, over transport: any CollectiveTransport,
+                        tag: UInt64, combine: Combine?) throws(CollectiveError) {
+        try transport.receive(from: peer, tag: tag, byteCount: count * 4) { bytes in
+            guard let source = bytes.baseAddress else { return }
+            guard let combine else {
+                UnsafeMutableRawPointer(target).copyMemory(from: source, byteCount: count * 4)
+                return
             }
+            RingAllReduce.combine(target, source, count: count, combine)
         }
     }
 

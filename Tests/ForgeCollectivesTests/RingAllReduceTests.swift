@@ -157,18 +157,24 @@ final class ResultBox<T: Sendable>: @unchecked Sendable {
         return whole + Float(rank) * 0.001
     }
 
-    @Test(arguments: TransportKind.allCases, [1, 2, 3, 4, 5, 6, 7])
-    func recursiveDoublingMatchesTheClosedFormAndLeavesRanksIdentical(transport kind: TransportKind, worldSize: Int) throws {
+    /// Runs `algorithm` (made over each rank's transport; it reduces a buffer with an op)
+    /// `calls` times in a row on inputs whose sums round differently in different orders; the
+    /// last call's results must match the closed form and be bit-identical on every rank.
+    private static func expectClosedFormOnEveryRank(_ kind: TransportKind, _ worldSize: Int, counts: [Int], calls: Int = 1,
+                                                    _ algorithm: @escaping @Sendable (any CollectiveTransport)
+                                                        -> (UnsafeMutableBufferPointer<Float>, ReduceOp) throws -> Void) throws {
         let directory = try TemporaryDirectory()
-        for count in [0, 1, 3, 7, 1000] {
+        for count in counts {
             for op in ReduceOp.allCases {
                 let transports = Handed(value: try kind.make(worldSize, directory: directory))
                 let outcomes = onRanks(worldSize) { rank -> Result<[Float], CollectiveError> in
-                    // Values that round differently in different orders: ranks must still agree bit for bit.
-                    var values = (0..<count).map { RingAllReduceTests.unevenInput(rank: rank, index: $0) }
-                    let doubling = RecursiveDoublingAllReduce(transport: transports.value[rank], chunkElements: 64)
+                    let run = algorithm(transports.value[rank])
+                    var values: [Float] = []
                     do {
-                        try values.withUnsafeMutableBufferPointer { try doubling.run($0, op: op) }
+                        for _ in 0..<calls {
+                            values = (0..<count).map { RingAllReduceTests.unevenInput(rank: rank, index: $0) }
+                            try values.withUnsafeMutableBufferPointer { try run($0, op) }
+                        }
                         return .success(values)
                     } catch let error as CollectiveError {
                         return .failure(error)
@@ -194,45 +200,22 @@ final class ResultBox<T: Sendable>: @unchecked Sendable {
         }
     }
 
+    @Test(arguments: TransportKind.allCases, [1, 2, 3, 4, 5, 6, 7])
+    func recursiveDoublingMatchesTheClosedFormAndLeavesRanksIdentical(transport kind: TransportKind, worldSize: Int) throws {
+        try Self.expectClosedFormOnEveryRank(kind, worldSize, counts: [0, 1, 3, 7, 1000]) { transport in
+            let doubling = RecursiveDoublingAllReduce(transport: transport, chunkElements: 64)
+            return { buffer, op in try doubling.run(buffer, op: op) }
+        }
+    }
+
     @Test(arguments: TransportKind.allCases, [2, 4, 8])
     func halvingAndDoublingMatchesTheClosedFormAndLeavesRanksIdentical(transport kind: TransportKind, worldSize: Int) throws {
-        // Counts below the world size (empty halves), odd counts (halves differing by one) and
-        // several chunks per half (chunks of 64).
-        let directory = try TemporaryDirectory()
-        for count in [0, 1, 3, 7, 1000, 4099] {
-            for op in ReduceOp.allCases {
-                let transports = Handed(value: try kind.make(worldSize, directory: directory))
-                let outcomes = onRanks(worldSize) { rank -> Result<[Float], CollectiveError> in
-                    var values = (0..<count).map { RingAllReduceTests.unevenInput(rank: rank, index: $0) }
-                    let halving = HalvingDoublingAllReduce(transport: transports.value[rank], chunkElements: 64)
-                    do {
-                        // Twice: the second call's messages must not meet the first's.
-                        for _ in 0..<2 {
-                            values = (0..<count).map { RingAllReduceTests.unevenInput(rank: rank, index: $0) }
-                            try values.withUnsafeMutableBufferPointer { try halving.run($0, op: op) }
-                        }
-                        return .success(values)
-                    } catch let error as CollectiveError {
-                        return .failure(error)
-                    } catch {
-                        return .failure(.invalidArgument("\(error)"))
-                    }
-                }
-                let results = try outcomes.map { try $0.get() }
-                for i in 0..<count {
-                    let inputs = (0..<worldSize).map { Double(RingAllReduceTests.unevenInput(rank: $0, index: i)) }
-                    let expected: Double
-                    switch op {
-                    case .sum: expected = inputs.reduce(0, +)
-                    case .mean: expected = inputs.reduce(0, +) / Double(worldSize)
-                    case .max: expected = inputs.max() ?? 0
-                    }
-                    #expect(abs(Double(results[0][i]) - expected) <= 1e-5 * abs(expected), "\(kind) \(op) \(worldSize) ranks, element \(i)")
-                }
-                for rank in 1..<worldSize {
-                    #expect(results[rank].map(\.bitPattern) == results[0].map(\.bitPattern), "\(kind) \(op) \(worldSize) ranks: rank \(rank) differs from rank 0")
-                }
-            }
+        // Counts below the world size (empty halves), odd counts (halves differing by one),
+        // several chunks per half (chunks of 64), and two calls in a row (the second call's
+        // messages must not meet the first's).
+        try Self.expectClosedFormOnEveryRank(kind, worldSize, counts: [0, 1, 3, 7, 1000, 4099], calls: 2) { transport in
+            let halving = HalvingDoublingAllReduce(transport: transport, chunkElements: 64)
+            return { buffer, op in try halving.run(buffer, op: op) }
         }
     }
 
