@@ -25,14 +25,21 @@ public final class ProcessGroup {
     /// peer is behind a socket, where each message costs tens of microseconds.
     public static func defaultSmallAllReduceBytes(for transport: any CollectiveTransport) -> Int {
         if let subgroup = transport as? SubgroupTransport { return defaultSmallAllReduceBytes(for: subgroup.parent) }
-        return transport is SharedMemoryTransport || transport is InProcessTransport ? 64 << 10 : 256 << 10
+        return smallAllReduceBytes(everyPeerInMemory: transport is SharedMemoryTransport || transport is InProcessTransport)
     }
+
+    /// The doubling size: 64 KiB when every peer is reached in memory, 256 KiB otherwise.
+    static func smallAllReduceBytes(everyPeerInMemory: Bool) -> Int { everyPeerInMemory ? 64 << 10 : 256 << 10 }
+
+    /// The halving-and-doubling bound: never when every peer is reached in memory, else every size.
+    static func halvingDoublingBytes(everyPeerInMemory: Bool) -> Int? { everyPeerInMemory ? nil : Int.max }
+
     /// Over sockets, every size (measured on 4 ranks over tcp from 1 to 64 MiB, docs/
     /// collectives.md); in shared memory, never: there a message costs little, and direct
     /// reduction takes these sizes when every peer shares memory.
     public static func defaultHalvingDoublingBytes(for transport: any CollectiveTransport) -> Int? {
         if let subgroup = transport as? SubgroupTransport { return defaultHalvingDoublingBytes(for: subgroup.parent) }
-        return transport is SharedMemoryTransport || transport is InProcessTransport ? nil : Int.max
+        return halvingDoublingBytes(everyPeerInMemory: transport is SharedMemoryTransport || transport is InProcessTransport)
     }
     private let broadcaster: PipelineBroadcast
     /// The group this one is a sub-group of: they share its transport, so a failure in either
@@ -175,8 +182,8 @@ public final class ProcessGroup {
             (0..<worldSize).allSatisfy { other in one == other || (mapped[one].contains(other) && mapped[other].contains(one)) }
         }
         let group = ProcessGroup(transport: transport, chunkElements: chunkElements,
-                                 smallAllReduceBytes: smallAllReduceBytes ?? (everyPairShares ? 64 << 10 : 256 << 10))
-        group.halvingDoublingBytes = everyPairShares ? nil : Int.max
+                                 smallAllReduceBytes: smallAllReduceBytes ?? ProcessGroup.smallAllReduceBytes(everyPeerInMemory: everyPairShares))
+        group.halvingDoublingBytes = ProcessGroup.halvingDoublingBytes(everyPeerInMemory: everyPairShares)
         group.sharedMemoryRefusals = refusals
         group.sharedMemoryUnavailable = unavailable
         if !everyPairShares { group.directReduction = false }

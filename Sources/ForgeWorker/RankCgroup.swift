@@ -50,6 +50,9 @@ public struct RankCgroup: Sendable {
         return RankCgroup(path: path)
     }
 
+    /// Whether this host lets this process give its ranks cgroups (`usableParent`).
+    public static var available: Bool { usableParent != nil }
+
     /// This process's own cgroup, when a process can be made, moved into a cgroup below it and
     /// removed again (tried once, with a shell that moves itself in): mkdir alone may succeed
     /// where the move does not (not root; a cgroup whose controllers forbid members below it).
