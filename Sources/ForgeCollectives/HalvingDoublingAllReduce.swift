@@ -1,5 +1,5 @@
-// Recursive halving and doubling all-reduce (Rabenseifner's), for power-of-two groups of more
-// than two ranks and buffers too large for plain recursive doubling.
+// Recursive halving and doubling all-reduce (Rabenseifner's), for groups of more than two ranks
+// and buffers too large for plain recursive doubling.
 //
 // Reduce-scatter by recursive halving: in step k each rank splits the block it is responsible
 // for in two, sends the half it gives up to the rank whose number differs in bit (log2 P − 1 − k)
@@ -10,10 +10,16 @@
 // 2(P − 1): 4 against 6 on 4 ranks, and on oversubscribed cores every step is a round of
 // context switches.
 //
+// Other world sizes fold first, as recursive doubling does: with P' the largest power of two
+// below P and E = P − P', each even rank below 2E hands its whole buffer to the odd rank above
+// it and sits out, the remaining P' ranks halve and double, and each odd rank below 2E hands the
+// result back. The folded ranks' partners move the whole buffer twice more, so the group picks
+// this algorithm only for powers of two (ProcessGroup); the fold keeps it correct on any group.
+//
 // All ranks end bit-identical: every element is reduced on exactly one rank and copied to the
 // others.
 
-/// Recursive halving and doubling all-reduce over one transport; power-of-two world sizes only.
+/// Recursive halving and doubling all-reduce over one transport.
 ///
 /// Concurrency: not Sendable; it belongs to the thread that runs this rank.
 public final class HalvingDoublingAllReduce {
@@ -24,7 +30,6 @@ public final class HalvingDoublingAllReduce {
 
     public init(transport: any CollectiveTransport, chunkElements: Int = 1 << 16) {
         precondition(chunkElements > 0, "chunks need at least one element")
-        precondition(transport.worldSize.nonzeroBitCount == 1, "recursive halving needs a power-of-two world, not \(transport.worldSize)")
         self.transport = transport
         self.chunkElements = chunkElements
     }
@@ -35,15 +40,32 @@ public final class HalvingDoublingAllReduce {
         let ranks = transport.worldSize, rank = transport.rank
         guard ranks > 1, let base = buffer.baseAddress else { return }
         let combine: RingAllReduce.Combine = op == .max ? .max : .sum
+        let power = 1 << (Int.bitWidth - 1 - ranks.leadingZeroBitCount)
+        let extra = ranks - power
+        let whole = 0..<buffer.count
+        // The fold: an even rank below 2E lends its buffer to the odd rank above it, lets the
+        // sends leave, and takes the result back into the same memory.
+        if rank < 2 * extra, rank % 2 == 0 {
+            try exchange(base, send: whole, receive: 0..<0, with: rank + 1, phase: 2, step: 0, combine: nil)
+            try transport.flush()
+            try exchange(base, send: 0..<0, receive: whole, with: rank + 1, phase: 3, step: 0, combine: nil)
+            return
+        }
+        if rank < 2 * extra {
+            try exchange(base, send: 0..<0, receive: whole, with: rank - 1, phase: 2, step: 0, combine: combine)
+        }
+        // Among the P' ranks that halve and double: this rank's place, and a place's rank.
+        let virtualRank = rank < 2 * extra ? rank / 2 : rank - extra
+        let real = { (place: Int) in place < extra ? 2 * place + 1 : place + extra }
         // The blocks this rank was responsible for before each split, outermost first.
         var parents: [Range<Int>] = []
-        var mine = 0..<buffer.count
-        var mask = ranks >> 1, step = 0
+        var mine = whole
+        var mask = power >> 1, step = 0
         while mask > 0 {
-            let partner = rank ^ mask
+            let partner = real(virtualRank ^ mask)
             let middle = mine.lowerBound + mine.count / 2
-            let (kept, given) = rank & mask == 0 ? (mine.lowerBound..<middle, middle..<mine.upperBound)
-                                                 : (middle..<mine.upperBound, mine.lowerBound..<middle)
+            let (kept, given) = virtualRank & mask == 0 ? (mine.lowerBound..<middle, middle..<mine.upperBound)
+                                                        : (middle..<mine.upperBound, mine.lowerBound..<middle)
             try exchange(base, send: given, receive: kept, with: partner, phase: 0, step: step, combine: combine)
             parents.append(mine)
             mine = kept
@@ -58,14 +80,17 @@ public final class HalvingDoublingAllReduce {
         }
         mask = 1
         step = 0
-        while mask < ranks {
-            let partner = rank ^ mask
+        while mask < power {
+            let partner = real(virtualRank ^ mask)
             let parent = parents.removeLast()
             let theirs = mine.lowerBound == parent.lowerBound ? mine.upperBound..<parent.upperBound : parent.lowerBound..<mine.lowerBound
             try exchange(base, send: mine, receive: theirs, with: partner, phase: 1, step: step, combine: nil)
             mine = parent
             mask <<= 1
             step += 1
+        }
+        if rank < 2 * extra {
+            try exchange(base, send: whole, receive: 0..<0, with: rank - 1, phase: 3, step: 0, combine: nil)
         }
         // The caller gets its buffer back only when the transport no longer reads it.
         try transport.flush()
@@ -94,7 +119,7 @@ public final class HalvingDoublingAllReduce {
     }
 
     /// The tag of one message: the algorithm's kind (6), the call's sequence number, the phase
-    /// (halving, doubling), the step and the chunk.
+    /// (halving, doubling, fold, unfold), the step and the chunk.
     private func tag(_ phase: UInt64, _ step: Int, _ chunk: Int) -> UInt64 {
         precondition(chunk < 1 << 32, "a message of more than 2^32 chunks")
         return (6 << 60) | ((sequence & 0xFFFF) << 44) | (phase << 40) | (UInt64(step) << 32) | UInt64(chunk)
