@@ -178,9 +178,7 @@ public final class ProcessGroup {
         // decided from the lists all ranks reported, not from this rank's own pairs (a rank
         // whose pairs all share memory may sit in a group where two others' do not): shared
         // regions, and the sizes at which the algorithms change.
-        let everyPairShares = (0..<worldSize).allSatisfy { one in
-            (0..<worldSize).allSatisfy { other in one == other || (mapped[one].contains(other) && mapped[other].contains(one)) }
-        }
+        let everyPairShares = ProcessGroup.everyPairShares(mapped)
         let group = ProcessGroup(transport: transport, chunkElements: chunkElements,
                                  smallAllReduceBytes: smallAllReduceBytes ?? ProcessGroup.smallAllReduceBytes(everyPeerInMemory: everyPairShares))
         group.halvingDoublingBytes = ProcessGroup.halvingDoublingBytes(everyPeerInMemory: everyPairShares)
@@ -188,6 +186,15 @@ public final class ProcessGroup {
         group.sharedMemoryUnavailable = unavailable
         if !everyPairShares { group.directReduction = false }
         return group
+    }
+
+    /// Whether every pair of ranks shares memory, from the peers each rank reported mapping
+    /// (`mapped[r]`: rank r's): a pair shares when each side mapped the other. One rank's own
+    /// pairs may all share while two other ranks' pair does not.
+    static func everyPairShares(_ mapped: [[Int]]) -> Bool {
+        mapped.indices.allSatisfy { one in
+            mapped.indices.allSatisfy { other in one == other || (mapped[one].contains(other) && mapped[other].contains(one)) }
+        }
     }
 
     /// Peers on this rank's host it reaches over sockets because the pair could not share

@@ -1,7 +1,7 @@
 // Every ProcessGroup operation on 1–5 ranks over the in-process and ZeroMQ transports, with
 // counts smaller than the world size and counts that do not divide: rank r's input is built
 // from r, so each result has a closed form.
-import ForgeCollectives
+@testable import ForgeCollectives
 import ForgeTestSupport
 import Foundation
 import Testing
@@ -275,5 +275,67 @@ import Testing
         }
         // Both kinds of outcome occur, so the mutations reach the decoder's checks.
         #expect((outcomes["protocol violation"] ?? 0) > 0 && (outcomes["delivered"] ?? 0) > 0, "\(outcomes)")
+    }
+}
+
+/// Groups made by `ProcessGroup.join`, ranks on threads of this process meeting at a real
+/// rendezvous over loopback: what the group decides must be the same on every rank.
+@Suite struct JoinedGroupTests {
+    @Test func theSharingDecisionLooksAtEveryPairNotOneRanksOwn() {
+        #expect(ProcessGroup.everyPairShares([[1, 2], [0, 2], [0, 1]]))
+        #expect(ProcessGroup.everyPairShares([[]]))
+        // Rank 0 mapped both peers and both mapped it, but ranks 1 and 2 do not share.
+        #expect(!ProcessGroup.everyPairShares([[1, 2], [0], [0]]))
+        // A pair counts only when both sides mapped each other.
+        #expect(!ProcessGroup.everyPairShares([[1], []]))
+    }
+
+    @Test func aGroupWhereOnlySomeRanksShareMemoryPicksOneAlgorithmPerCall() throws {
+        // Ranks 0 and 1 offer shared memory and map each other; rank 2 offers none and talks
+        // over sockets. Every rank must take the sockets' sizes (doubling up to 256 KiB, then
+        // halving and doubling or the ring) and no rank the direct shared-memory reduction,
+        // else the ranks would run different algorithms for one call and hang or differ.
+        let worldSize = 3
+        let master = "tcp://127.0.0.1:\(freeLoopbackPort())"
+        struct Seen: Sendable, Equatable {
+            var small: Int
+            var halving: Int?
+            var direct: Bool
+            var sharedPeers: Int
+            var results: [[UInt32]]
+        }
+        let counts = [16, 20_000, 70_000, 300_003]  // 64 B; 80 KB (between the two doubling sizes); 280 KB; 1.2 MB
+        let outcomes = onRanks(worldSize) { rank -> Result<Seen, CollectiveError> in
+            do throws(CollectiveError) {
+                let group = try ProcessGroup.join(RendezvousConfiguration(rank: rank, worldSize: worldSize, master: master, timeoutMilliseconds: 30_000),
+                                                  bind: "tcp://127.0.0.1:*", key: nil, timeoutMilliseconds: 30_000,
+                                                  sharedMemory: rank != 2, chunkElements: 1 << 12)
+                var results: [[UInt32]] = []
+                for count in counts {
+                    var values = (0..<count).map { RingAllReduceTests.unevenInput(rank: rank, index: $0) }
+                    try values.withUnsafeMutableBufferPointer { buffer throws(CollectiveError) in try group.allReduce(buffer, op: .sum) }
+                    results.append(values.map(\.bitPattern))
+                }
+                return .success(Seen(small: group.smallAllReduceBytes, halving: group.halvingDoublingBytes, direct: group.directReduction,
+                                     sharedPeers: group.sharedMemoryPeers, results: results))
+            } catch {
+                return .failure(error)
+            }
+        }
+        let seen = try outcomes.map { try $0.get() }
+        #expect(seen.map(\.sharedPeers) == [1, 1, 0])
+        for (rank, view) in seen.enumerated() {
+            #expect(view.small == 256 << 10, "rank \(rank)")
+            #expect(view.halving == Int.max, "rank \(rank)")
+            #expect(!view.direct, "rank \(rank)")
+            #expect(view.results == seen[0].results, "rank \(rank) ended with other sums than rank 0")
+        }
+        for (index, count) in counts.enumerated() {
+            for i in stride(from: 0, to: count, by: max(1, count / 997)) {
+                let expected = (0..<worldSize).reduce(0.0) { $0 + Double(RingAllReduceTests.unevenInput(rank: $1, index: i)) }
+                let got = Double(Float(bitPattern: seen[0].results[index][i]))
+                #expect(abs(got - expected) <= 1e-5 * abs(expected), "\(count) floats, element \(i)")
+            }
+        }
     }
 }
