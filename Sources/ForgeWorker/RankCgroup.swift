@@ -90,9 +90,23 @@ public struct RankCgroup: Sendable {
     /// cgroup and then execs them (the same pid; the environment passes through, plus the
     /// shell's `_` and `SHLVL`). `executable` must be a path that means the same in the shell
     /// (not /proc/self/exe); a failed move leaves the rank where its parent is.
+    ///
+    /// A file the kernel would refuse (no ELF header, no `#!` line) is started as it is, so it
+    /// fails with the same exec format error with or without a cgroup: the shell's `exec` would
+    /// otherwise run it as a shell script.
     public func wrap(executable: String, arguments: [String]) -> (executable: String, arguments: [String]) {
+        guard RankCgroup.kernelCouldRun(executable) else { return (executable, arguments) }
         let enter = #"{ echo 0 > "$1/cgroup.procs"; } 2>/dev/null || echo "forge: could not enter cgroup $1; what this rank leaves running may outlive it" >&2; "#
         return (RankCgroup.shell, ["-c", enter + #"shift; exec "$@""#, "forge-rank", path, executable] + arguments)
+    }
+
+    /// Whether `path` starts as a file execve runs itself (an ELF binary or a `#!` script);
+    /// true as well when it cannot be read (an execute-only file), so that it is wrapped.
+    static func kernelCouldRun(_ path: String) -> Bool {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return true }
+        defer { try? handle.close() }
+        guard let head = try? handle.read(upToCount: 4) else { return true }
+        return head.starts(with: [0x7F, 0x45, 0x4C, 0x46]) || head.starts(with: [0x23, 0x21])
     }
 
     /// bash where there is one: it passes on environment variables whose names are not shell
@@ -141,5 +155,18 @@ public struct RankCgroup: Sendable {
     static func remove(_ path: String) -> Bool {
         for below in subcgroups(of: path) { _ = remove(below) }
         return rmdir(path) == 0
+    }
+}
+
+/// What a rank's program file is, as execve would see it.
+public enum ProgramFile {
+    /// Why execve would refuse `path`, in words a user can act on, or nil when it looks runnable
+    /// (Foundation's own error for a failed start names no reason).
+    public static func refusal(_ path: String) -> String? {
+        let files = FileManager.default
+        if !files.fileExists(atPath: path) { return "no such file" }
+        if !files.isExecutableFile(atPath: path) { return "not executable (chmod +x it, or name its interpreter first)" }
+        if !RankCgroup.kernelCouldRun(path) { return "exec format error: neither an ELF binary nor a script with a #! line" }
+        return nil
     }
 }

@@ -228,7 +228,7 @@ public final class WorkerAgent {
             cgroup?.destroy()
             logger.error("worker \(id): cannot start \(assignment.id): \(error)")
             try? send(.rankExited(RankExit(assignment: assignment.id, status: 127, signaled: false,
-                                           lastError: "cannot start \(program): \(error.localizedDescription)")))
+                                           lastError: "cannot start \(program): \(ProgramFile.refusal(program) ?? error.localizedDescription)")))
             return
         }
         ranks[assignment.id] = RunningRank(assignment: assignment, process: process, output: output, cgroup: cgroup)

@@ -133,7 +133,8 @@ struct LaunchCommand: ParsableCommand {
             } catch {
                 for started in processes { started.terminate() }
                 for made in cgroups { made?.destroy() }
-                FileHandle.standardError.write(Data("error: cannot start rank \(rank) (\(arguments[0])): \(error.localizedDescription)\n".utf8))
+                let why = ProgramFile.refusal(named) ?? error.localizedDescription
+                FileHandle.standardError.write(Data("error: cannot start rank \(rank) (\(arguments[0])): \(why)\n".utf8))
                 throw ExitCode.failure
             }
             processes.append(process)

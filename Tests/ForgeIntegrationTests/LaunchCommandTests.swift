@@ -88,6 +88,21 @@ import Testing
         }
     }
 
+    @Test func aProgramTheKernelWouldRefuseIsRefusedWithOrWithoutACgroup() throws {
+        // An executable text file with no #! line: execve fails with an exec format error. The
+        // shell that moves a rank into its cgroup would run it as a script instead, so it must
+        // not stand in for the kernel here.
+        let directory = try TemporaryDirectory()
+        let program = directory.file("no-shebang")
+        let marker = directory.file("ran")
+        try "touch '\(marker)'\n".write(toFile: program, atomically: true, encoding: .utf8)
+        chmod(program, 0o755)
+        let run = try ForgeProcess.run(["launch", "--nproc", "1", "--", program])
+        #expect(run.status != 0, "\(run)")
+        #expect(!FileManager.default.fileExists(atPath: marker), "the file ran as a shell script")
+        #expect(run.standardError.contains("cannot start rank 0") && run.standardError.contains("exec format error"), "\(run.standardError)")
+    }
+
     @Test func launchNeedsACommand() throws {
         let run = try ForgeProcess.run(["launch", "--nproc", "2"])
         #expect(run.status == 64, "\(run)")
