@@ -235,10 +235,14 @@ public final class ProcessGroup {
     /// peer shares this host (else nil, on every rank): all-reduces of buffers inside it run in
     /// place, each rank reducing its segment straight from the others' memory. Every rank calls
     /// it, with the same count. The buffer lives as long as the group.
-    public func sharedBuffer(count: Int) throws(CollectiveError) -> UnsafeMutableBufferPointer<Float>? {
+    ///
+    /// The last `rankZeroOnlyTail` floats take memory on rank 0 alone: for something only rank
+    /// 0's copy holds and every rank reaches through `sharedCounterpart(of:on: 0)`. Other ranks
+    /// must never touch their own copy of them.
+    public func sharedBuffer(count: Int, rankZeroOnlyTail: Int = 0) throws(CollectiveError) -> UnsafeMutableBufferPointer<Float>? {
         guard count > 0 else { return nil }
         var arena: SharedReductionArena?
-        try guarded { () throws(CollectiveError) in arena = try makeArena(floats: count) }
+        try guarded { () throws(CollectiveError) in arena = try makeArena(floats: count, rankZeroOnlyTail: rankZeroOnlyTail) }
         guard let arena else { return nil }
         registered.append(arena)
         return UnsafeMutableBufferPointer(start: arena.base, count: count)
@@ -265,11 +269,11 @@ public final class ProcessGroup {
         return scratch
     }
 
-    private func makeArena(floats: Int) throws(CollectiveError) -> SharedReductionArena? {
+    private func makeArena(floats: Int, rankZeroOnlyTail: Int = 0) throws(CollectiveError) -> SharedReductionArena? {
         guard directReduction, worldSize > 1, let shm = transport as? SharedMemoryTransport,
               (0..<worldSize).allSatisfy({ $0 == rank || shm.isAttached($0) }) else { return nil }
         arenasMade += 1
-        return try SharedReductionArena.make(transport: shm, capacity: floats, tag: (5 << 60) | arenasMade)
+        return try SharedReductionArena.make(transport: shm, capacity: floats, tag: (5 << 60) | arenasMade, rankZeroOnlyTail: rankZeroOnlyTail)
     }
 
     /// Reduce-scatter in place: afterwards `segment(of:)` of `buffer` holds this rank's share of

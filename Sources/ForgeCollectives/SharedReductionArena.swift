@@ -61,13 +61,21 @@ public final class SharedReductionArena {
     /// Makes the arena across `transport`'s ranks, which must all reach one another through
     /// shared memory; every rank calls it. Returns nil on every rank when any rank could not
     /// create or map a region (no room in /dev/shm): callers then use the message algorithms.
-    static func make(transport: SharedMemoryTransport, capacity: Int, tag: UInt64,
+    ///
+    /// The last `rankZeroOnlyTail` floats get memory in rank 0's region alone: the others' stay
+    /// sparse files that take no room, for what only rank 0's copy of holds (values the ranks
+    /// share, `counterpart(of:in:)`). Nothing may touch them on another rank: a page first
+    /// touched there takes room then, or raises SIGBUS in a full tmpfs.
+    static func make(transport: SharedMemoryTransport, capacity: Int, tag: UInt64, rankZeroOnlyTail: Int = 0,
                      directory: String = "/dev/shm") throws(CollectiveError) -> SharedReductionArena? {
+        precondition((0...capacity).contains(rankZeroOnlyTail), "a tail of \(rankZeroOnlyTail) floats in a region of \(capacity)")
         let (rank, worldSize) = (transport.rank, transport.worldSize)
         let nonce = UInt64.random(in: 1...UInt64.max)
         let path = "\(directory)/\(SharedMemoryTransport.mailboxPrefix(of: getpid()))a\(rank)-\(String(nonce, radix: 16))"
         let size = headerBytes + (capacity * 4 + 4095) / 4096 * 4096
-        var own = try? SharedMemoryMapping(creating: path, size: size, peer: rank, backing: 0..<size)
+        // Whole pages only: the page the tail starts in may hold floats before it.
+        let backed = rank == 0 ? size : min(size, headerBytes + ((capacity - rankZeroOnlyTail) * 4 + 4095) / 4096 * 4096)
+        var own = try? SharedMemoryMapping(creating: path, size: size, peer: rank, backing: 0..<backed)
         defer { unlink(path) }
         if let own {
             let header = own.base
@@ -79,7 +87,7 @@ public final class SharedReductionArena {
             header.storeBytes(of: UInt64(capacity), toByteOffset: 24, as: UInt64.self)
             header.storeBytes(of: nonce, toByteOffset: 32, as: UInt64.self)
             // Fault the region in now, not on the data path.
-            for offset in stride(from: headerBytes, to: size, by: 4096) { header.storeBytes(of: 0, toByteOffset: offset, as: UInt8.self) }
+            for offset in stride(from: headerBytes, to: backed, by: 4096) { header.storeBytes(of: 0, toByteOffset: offset, as: UInt8.self) }
         }
         // Tell every peer where the region is: nonce, path length, path (a fixed 256 bytes).
         var message = [UInt8](repeating: 0, count: 256)
@@ -147,7 +155,7 @@ public final class SharedReductionArena {
             }
             return nil
         }
-        return SharedReductionArena(rank: rank, worldSize: worldSize, capacity: capacity,
+        return SharedReductionArena(rank: rank, worldSize: worldSize, capacity: capacity, rankZeroOnlyTail: rankZeroOnlyTail,
                                     timeoutMilliseconds: transport.timeoutMilliseconds, mappings: mappings.map { $0! })
     }
 
@@ -163,7 +171,7 @@ public final class SharedReductionArena {
         if let failure { throw failure }
     }
 
-    private init(rank: Int, worldSize: Int, capacity: Int, timeoutMilliseconds: Int, mappings: [SharedMemoryMapping]) {
+    private init(rank: Int, worldSize: Int, capacity: Int, rankZeroOnlyTail: Int, timeoutMilliseconds: Int, mappings: [SharedMemoryMapping]) {
         self.rank = rank
         self.worldSize = worldSize
         self.capacity = capacity
@@ -173,9 +181,13 @@ public final class SharedReductionArena {
         counters = mappings.map { ($0.base + SharedReductionArena.counterOffset).assumingMemoryBound(to: UInt32.self) }
         sleepers = mappings.map { ($0.base + SharedReductionArena.sleepersOffset).assumingMemoryBound(to: UInt32.self) }
         pids = mappings.map { Int32(bitPattern: $0.base.load(fromByteOffset: 20, as: UInt32.self)) }
-        // Read the peers' regions once, so their pages are mapped here before the data path.
+        // Read the peers' regions once, so their pages are mapped here before the data path;
+        // not a tail that only rank 0 backs: reading a page of a shared tmpfs mapping gives it
+        // memory too.
         var sink: Float = 0
-        for region in regions { for offset in stride(from: 0, to: capacity, by: 1024) { sink += region[offset] } }
+        for (owner, region) in regions.enumerated() {
+            for offset in stride(from: 0, to: owner == 0 ? capacity : capacity - rankZeroOnlyTail, by: 1024) { sink += region[offset] }
+        }
         withExtendedLifetime(sink) {}
     }
 

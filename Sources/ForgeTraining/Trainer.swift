@@ -214,9 +214,9 @@ public final class Trainer {
             // Data-parallel ranks that all share this host keep their gradients in memory the
             // others map, and reduce them where they lie (no messages, no copies).
             // The region's first 16 floats (a cache line) carry the step's loss and stop flag.
-            // ZeRO keeps the values there too (after the header, then the gradients, each on
-            // whole cache lines): one copy for all the ranks, rank 0's, which every rank reads
-            // where it lies. A step is two handshakes: every rank's gradients are in place; each
+            // ZeRO keeps the values there too (after the header the gradients, then the values,
+            // each on whole cache lines): one copy for all the ranks, rank 0's, which every rank
+            // reads where it lies; the other ranks' regions give that tail no memory. A step is two handshakes: every rank's gradients are in place; each
             // rank has reduced its segment of them and updated that segment of the values.
             //
             // Reducing inline without a chosen ZeRO stage, co-located ranks shard the update too:
@@ -236,8 +236,12 @@ public final class Trainer {
             if let group, group.worldSize > 1, device.capabilities.hostVisibleMemory {
                 let total = specs.reduce(0) { $0 + $1.spec.shape.reduce(1, *) }
                 let line = Trainer.fusedHeader, padded = (total + line - 1) / line * line
+                // Sharding the update, the values go last: with one copy for all the ranks (not
+                // for tensor-parallel parts) only rank 0's region gives them memory.
+                let valuesOnRankZero = shardsUpdate && parallel == nil
                 do {
-                    shared = try group.sharedBuffer(count: line + (shardsUpdate ? padded + total : total))
+                    shared = try group.sharedBuffer(count: line + (shardsUpdate ? padded + total : total),
+                                                    rankZeroOnlyTail: valuesOnRankZero ? total : 0)
                     if shared == nil, shardsUpdate, !plan.zeroStageChosen {
                         // No room in /dev/shm for values and gradients (every rank learns the
                         // same): the gradients alone, reduced in place, and a replicated update.
@@ -253,9 +257,9 @@ public final class Trainer {
                     // nothing is copied after an update.
                     // (Not for tensor-parallel parts: each holds values of its own, and its
                     // replicas' group is a subgroup without this region.)
-                    let own = UnsafeMutableBufferPointer(rebasing: shared[line..<(line + total)])
-                    valueMemory = parallel == nil ? group.sharedCounterpart(of: own, on: 0) ?? own : own
-                    gradientMemory = UnsafeMutableBufferPointer(rebasing: shared[(line + padded)...])
+                    gradientMemory = UnsafeMutableBufferPointer(rebasing: shared[line..<(line + total)])
+                    let own = UnsafeMutableBufferPointer(rebasing: shared[(line + padded)...])
+                    valueMemory = valuesOnRankZero ? group.sharedCounterpart(of: own, on: 0) ?? own : own
                 } else if let shared {
                     gradientMemory = UnsafeMutableBufferPointer(rebasing: shared[line...])
                 }

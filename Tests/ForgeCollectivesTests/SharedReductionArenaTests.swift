@@ -137,18 +137,23 @@ import Testing
 
     @Test(arguments: [2, 3, 4, 5])
     func shardedStepsOverOneSharedCopyOfTheValuesGatherNothing(worldSize: Int) throws {
-        // The trainer's loop over values all ranks share (rank 0's region): each round every
-        // rank writes gradients computed from the values it reads, then each updates its segment
-        // in place. Two handshakes a step and no copy: a rank that read a value before every
-        // update landed, or wrote gradients a peer was still reducing, would drift from the
-        // closed form (integers, exact in floats) computed here.
-        let count = 53, rounds = 300
+        // The trainer's loop over values all ranks share (rank 0's region, after the header and
+        // the gradients, a tail only rank 0 gives memory): each round every rank writes
+        // gradients computed from the values it reads, then each updates its segment in place.
+        // Two handshakes a step and no copy: a rank that read a value before every update
+        // landed, or wrote gradients a peer was still reducing, would drift from the closed form
+        // (integers, exact in floats) computed here. The values' count spans several pages,
+        // whose memory must be rank 0's alone, before and after the steps.
+        let count = 3000, line = 16, padded = 3008, rounds = 300
         let results = try run(worldSize) { group -> [UInt32] in
-            let region = try #require(try group.sharedBuffer(count: 16 + 2 * 64))
-            let own = UnsafeMutableBufferPointer(rebasing: region[16..<(16 + count)])
+            let region = try #require(try group.sharedBuffer(count: line + padded + count, rankZeroOnlyTail: count))
+            let gradients = UnsafeMutableBufferPointer(rebasing: region[line..<(line + count)])
+            let own = UnsafeMutableBufferPointer(rebasing: region[(line + padded)...])
             let values = try #require(group.sharedCounterpart(of: own, on: 0))
             #expect(values.baseAddress != own.baseAddress || group.rank == 0)
-            let gradients = UnsafeMutableBufferPointer(rebasing: region[(16 + 64)..<(16 + 64 + count)])
+            let tailPages = Self.residentPages(own)
+            #expect(tailPages.total >= 2)
+            #expect(tailPages.resident == (group.rank == 0 ? tailPages.total : 0), "rank \(group.rank): \(tailPages) of the values' pages take memory")
             let scalars = UnsafeMutableBufferPointer(rebasing: region[0..<2])
             var expected = [Int](repeating: 0, count: count)
             let mine = group.segment(of: count)
@@ -168,9 +173,22 @@ import Testing
             for i in 0..<count {
                 #expect(values[i] == Float(expected[i]), "\(worldSize) ranks, value \(i) after \(rounds) rounds")
             }
+            #expect(Self.residentPages(own).resident == (group.rank == 0 ? tailPages.total : 0), "rank \(group.rank) touched its own copy")
             return values.map(\.bitPattern)
         }
         for result in results { #expect(result == results[0]) }
+    }
+
+    /// Of the whole pages inside `buffer` (a shared mapping), how many have memory (mincore).
+    private static func residentPages(_ buffer: UnsafeMutableBufferPointer<Float>) -> (resident: Int, total: Int) {
+        let page = 4096
+        guard let start = buffer.baseAddress else { return (0, 0) }
+        let first = (Int(bitPattern: start) + page - 1) / page * page
+        let end = (Int(bitPattern: start + buffer.count)) / page * page
+        guard end > first else { return (0, 0) }
+        var vector = [UInt8](repeating: 0, count: (end - first) / page)
+        guard mincore(UnsafeMutableRawPointer(bitPattern: first), end - first, &vector) == 0 else { return (-1, vector.count) }
+        return (vector.filter { $0 & 1 != 0 }.count, vector.count)
     }
 
     @Test(arguments: [2, 3, 4, 5])
