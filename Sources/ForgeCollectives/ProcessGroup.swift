@@ -98,6 +98,16 @@ public final class ProcessGroup {
                             key: ClusterKey?, timeoutMilliseconds: Int = 30_000,
                             sharedMemory: Bool = true, plainSockets: Bool = true, chunkElements: Int = 1 << 16,
                             smallAllReduceBytes: Int? = nil) throws(CollectiveError) -> ProcessGroup {
+        try join(configuration, bind: bind, advertisedHost: advertisedHost, key: key, timeoutMilliseconds: timeoutMilliseconds,
+                 sharedMemory: sharedMemory, plainSockets: plainSockets, chunkElements: chunkElements,
+                 smallAllReduceBytes: smallAllReduceBytes, declining: [])
+    }
+
+    /// `join`, with `declining`: peers on this host whose mailboxes this rank does not map, as if
+    /// mapping them had failed (tests make groups where some pairs share memory and some do not).
+    static func join(_ configuration: RendezvousConfiguration, bind: String, advertisedHost: String?,
+                     key: ClusterKey?, timeoutMilliseconds: Int, sharedMemory: Bool, plainSockets: Bool, chunkElements: Int,
+                     smallAllReduceBytes: Int?, declining: Set<Int>) throws(CollectiveError) -> ProcessGroup {
         let context: ZMQContext
         do {
             context = try ZMQContext()
@@ -133,7 +143,7 @@ public final class ProcessGroup {
         let (peers, mapped) = try Rendezvous.exchange(configuration, address: me, context: context, key: key) { peers in
             guard let shm, let host else { return [] }
             var attached: [Int] = []
-            for peer in 0..<worldSize where peer != rank && peers[peer].host == host {
+            for peer in 0..<worldSize where peer != rank && peers[peer].host == host && !declining.contains(peer) {
                 guard let mailbox = peers[peer].mailbox else { continue }
                 do throws(CollectiveError) {
                     try shm.attach(peer: peer, mailbox: mailbox)

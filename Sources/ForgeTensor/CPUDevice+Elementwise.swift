@@ -55,7 +55,7 @@ extension CPUDevice {
                 case .identity:
                     for j in 0..<cols { orow[j] = xr[j] + b[j] }
                 case .relu:
-                    // 8 lanes at a time, as max(z, 0) is (0 where z <= 0, so -0 and NaN alike).
+                    // 8 lanes at a time, as max(z, 0) is: 0 where z <= 0 (so -0 gives +0), NaN kept.
                     var j = 0
                     while j + 8 <= cols {
                         let z = SIMD8<Float>.load(xr + j) + SIMD8<Float>.load(b + j)

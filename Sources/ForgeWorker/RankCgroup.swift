@@ -89,25 +89,38 @@ public struct RankCgroup: Sendable {
     /// What to start instead of `executable` `arguments`: a shell that moves itself into this
     /// cgroup and then execs them (the same pid; the environment passes through, plus the
     /// shell's `_` and `SHLVL`). `executable` must be a path that means the same in the shell
-    /// (not /proc/self/exe); a failed move leaves the rank where its parent is.
-    ///
-    /// A file the kernel would refuse (no ELF header, no `#!` line) is started as it is, so it
-    /// fails with the same exec format error with or without a cgroup: the shell's `exec` would
-    /// otherwise run it as a shell script.
+    /// (absolute, not /proc/self/exe) and one `canWrap` accepts; a failed move leaves the rank
+    /// where its parent is.
     public func wrap(executable: String, arguments: [String]) -> (executable: String, arguments: [String]) {
-        guard RankCgroup.kernelCouldRun(executable) else { return (executable, arguments) }
         let enter = #"{ echo 0 > "$1/cgroup.procs"; } 2>/dev/null || echo "forge: could not enter cgroup $1; what this rank leaves running may outlive it" >&2; "#
         return (RankCgroup.shell, ["-c", enter + #"shift; exec "$@""#, "forge-rank", path, executable] + arguments)
     }
 
-    /// Whether `path` starts as a file execve runs itself (an ELF binary or a `#!` script);
-    /// true as well when it cannot be read (an execute-only file), so that it is wrapped.
+    /// Whether a rank running `program` may be started through `wrap`: the file is executable
+    /// and execve would run it. Callers ask before making the cgroup. The shell's `exec` differs
+    /// from execve on the rest: it turns a missing program into an exit with status 127, and runs
+    /// a file the kernel refuses (no ELF header, no `#!` line) as a shell script; started as
+    /// they are, both fail to start with the same error they would without a cgroup.
+    public static func canWrap(_ program: String) -> Bool {
+        program.hasPrefix("/") && FileManager.default.isExecutableFile(atPath: program) && kernelCouldRun(program)
+    }
+
+    /// Whether execve would run `path` as it starts: an ELF binary, a `#!` script, or (with any
+    /// binfmt_misc handler registered: jar, wine, …) possibly anything; true as well when it
+    /// cannot be read (an execute-only file).
     static func kernelCouldRun(_ path: String) -> Bool {
         guard let handle = FileHandle(forReadingAtPath: path) else { return true }
         defer { try? handle.close() }
         guard let head = try? handle.read(upToCount: 4) else { return true }
-        return head.starts(with: [0x7F, 0x45, 0x4C, 0x46]) || head.starts(with: [0x23, 0x21])
+        return head.starts(with: [0x7F, 0x45, 0x4C, 0x46]) || head.starts(with: [0x23, 0x21]) || binfmtHandlersRegistered
     }
+
+    /// Whether the kernel has binfmt_misc enabled with a handler registered.
+    static let binfmtHandlersRegistered: Bool = {
+        let root = "/proc/sys/fs/binfmt_misc"
+        guard (try? String(contentsOfFile: "\(root)/status", encoding: .utf8))?.hasPrefix("enabled") == true else { return false }
+        return ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).contains { $0 != "status" && $0 != "register" }
+    }()
 
     /// bash where there is one: it passes on environment variables whose names are not shell
     /// identifiers (dash drops them).
@@ -164,8 +177,10 @@ public enum ProgramFile {
     /// (Foundation's own error for a failed start names no reason).
     public static func refusal(_ path: String) -> String? {
         let files = FileManager.default
-        if !files.fileExists(atPath: path) { return "no such file" }
-        if !files.isExecutableFile(atPath: path) { return "not executable (chmod +x it, or name its interpreter first)" }
+        var directory: ObjCBool = false
+        if !files.fileExists(atPath: path, isDirectory: &directory) { return "no such file" }
+        if directory.boolValue { return "a directory, not a program" }
+        if !files.isExecutableFile(atPath: path) { return "not executable (chmod +x it, or name its interpreter first; or its file system is mounted noexec)" }
         if !RankCgroup.kernelCouldRun(path) { return "exec format error: neither an ELF binary nor a script with a #! line" }
         return nil
     }

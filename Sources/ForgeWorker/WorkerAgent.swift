@@ -199,9 +199,9 @@ public final class WorkerAgent {
                                            : assignment.arguments.first ?? "/bin/false").path
         let tag = Leftovers.tag(worker: id, assignment: assignment.id)
         // The rank runs in a cgroup of its own where the host allows it: whatever it starts
-        // stays there and ends with it. (The program is checked first: the shell that moves
-        // the rank in would otherwise turn a missing one into an exit with status 127.)
-        let cgroup = FileManager.default.isExecutableFile(atPath: program) ? RankCgroup.make(named: tag) : nil
+        // stays there and ends with it (RankCgroup.canWrap says which programs may go through
+        // the shell that moves it in).
+        let cgroup = RankCgroup.canWrap(program) ? RankCgroup.make(named: tag) : nil
         let command = cgroup?.wrap(executable: program, arguments: Array(assignment.arguments.dropFirst()))
             ?? (executable: program, arguments: Array(assignment.arguments.dropFirst()))
         process.executableURL = URL(fileURLWithPath: command.executable)

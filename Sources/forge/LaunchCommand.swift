@@ -98,8 +98,10 @@ struct LaunchCommand: ParsableCommand {
             var cgroup: RankCgroup?
             // In the shell that moves the rank into its cgroup, /proc/self/exe is the shell; this
             // process's own link still names the very file it runs (even if it was replaced).
-            let named = program == "/proc/self/exe" ? "/proc/\(getpid())/exe" : program
-            if FileManager.default.isExecutableFile(atPath: named) {
+            // A relative name (not found on PATH) means a file in this directory, as it does to
+            // Process; the shell's exec would look it up on PATH instead.
+            let named = program == "/proc/self/exe" ? "/proc/\(getpid())/exe" : URL(fileURLWithPath: program).path
+            if RankCgroup.canWrap(named) {
                 cgroup = RankCgroup.make(named: "\(launchTag) rank \(rank)")
                 if cgroup != nil { program = named }
             }

@@ -291,10 +291,13 @@ import Testing
     }
 
     @Test func aGroupWhereOnlySomeRanksShareMemoryPicksOneAlgorithmPerCall() throws {
-        // Ranks 0 and 1 offer shared memory and map each other; rank 2 offers none and talks
-        // over sockets. Every rank must take the sockets' sizes (doubling up to 256 KiB, then
-        // halving and doubling or the ring) and no rank the direct shared-memory reduction,
-        // else the ranks would run different algorithms for one call and hang or differ.
+        // Three ranks on one host; ranks 1 and 2 decline each other's mailboxes (as a full
+        // /dev/shm would make them), so they talk over sockets while rank 0 reaches both through
+        // shared memory: rank 0's own pairs all share, the group's do not. Every rank must take
+        // the sockets' sizes (doubling up to 256 KiB, then the ring) and no rank the direct
+        // shared-memory reduction; a rank deciding from its own pairs would run another
+        // algorithm than its peers for the 80 KB call (or wait for a region they never make),
+        // and the group would time out or differ.
         let worldSize = 3
         let master = "tcp://127.0.0.1:\(freeLoopbackPort())"
         struct Seen: Sendable, Equatable {
@@ -307,9 +310,11 @@ import Testing
         let counts = [16, 20_000, 70_000, 300_003]  // 64 B; 80 KB (between the two doubling sizes); 280 KB; 1.2 MB
         let outcomes = onRanks(worldSize) { rank -> Result<Seen, CollectiveError> in
             do throws(CollectiveError) {
+                let declining: Set<Int> = rank == 1 ? [2] : rank == 2 ? [1] : []
                 let group = try ProcessGroup.join(RendezvousConfiguration(rank: rank, worldSize: worldSize, master: master, timeoutMilliseconds: 30_000),
-                                                  bind: "tcp://127.0.0.1:*", key: nil, timeoutMilliseconds: 30_000,
-                                                  sharedMemory: rank != 2, chunkElements: 1 << 12)
+                                                  bind: "tcp://127.0.0.1:*", advertisedHost: nil, key: nil, timeoutMilliseconds: 15_000,
+                                                  sharedMemory: true, plainSockets: true, chunkElements: 1 << 12,
+                                                  smallAllReduceBytes: nil, declining: declining)
                 var results: [[UInt32]] = []
                 for count in counts {
                     var values = (0..<count).map { RingAllReduceTests.unevenInput(rank: rank, index: $0) }
@@ -323,7 +328,7 @@ import Testing
             }
         }
         let seen = try outcomes.map { try $0.get() }
-        #expect(seen.map(\.sharedPeers) == [1, 1, 0])
+        #expect(seen.map(\.sharedPeers) == [2, 1, 1])
         for (rank, view) in seen.enumerated() {
             #expect(view.small == 256 << 10, "rank \(rank)")
             #expect(view.halving == Int.max, "rank \(rank)")

@@ -208,11 +208,11 @@ final class ResultBox<T: Sendable>: @unchecked Sendable {
         }
     }
 
-    @Test(arguments: TransportKind.allCases, [2, 3, 4, 5, 6, 8])
+    @Test(arguments: TransportKind.allCases, [2, 3, 4, 5, 6, 7, 8])
     func halvingAndDoublingMatchesTheClosedFormAndLeavesRanksIdentical(transport kind: TransportKind, worldSize: Int) throws {
         // Counts below the world size (empty halves), odd counts (halves differing by one),
         // several chunks per half (chunks of 64), two calls in a row (the second call's messages
-        // must not meet the first's), and world sizes that fold into a power of two (3, 5, 6).
+        // must not meet the first's), and world sizes that fold into a power of two (3, 5, 6, 7).
         try Self.expectClosedFormOnEveryRank(kind, worldSize, counts: [0, 1, 3, 7, 1000, 4099], calls: 2) { transport in
             let halving = HalvingDoublingAllReduce(transport: transport, chunkElements: 64)
             return { buffer, op in try halving.run(buffer, op: op) }

@@ -103,6 +103,18 @@ import Testing
         #expect(run.standardError.contains("cannot start rank 0") && run.standardError.contains("exec format error"), "\(run.standardError)")
     }
 
+    @Test func aProgramNamedRelativeToTheDirectoryRunsWithOrWithoutACgroup() throws {
+        // Not on PATH: the name means the file in the launcher's directory, as it does to a
+        // plain start; the shell that moves a rank into its cgroup would look it up on PATH.
+        let directory = try TemporaryDirectory()
+        let program = directory.file("local-rank")
+        try "#!/bin/sh\necho \"local rank $RANK ran\"\n".write(toFile: program, atomically: true, encoding: .utf8)
+        chmod(program, 0o755)
+        let run = try ForgeProcess.run(["launch", "--nproc", "1", "--", "local-rank"], in: directory.path)
+        #expect(run.status == 0, "\(run)")
+        #expect(run.outputLines.contains { $0.hasSuffix("local rank 0 ran") }, "\(run.outputLines)")
+    }
+
     @Test func launchNeedsACommand() throws {
         let run = try ForgeProcess.run(["launch", "--nproc", "2"])
         #expect(run.status == 64, "\(run)")

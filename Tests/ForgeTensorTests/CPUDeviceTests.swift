@@ -91,25 +91,30 @@ func referenceGEMM(_ a: [Float], _ b: [Float], m: Int, n: Int, k: Int, transpose
     }
 
     @Test func reluForwardAndBackwardMatchTheScalarRuleBitForBitInVectorsAndTails() {
-        // 21 columns: two 8-lane vectors and a tail of 5 per row, with -0, +0, NaN, infinities
-        // and values on either side of zero in every position the lanes can take.
+        // 21 columns: two 8-lane vectors and a tail of 5 per row; -0, +0, NaN, infinities and
+        // values on either side of zero at every other element, which over the odd row length
+        // reaches every column; a bias that moves some values across zero. The backward also
+        // runs in place (its output over its incoming gradient), as layers call it.
         let rows = 3, cols = 21
         let special: [Float] = [-0.0, 0, .nan, .infinity, -.infinity, 1e-30, -1e-30]
-        let xv = (0..<rows * cols).map { i in i % 3 == 0 ? special[(i / 3) % special.count] : sampleValues(1, seed: UInt64(i))[0] * 3 }
-        let bv = [Float](repeating: 0, count: cols)
+        let xv = (0..<rows * cols).map { i in i % 2 == 0 ? special[(i / 2) % special.count] : sampleValues(1, seed: UInt64(i))[0] * 3 }
+        let bv = (0..<cols).map { $0 % 4 == 1 ? Float(0.25) : 0 }
         let x = Tensor(xv, shape: [rows, cols], on: cpu), bias = Tensor(bv, shape: [cols], on: cpu)
         let y = Tensor(zeros: [rows, cols], on: cpu)
         cpu.biasActivation(x, bias: bias, activation: .relu, into: y)
         let forward = y.toArray()
         for i in 0..<rows * cols {
-            #expect(forward[i].bitPattern == max(xv[i] + 0, 0).bitPattern, "relu(\(xv[i])) at \(i)")
+            #expect(forward[i].bitPattern == max(xv[i] + bv[i % cols], 0).bitPattern, "relu(\(xv[i]) + \(bv[i % cols])) at \(i)")
         }
         let dyv = (0..<rows * cols).map { Float($0) - 30.5 }
         let dx = Tensor(zeros: [rows, cols], on: cpu)
         cpu.activationBackward(.relu, input: x, output: y, gradOutput: Tensor(dyv, shape: [rows, cols], on: cpu), into: dx)
-        let backward = dx.toArray()
-        for i in 0..<rows * cols {
-            #expect(backward[i].bitPattern == (forward[i] > 0 ? dyv[i] : 0).bitPattern, "relu' at \(xv[i]), element \(i)")
+        let inPlace = Tensor(dyv, shape: [rows, cols], on: cpu)
+        cpu.activationBackward(.relu, input: x, output: y, gradOutput: inPlace, into: inPlace)
+        for (name, result) in [("separate", dx.toArray()), ("in place", inPlace.toArray())] {
+            for i in 0..<rows * cols {
+                #expect(result[i].bitPattern == (forward[i] > 0 ? dyv[i] : 0).bitPattern, "relu' \(name) at \(xv[i]), element \(i)")
+            }
         }
     }
 
