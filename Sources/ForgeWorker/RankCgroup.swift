@@ -86,24 +86,34 @@ public struct RankCgroup: Sendable {
         }
     }
 
-    /// What to start instead of `executable` `arguments`: a shell that moves itself into this
-    /// cgroup and then execs them (the same pid; the environment passes through, plus the
-    /// shell's `_` and `SHLVL`). `executable` must be a path that means the same in the shell
-    /// (absolute, not /proc/self/exe) and one `canWrap` accepts; a failed move leaves the rank
-    /// where its parent is.
-    public func wrap(executable: String, arguments: [String]) -> (executable: String, arguments: [String]) {
+    /// What to start instead of `executable` `arguments` run with `environment`: a shell that
+    /// moves itself into this cgroup and then execs them (the same pid) through `env`, which
+    /// takes out the `_` and `SHLVL` the shell adds and puts back the values `environment` had,
+    /// so the rank sees `environment` as it is. `executable` must be a path that means the same
+    /// in the shell (absolute, not /proc/self/exe) and one `canWrap` accepts; a failed move
+    /// leaves the rank where its parent is.
+    public func wrap(executable: String, arguments: [String], environment: [String: String]) -> (executable: String, arguments: [String]) {
         let enter = #"{ echo 0 > "$1/cgroup.procs"; } 2>/dev/null || echo "forge: could not enter cgroup $1; what this rank leaves running may outlive it" >&2; "#
-        return (RankCgroup.shell, ["-c", enter + #"shift; exec "$@""#, "forge-rank", path, executable] + arguments)
+        // env reads NAME=VALUE words up to the first that is not one: `canWrap` keeps `=` out of
+        // `executable`, so it is the program.
+        let restore = ["SHLVL", "_"].compactMap { name in environment[name].map { "\(name)=\($0)" } }
+        return (RankCgroup.shell, ["-c", enter + #"shift; exec "$@""#, "forge-rank", path,
+                                   RankCgroup.env, "-u", "_", "-u", "SHLVL"] + restore + [executable] + arguments)
     }
 
     /// Whether a rank running `program` may be started through `wrap`: the file is executable
     /// and execve would run it. Callers ask before making the cgroup. The shell's `exec` differs
     /// from execve on the rest: it turns a missing program into an exit with status 127, and runs
     /// a file the kernel refuses (no ELF header, no `#!` line) as a shell script; started as
-    /// they are, both fail to start with the same error they would without a cgroup.
+    /// they are, both fail to start with the same error they would without a cgroup. A path
+    /// with `=` in it would read as an assignment to `env`, and is started unwrapped too.
     public static func canWrap(_ program: String) -> Bool {
-        program.hasPrefix("/") && FileManager.default.isExecutableFile(atPath: program) && kernelCouldRun(program)
+        program.hasPrefix("/") && !program.contains("=") && FileManager.default.isExecutableFile(atPath: env)
+            && FileManager.default.isExecutableFile(atPath: program) && kernelCouldRun(program)
     }
+
+    /// The `env` that restores the rank's environment after the shell (`wrap`).
+    static let env = "/usr/bin/env"
 
     /// Whether execve would run `path` as it starts: an ELF binary, a `#!` script, or (with any
     /// binfmt_misc handler registered: jar, wine, …) possibly anything; true as well when it

@@ -202,10 +202,6 @@ public final class WorkerAgent {
         // stays there and ends with it (RankCgroup.canWrap says which programs may go through
         // the shell that moves it in).
         let cgroup = RankCgroup.canWrap(program) ? RankCgroup.make(named: tag) : nil
-        let command = cgroup?.wrap(executable: program, arguments: Array(assignment.arguments.dropFirst()))
-            ?? (executable: program, arguments: Array(assignment.arguments.dropFirst()))
-        process.executableURL = URL(fileURLWithPath: command.executable)
-        process.arguments = command.arguments
         var environment = ProcessInfo.processInfo.environment
         for (key, value) in assignment.environment { environment[key] = value }
         if let key = configuration.clusterKeyPath { environment["FORGE_CLUSTER_KEY"] = key }
@@ -214,6 +210,10 @@ public final class WorkerAgent {
         environment["FORGE_WORKER_PID"] = String(getpid())
         // Whatever the rank starts carries it, so what it leaves running can be found (Leftovers).
         environment[Leftovers.variable] = tag
+        let command = cgroup?.wrap(executable: program, arguments: Array(assignment.arguments.dropFirst()), environment: environment)
+            ?? (executable: program, arguments: Array(assignment.arguments.dropFirst()))
+        process.executableURL = URL(fileURLWithPath: command.executable)
+        process.arguments = command.arguments
         process.environment = environment
         do {
             try FileManager.default.createDirectory(atPath: assignment.workDirectory, withIntermediateDirectories: true)

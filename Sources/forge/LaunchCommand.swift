@@ -106,9 +106,6 @@ struct LaunchCommand: ParsableCommand {
                 if cgroup != nil { program = named }
             }
             cgroups.append(cgroup)
-            let command = cgroup?.wrap(executable: program, arguments: Array(arguments.dropFirst())) ?? (executable: program, arguments: Array(arguments.dropFirst()))
-            process.executableURL = URL(fileURLWithPath: command.executable)
-            process.arguments = command.arguments
             var environment = ProcessInfo.processInfo.environment
             environment["RANK"] = String(rank)
             environment[Leftovers.variable] = Leftovers.tag(worker: launchTag, assignment: "rank \(rank)")
@@ -122,6 +119,10 @@ struct LaunchCommand: ParsableCommand {
             if environment["OPENBLAS_NUM_THREADS"] == nil { environment["OPENBLAS_NUM_THREADS"] = "1" }
             if let clusterKey { environment["FORGE_CLUSTER_KEY"] = clusterKey }
             if cpuBind == .cores { environment["FORGE_CPU_BIND"] = "cores" }
+            let command = cgroup?.wrap(executable: program, arguments: Array(arguments.dropFirst()), environment: environment)
+                ?? (executable: program, arguments: Array(arguments.dropFirst()))
+            process.executableURL = URL(fileURLWithPath: command.executable)
+            process.arguments = command.arguments
             process.environment = environment
             if cpuBind == .cores, !cpus.isEmpty {
                 // The child inherits the spawning thread's CPU set.

@@ -88,6 +88,19 @@ import Testing
         }
     }
 
+    @Test(arguments: [["SHLVL": nil, "_": nil], ["SHLVL": "7", "_": "/the/launchers/own"]] as [[String: String?]])
+    func aRankSeesTheLaunchersShellVariablesAsTheyWere(_ shellVariables: [String: String?]) throws {
+        // The shell that moves a rank into its cgroup adds `_` (and bash `SHLVL`) to what it
+        // execs; the rank must see the launcher's values, or none where it had none.
+        let run = try ForgeProcess.run(["launch", "--nproc", "1", "--", "/usr/bin/env"], environment: shellVariables)
+        #expect(run.status == 0, "\(run)")
+        #expect(run.outputLines.contains("RANK=0"), "\(run.outputLines)")
+        for (name, value) in shellVariables {
+            let seen = run.outputLines.filter { $0.hasPrefix("\(name)=") }
+            #expect(seen == (value.map { ["\(name)=\($0)"] } ?? []), "\(name): \(seen)")
+        }
+    }
+
     @Test func aProgramTheKernelWouldRefuseIsRefusedWithOrWithoutACgroup() throws {
         // An executable text file with no #! line: execve fails with an exec format error. The
         // shell that moves a rank into its cgroup would run it as a script instead, so it must
