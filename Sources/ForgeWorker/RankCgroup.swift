@@ -36,14 +36,14 @@ public struct RankCgroup: Sendable {
         return own == "/" ? String(mount) : String(mount) + own
     }
 
-    /// Makes a cgroup for one rank under this process's own, named from `name` (letters, digits,
-    /// `.`, `-` and `_` kept, the rest `_`); nil where the host does not let this process make
-    /// one (no cgroup2, no permission) or one of that name exists.
+    /// Makes a cgroup for one rank under this process's own, named `forge-<this pid>-` and then
+    /// `name` (letters, digits, `.`, `-` and `_` kept, the rest `_`); nil where the host does not
+    /// let this process make one (no cgroup2, no permission) or one of that name exists.
     public static func make(named name: String) -> RankCgroup? {
         guard let parent = usableParent else { return nil }
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
         let safe = String(name.map { allowed.contains($0) ? $0 : "_" }.prefix(200))
-        let path = "\(parent)/forge-\(safe)"
+        let path = "\(parent)/\(ownedName(safe))"
         sweep(parent)
         guard mkdir(path, 0o755) == 0 else { return nil }
         // A kernel before 5.14 has no cgroup.kill: `destroy` then signals each member.
@@ -58,7 +58,7 @@ public struct RankCgroup: Sendable {
     /// where the move does not (not root; a cgroup whose controllers forbid members below it).
     static let usableParent: String? = {
         guard let parent = ownCgroup() else { return nil }
-        let probe = RankCgroup(path: "\(parent)/forge-probe-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        let probe = RankCgroup(path: "\(parent)/\(ownedName("probe-\(UInt32.random(in: 0...UInt32.max))"))")
         guard mkdir(probe.path, 0o755) == 0 else { return nil }
         defer { probe.destroy() }
         let arguments = ["/bin/sh", "-c", #"echo 0 > "$0/cgroup.procs""#, probe.path]
@@ -71,13 +71,28 @@ public struct RankCgroup: Sendable {
         return status == 0 ? parent : nil
     }()
 
-    /// Removes the empty rank cgroups in `parent` made over a minute ago: those of a worker or
-    /// launcher killed before it could remove them. (A rank's cgroup is empty only between its
-    /// making and the rank's first instruction, and between the rank's end and `destroy`.)
+    /// The name of a cgroup this process makes: `forge-<pid>-rest`, so that `sweep` can tell
+    /// whose it is.
+    static func ownedName(_ rest: String) -> String { "forge-\(getpid())-\(rest)" }
+
+    /// The pid in a name `ownedName` made; nil for any other name.
+    static func owner(ofCgroupNamed name: String) -> pid_t? {
+        guard name.hasPrefix("forge-") else { return nil }
+        let digits = name.dropFirst(6).prefix { $0.isASCII && $0.isNumber }
+        guard !digits.isEmpty, name.dropFirst(6 + digits.count).first == "-" else { return nil }
+        return pid_t(digits)
+    }
+
+    /// Removes the empty rank cgroups in `parent` whose maker (the pid in their name) no longer
+    /// runs and that were made over a minute ago: those of a worker or launcher killed before it
+    /// could remove them. Cgroups named otherwise, another program's, are left alone. (A rank's
+    /// cgroup is empty only between its making and the rank's first instruction, and between
+    /// the rank's end and `destroy`; the minute covers a maker in another pid namespace.)
     static func sweep(_ parent: String) {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? []
         let now = Date()
-        for name in entries where name.hasPrefix("forge-") {
+        for name in entries {
+            guard let maker = owner(ofCgroupNamed: name), kill(maker, 0) != 0, errno == ESRCH else { continue }
             let path = "\(parent)/\(name)"
             guard let made = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date,
                   now.timeIntervalSince(made) > 60,

@@ -1,7 +1,7 @@
 // `forge launch` starts real rank processes that meet at a rendezvous and all-reduce over
 // ZeroMQ; a failing rank stops the others and is named in the report.
 import ForgeTestSupport
-import ForgeWorker
+@testable import ForgeWorker
 import Foundation
 import Testing
 
@@ -84,7 +84,45 @@ import Testing
         #expect(run.outputLines.contains("RANK=0") && run.outputLines.contains("WORLD_SIZE=1"))
         let cgroup = run.outputLines.first { $0.hasPrefix("0::") } ?? ""
         if RankCgroup.available {
-            #expect(cgroup.contains("/forge-launch-") && cgroup.hasSuffix("_rank_0"), "\(cgroup)")
+            #expect(cgroup.contains(/\/forge-\d+-launch-/) && cgroup.hasSuffix("_rank_0"), "\(cgroup)")
+        }
+    }
+
+    /// What a killed launcher or worker left: an empty cgroup named with its pid, over a minute
+    /// old. Nothing else goes: not another program's `forge-…` cgroup, not a live maker's, not a
+    /// young one, not one with a process in it.
+    @Test(.enabled(if: RankCgroup.available)) func theSweepTakesOnlyEmptyCgroupsOfMakersThatAreGone() throws {
+        let parent = try #require(RankCgroup.usableParent)
+        let ended = Process()
+        ended.executableURL = URL(fileURLWithPath: "/bin/true")
+        try ended.run()
+        ended.waitUntilExit()
+        let gone = ended.processIdentifier, unique = UInt32.random(in: 0...UInt32.max)
+        let names = ["orphan": "forge-\(gone)-sweep-\(unique)", "young": "forge-\(gone)-sweep-young-\(unique)",
+                     "busy": "forge-\(gone)-sweep-busy-\(unique)", "live": "forge-\(getpid())-sweep-\(unique)",
+                     "foreign": "forge-other-\(unique)"]
+        let old = Date(timeIntervalSinceNow: -120)
+        for (kind, name) in names {
+            #expect(mkdir("\(parent)/\(name)", 0o755) == 0, "mkdir \(name): errno \(errno)")
+            if kind != "young" { try FileManager.default.setAttributes([.modificationDate: old], ofItemAtPath: "\(parent)/\(name)") }
+        }
+        let busy = "\(parent)/\(names["busy"]!)"
+        let member = Process()
+        member.executableURL = URL(fileURLWithPath: "/bin/sh")
+        member.arguments = ["-c", #"echo 0 > "$0/cgroup.procs" && exec sleep 30"#, busy]
+        try member.run()
+        defer {
+            kill(member.processIdentifier, SIGKILL)
+            member.waitUntilExit()
+            for name in names.values { _ = rmdir("\(parent)/\(name)") }
+        }
+        for _ in 0..<200 where RankCgroup.members(of: busy).isEmpty { usleep(10_000) }
+        #expect(!RankCgroup.members(of: busy).isEmpty)
+        #expect(RankCgroup.owner(ofCgroupNamed: names["orphan"]!) == gone)
+        #expect(RankCgroup.owner(ofCgroupNamed: names["foreign"]!) == nil && RankCgroup.owner(ofCgroupNamed: "forge-12x-a") == nil)
+        RankCgroup.sweep(parent)
+        for (kind, name) in names {
+            #expect(FileManager.default.fileExists(atPath: "\(parent)/\(name)") == (kind != "orphan"), "\(kind) \(name)")
         }
     }
 
