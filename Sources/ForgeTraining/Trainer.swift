@@ -398,7 +398,22 @@ public final class Trainer {
         self.shouldStop = shouldStop
         // All ranks resume from the same checkpoint: none may read while rank 0 writes.
         try barrier()
-        if let checkpoints, let (checkpoint, path) = try checkpoints.loadLatest() {
+        // A rank that cannot read its checkpoint still takes part in the check (as one with
+        // none), so the others hear of it at once, and then reports its own error.
+        var latest: (checkpoint: Checkpoint, path: String)?
+        var unreadable: TrainingError?
+        do {
+            latest = try checkpoints?.loadLatest()
+        } catch {
+            unreadable = error
+        }
+        do {
+            try agreeOnCheckpoint(latest.map { ($0.checkpoint.state.step, $0.path) })
+        } catch {
+            throw unreadable ?? error
+        }
+        if let unreadable { throw unreadable }
+        if let (checkpoint, path) = latest {
             try restore(checkpoint, path: path)
             // Shared values: every rank wrote the same bytes; none steps before all have.
             if valuesShared { try barrier() }
@@ -466,6 +481,35 @@ public final class Trainer {
     }
 
     /// Waits until every rank of the job has called it.
+    /// Checks that every rank found the same checkpoint (its step; nil: none) before any
+    /// restores it: ranks that each read their own folder (another node's disk, not a shared
+    /// one) could otherwise resume at different steps, or some not at all, and train on out of
+    /// step. Every rank sees the same extremes, so all throw or none does.
+    func agreeOnCheckpoint(_ found: (step: Int, path: String)?) throws(TrainingError) {
+        guard let group, group.worldSize > 1 else { return }
+        // step + 1 (0: none) in two parts a Float holds exactly; max of each part and of its
+        // negation gives the largest and smallest across the ranks.
+        let code = (found?.step ?? -1) + 1
+        let (high, low) = (Float(code >> 22), Float(code & ((1 << 22) - 1)))
+        let extremes = UnsafeMutableBufferPointer<Float>.allocate(capacity: 4)
+        defer { extremes.deallocate() }
+        extremes[0] = high; extremes[1] = low; extremes[2] = -high; extremes[3] = -low
+        do {
+            try group.allReduce(extremes, op: .max)
+        } catch {
+            throw .group(error)
+        }
+        guard extremes[0] != -extremes[2] || extremes[1] != -extremes[3] else { return }
+        func described(_ high: Float, _ low: Float) -> String {
+            let code = Int(high) << 22 | Int(low)
+            return code == 0 ? "none" : "step \(code - 1)"
+        }
+        let here = found.map { "step \($0.step) in \($0.path)" } ?? "none"
+        throw .badCheckpoint(path: found?.path ?? "-", reason: "the ranks did not find the same checkpoint to resume from "
+            + "(rank \(group.rank): \(here); across the ranks: from \(described(-extremes[2], -extremes[3])) to \(described(extremes[0], extremes[1]))); "
+            + "give every rank the same checkpoint folder (--checkpoint-dir on storage all nodes share), or start afresh with --no-resume")
+    }
+
     func barrier() throws(TrainingError) {
         do {
             try group?.barrier()

@@ -269,3 +269,36 @@ extension TrainerDataParallelTests {
 /// One rank's trained parameters (flat, and by tensor in model order), train loss and optimizer
 /// state bytes.
 private typealias RankResult = (parameters: [Float], loss: Double, tensors: [[Float]], stateBytes: Int)
+
+extension TrainerDataParallelTests {
+    @Test func ranksThatFindDifferentCheckpointsRefuseToResume() throws {
+        // Ranks on nodes that each read a checkpoint folder of their own (not shared storage):
+        // two find the last checkpoint of an earlier run, the third finds none. Resuming some
+        // and not others would train on out of step; every rank must stop, saying why, at once.
+        let plan = try Self.plan()
+        let prepared = try PreparedData(plan: plan, train: Self.data(seed: 1), validation: Self.data(seed: 2))
+        let shared = try TemporaryDirectory(), elsewhere = try TemporaryDirectory()
+        let earlier = try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: 1)).run(checkpoints: CheckpointStore(directory: shared.path))
+        let step = try #require(try CheckpointStore(directory: shared.path).loadLatest()).checkpoint.state.step
+        #expect(step == earlier.state.step)
+        let outcomes = try onRankThreads(3, timeoutMilliseconds: 60_000) { group -> String in
+            let store = CheckpointStore(directory: group.rank < 2 ? shared.path : elsewhere.path)
+            do {
+                _ = try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: 1), group: group).run(checkpoints: store)
+                return "trained"
+            } catch {
+                return "\(error)"
+            }
+        }
+        for (rank, outcome) in outcomes.enumerated() {
+            #expect(outcome.contains("did not find the same checkpoint") && outcome.contains("from none to step \(step)"), "rank \(rank): \(outcome)")
+            #expect(outcome.contains(rank < 2 ? "rank \(rank): step \(step) in \(shared.path)" : "rank 2: none"), "rank \(rank): \(outcome)")
+        }
+        // The same folder on every rank resumes (here at the end: nothing is left to train).
+        let resumed = try onRankThreads(3) { group -> Int in
+            try Trainer(plan: plan, data: prepared, device: CPUDevice(threadCount: 1), group: group)
+                .run(checkpoints: CheckpointStore(directory: shared.path)).state.step
+        }
+        #expect(resumed == [step, step, step])
+    }
+}
