@@ -29,12 +29,21 @@ import Testing
 
     @Test(arguments: TransportKind.allCases, [1, 2, 3, 4, 5])
     func reduceScatterLeavesEachRankItsReducedSegment(transport kind: TransportKind, worldSize: Int) throws {
-        for count in [0, 2, 13] {
-            let results = try run(kind, worldSize, count: count) { group, buffer in try group.reduceScatter(buffer, op: .sum) }
-            for (rank, values) in results.enumerated() {
-                for i in RingAllReduce.segment(rank, of: count, ranks: worldSize) {
-                    let expected = (0..<worldSize).reduce(Float(0)) { $0 + Float($1 * 1000 + i) }
-                    #expect(values[i] == expected, "\(kind) \(worldSize) ranks, rank \(rank), element \(i)")
+        for op in ReduceOp.allCases {
+            for count in [0, 2, 13] {
+                let results = try run(kind, worldSize, count: count) { group, buffer in try group.reduceScatter(buffer, op: op) }
+                for (rank, values) in results.enumerated() {
+                    for i in RingAllReduce.segment(rank, of: count, ranks: worldSize) {
+                        let sum = (0..<worldSize).reduce(Float(0)) { $0 + Float($1 * 1000 + i) }
+                        let expected = switch op {
+                        case .sum: sum
+                        case .mean: sum / Float(worldSize)
+                        case .max: Float((worldSize - 1) * 1000 + i)
+                        }
+                        // The mean may divide or multiply by 1/n: one rounding apart at most.
+                        #expect(abs(values[i] - expected) <= (op == .mean ? expected.ulp : 0),
+                                "\(kind) \(op) \(worldSize) ranks, rank \(rank), element \(i): \(values[i]) vs \(expected)")
+                    }
                 }
             }
         }
@@ -134,20 +143,20 @@ import Testing
         }
     }
 
-    @Test(arguments: TransportKind.allCases)
-    func barrierAndPointToPoint(transport kind: TransportKind) throws {
-        let results = try run(kind, 3, count: 4) { group, buffer in
+    @Test(arguments: TransportKind.allCases, [2, 3, 4, 5])
+    func barrierAndPointToPoint(transport kind: TransportKind, worldSize: Int) throws {
+        let results = try run(kind, worldSize, count: 4) { group, buffer in
             try group.barrier()
             // A ring of sends: each rank sends its buffer right and keeps what comes from the left.
-            let right = (group.rank + 1) % 3, left = (group.rank + 2) % 3
+            let right = (group.rank + 1) % worldSize, left = (group.rank + worldSize - 1) % worldSize
             let outgoing = Array(buffer)
             try outgoing.withUnsafeBufferPointer { try group.send($0, to: right, tag: 7) }
             try group.receive(buffer, from: left, tag: 7)
             try group.barrier()
         }
         for (rank, values) in results.enumerated() {
-            let left = (rank + 2) % 3
-            #expect(values == (0..<4).map { Float(left * 1000 + $0) })
+            let left = (rank + worldSize - 1) % worldSize
+            #expect(values == (0..<4).map { Float(left * 1000 + $0) }, "\(kind) \(worldSize) ranks, rank \(rank)")
         }
     }
 
