@@ -56,6 +56,24 @@ private func expectMatches(_ reference: [String: [Float]], _ other: [String: [Fl
         }
     }
 
+    @Test func threeLaunchedRanksTrainTheSingleProcessLinearLearner() throws {
+        // linear-learner is data parallel too: 3 launched ranks (global batch 40, slices of
+        // 14, 13 and 13; a last batch of 21) take the single-process steps.
+        let directory = try TemporaryDirectory()
+        let train = try writeTrainChannel(directory)
+        let hyperparameters = ["-H", "predictor_type=multiclass_classifier", "-H", "num_classes=3", "-H", "mini_batch_size=40",
+                               "-H", "epochs=6", "-H", "seed=4"]
+        let single = try ForgeProcess.run(["train", "--algorithm", "linear-learner", "--train", train, "--output", directory.file("single"),
+                                           "--quiet"] + hyperparameters, timeout: .seconds(180))
+        #expect(single.status == 0, "\(single)")
+        let launched = try ForgeProcess.run(["launch", "--nproc", "3", "--", "forge", "train", "--algorithm", "linear-learner", "--train", train,
+                                             "--output", directory.file("three"), "--quiet"] + hyperparameters, timeout: .seconds(180))
+        #expect(launched.status == 0, "\(launched)")
+        #expect(launched.outputLines.filter { $0.hasPrefix("epoch=") }.count == 6, "rank 0 alone prints one line per epoch")
+        expectMatches(try parameters(directory.file("single/model.tar.gz")), try parameters(directory.file("three/model.tar.gz")),
+                      "3 launched linear-learner ranks")
+    }
+
     @Test func twoLaunchedRanksWithZeroStageOneTrainTheSingleProcessModel() throws {
         // ZeRO-1 under `forge launch`: the ranks shard the Adam moments (reduce-scatter, update
         // of a segment, all-gather) and still take the single-process steps.
