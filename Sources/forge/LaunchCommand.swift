@@ -47,6 +47,9 @@ struct LaunchCommand: ParsableCommand {
     @Option(name: .long, help: "Address other nodes reach this node's ranks at (FORGE_NODE_ADDR; default 127.0.0.1 on one node, else this host's name).")
     var nodeAddr: String?
 
+    @Option(name: .long, help: "Seconds a rank waits on a silent or dead peer before its collective fails (FORGE_COLLECTIVE_TIMEOUT; default 30).")
+    var timeout: Double?
+
     @Option(name: .long, help: "Pin ranks to CPUs: none, or cores (each rank gets its own share of this launcher's CPUs, as mpirun --bind-to core).")
     var cpuBind: CPUBinding = .none
 
@@ -63,6 +66,7 @@ struct LaunchCommand: ParsableCommand {
                 throw ValidationError("--nnodes \(nnodes) needs --rdzv-endpoint HOST:PORT (node 0's address and a free port)")
             }
         }
+        if let timeout, !(timeout > 0 && timeout <= 86_400) { throw ValidationError("--timeout must be a number of seconds between 0 and 86400") }
         guard !command.filter({ $0 != "--" }).isEmpty else { throw ValidationError("give the command to run after --") }
     }
 
@@ -119,6 +123,7 @@ struct LaunchCommand: ParsableCommand {
             if environment["OPENBLAS_NUM_THREADS"] == nil { environment["OPENBLAS_NUM_THREADS"] = "1" }
             if let clusterKey { environment["FORGE_CLUSTER_KEY"] = clusterKey }
             if cpuBind == .cores { environment["FORGE_CPU_BIND"] = "cores" }
+            if let timeout { environment["FORGE_COLLECTIVE_TIMEOUT"] = String(timeout) }
             let command = cgroup?.wrap(executable: program, arguments: Array(arguments.dropFirst()), environment: environment)
                 ?? (executable: program, arguments: Array(arguments.dropFirst()))
             process.executableURL = URL(fileURLWithPath: command.executable)

@@ -38,6 +38,18 @@ enum RankEnvironment {
         ["RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"].allSatisfy { environment[$0] != nil }
     }
 
+    /// The default wait on a silent peer: 30 s.
+    static let defaultCollectiveTimeoutMilliseconds = 30_000
+
+    /// FORGE_COLLECTIVE_TIMEOUT (seconds, a positive number) in milliseconds, or the default.
+    static func collectiveTimeoutMilliseconds(_ environment: [String: String]) throws -> Int {
+        guard let text = environment["FORGE_COLLECTIVE_TIMEOUT"] else { return defaultCollectiveTimeoutMilliseconds }
+        guard let seconds = Double(text), seconds.isFinite, seconds > 0, seconds <= 86_400 else {
+            throw ValidationError("FORGE_COLLECTIVE_TIMEOUT=\(text) is not a number of seconds between 0 and 86400 (forge launch --timeout sets it)")
+        }
+        return max(1, Int((seconds * 1000).rounded()))
+    }
+
     /// Joins the group `forge launch` described (CURVE with `clusterKey` or FORGE_CLUSTER_KEY).
     static func joinGroup(_ environment: [String: String], clusterKey: String?, logger: Logger) throws -> ProcessGroup {
         guard let rank = environment["RANK"].flatMap(Int.init), let worldSize = environment["WORLD_SIZE"].flatMap(Int.init),
@@ -46,6 +58,10 @@ enum RankEnvironment {
         }
         let keyPath = clusterKey ?? environment["FORGE_CLUSTER_KEY"]
         let key = try keyPath.map { path throws(TransportError) in try ClusterKey.load(path: path) }
+        // How long a rank waits on a silent or dead peer before the collective fails on it
+        // (FORGE_COLLECTIVE_TIMEOUT, seconds; forge launch --timeout sets it). The rendezvous
+        // waits at least a minute: ranks on other nodes may start later.
+        let timeout = try collectiveTimeoutMilliseconds(environment)
         let nodeAddress = environment["FORGE_NODE_ADDR"] ?? "127.0.0.1"
         let local = nodeAddress == "127.0.0.1"
         if rank == 0 {
@@ -56,9 +72,10 @@ enum RankEnvironment {
         // Without a cluster key, ranks on other hosts talk over plain TCP connections they poll
         // themselves, unless FORGE_PLAIN_SOCKETS=0 keeps them on ZeroMQ.
         let plainSockets = environment["FORGE_PLAIN_SOCKETS"] != "0"
-        let group = try ProcessGroup.join(RendezvousConfiguration(rank: rank, worldSize: worldSize, master: "tcp://\(address):\(port)"),
+        let group = try ProcessGroup.join(RendezvousConfiguration(rank: rank, worldSize: worldSize, master: "tcp://\(address):\(port)",
+                                                                  timeoutMilliseconds: max(60_000, timeout)),
                                           bind: local ? "tcp://127.0.0.1:*" : "tcp://*:*", advertisedHost: local ? nil : nodeAddress, key: key,
-                                          sharedMemory: sharedMemory, plainSockets: plainSockets)
+                                          timeoutMilliseconds: timeout, sharedMemory: sharedMemory, plainSockets: plainSockets)
         // FORGE_DIRECT_REDUCE=0 keeps co-located ranks on the shared-memory rings' message
         // algorithms (no shared gradient regions, no scratch region).
         if environment["FORGE_DIRECT_REDUCE"] == "0" { group.directReduction = false }

@@ -104,6 +104,42 @@ private func expectMatches(_ reference: [String: [Float]], _ other: [String: [Fl
     }
 }
 
+extension DataParallelFailureTests {
+    @Test func aSilentRankFailsTrainingWithinTheLaunchTimeout() throws {
+        // Rank 1 stops (SIGSTOP) once training is under way (rank 0 has written a checkpoint):
+        // no connection closes, it just goes quiet. With `forge launch --timeout 2` rank 0
+        // gives up on it after 2 s of silence, not the default 30.
+        let directory = try TemporaryDirectory()
+        let train = try writeTrainChannel(directory)
+        let output = directory.file("out")
+        let training = [try ForgeProcess.binary(), "train", "--algorithm", "mlp", "--train", train, "--output", output, "--quiet",
+                        "-H", "epochs=100000", "-H", "mini_batch_size=40", "-H", "forge_checkpoint_steps=1"]
+        let script = #"""
+            "$@" & pid=$!
+            if [ "$RANK" = 1 ]; then
+              while [ -z "$(ls "$OUTPUT/checkpoints" 2>/dev/null)" ]; do sleep 0.05; done
+              kill -STOP $pid
+            fi
+            wait $pid
+            """#
+        let run = try ForgeProcess.run(["launch", "--nproc", "2", "--timeout", "2", "--", "/bin/sh", "-c", script, "rank"] + training,
+                                       environment: ["OUTPUT": output], timeout: .seconds(150))
+        #expect(run.status != 0, "\(run)")
+        #expect(run.standardError.contains("no data from rank 1 within 2000 ms"), "\(run)")
+    }
+
+    @Test func aCollectiveTimeoutThatIsNotANumberIsRefused() throws {
+        let directory = try TemporaryDirectory()
+        let run = try ForgeProcess.run(["launch", "--nproc", "1", "--", "forge", "train", "--algorithm", "mlp", "--train",
+                                        try writeTrainChannel(directory), "--output", directory.file("out"), "--quiet"],
+                                       environment: ["FORGE_COLLECTIVE_TIMEOUT": "soon"])
+        #expect(run.status != 0, "\(run)")
+        #expect(run.standardError.contains("FORGE_COLLECTIVE_TIMEOUT=soon is not a number of seconds"), "\(run)")
+        let flag = try ForgeProcess.run(["launch", "--nproc", "1", "--timeout", "0", "--", "true"])
+        #expect(flag.status == 64 && flag.standardError.contains("--timeout must be"), "\(flag)")
+    }
+}
+
 /// `--train-distribution ShardedByS3Key`: each rank reads only its files (file i of the sorted
 /// list to rank i mod N), the ranks still agree on classes, scaling and width, and train a
 /// working model together.
