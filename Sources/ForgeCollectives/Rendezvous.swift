@@ -147,7 +147,7 @@ public enum Rendezvous {
                 let missing = (0..<configuration.worldSize).first { !arrived.contains($0) } ?? 0
                 throw CollectiveError.timedOut(peer: missing, milliseconds: configuration.timeoutMilliseconds)
             }
-            socket.receiveTimeoutMilliseconds = remaining
+            try socket.setReceiveTimeout(remaining)
             guard let frames = try receive(socket), frames.count == 2 else { continue }
             arrived.insert(try take(frames[0], try JSONDecoder().decode(RendezvousMessage.self, from: Data(frames[1]))))
         }
@@ -166,7 +166,7 @@ public enum Rendezvous {
                              key: ClusterKey?, map: ([PeerAddress]) -> [Int]) throws -> (addresses: [PeerAddress], mapped: [[Int]]) {
         let socket = try ZMQSocket(context, kind: .dealer)
         if let key { try socket.makeCurveClient(key) }
-        socket.receiveTimeoutMilliseconds = configuration.timeoutMilliseconds
+        try socket.setReceiveTimeout(configuration.timeoutMilliseconds)
         try socket.connect(configuration.master)
         let hello = RendezvousMessage(rank: configuration.rank, worldSize: configuration.worldSize, address: endpoint, addresses: nil)
         try socket.send([[UInt8](try JSONEncoder().encode(hello))])

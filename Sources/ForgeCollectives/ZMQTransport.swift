@@ -78,7 +78,7 @@ public final class ZMQTransport: CollectiveTransport {
                 try dealer.setIdentity(ZMQTransport.identity(of: rank))
                 try dealer.setHighWaterMarks(0)
                 if let key { try dealer.makeCurveClient(key) }
-                dealer.sendTimeoutMilliseconds = timeoutMilliseconds
+                try dealer.setSendTimeout(timeoutMilliseconds)
                 try dealer.connect(endpoints[peer])
                 dealers[peer] = dealer
             } catch {
@@ -165,7 +165,7 @@ public final class ZMQTransport: CollectiveTransport {
                 } else {
                     let remaining = Int(deadline.timeIntervalSinceNow * 1000)
                     guard remaining > 0 else { throw TransportError.timedOut(operation: "receive", milliseconds: timeoutMilliseconds) }
-                    router.receiveTimeoutMilliseconds = remaining
+                    try router.setReceiveTimeout(remaining)
                     frames = try router.receiveMessage()
                 }
             } catch {

@@ -159,7 +159,7 @@ public final class Coordinator {
         } else {
             logger.info("no cluster key: the control plane is plain")
         }
-        socket.sendTimeoutMilliseconds = 1000
+        try socket.setSendTimeout(1000)
         endpoint = try socket.bind(configuration.listen)
         logger.info("coordinator listening for workers at \(endpoint); state in \(configuration.stateDirectory)")
         recover(Date())

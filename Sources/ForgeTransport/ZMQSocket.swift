@@ -26,14 +26,22 @@ public final class ZMQSocket {
 
     // MARK: Options
 
-    /// Milliseconds a receive waits before `timedOut` (-1: forever).
-    public var receiveTimeoutMilliseconds: Int = -1 {
-        didSet { try? setOption(ZMQ_RCVTIMEO, Int32(receiveTimeoutMilliseconds), name: "ZMQ_RCVTIMEO") }
+    /// Milliseconds a receive waits before `timedOut` (-1: forever); `setReceiveTimeout` sets it.
+    public private(set) var receiveTimeoutMilliseconds: Int = -1
+
+    /// Milliseconds a send waits before `timedOut` (-1: forever); `setSendTimeout` sets it.
+    public private(set) var sendTimeoutMilliseconds: Int = -1
+
+    /// Sets how long a receive waits before `timedOut` (-1: forever; at most Int32.max).
+    public func setReceiveTimeout(_ milliseconds: Int) throws(TransportError) {
+        try setOption(ZMQ_RCVTIMEO, Int32(clamping: milliseconds), name: "ZMQ_RCVTIMEO")
+        receiveTimeoutMilliseconds = milliseconds
     }
 
-    /// Milliseconds a send waits before `timedOut` (-1: forever).
-    public var sendTimeoutMilliseconds: Int = -1 {
-        didSet { try? setOption(ZMQ_SNDTIMEO, Int32(sendTimeoutMilliseconds), name: "ZMQ_SNDTIMEO") }
+    /// Sets how long a send waits before `timedOut` (-1: forever; at most Int32.max).
+    public func setSendTimeout(_ milliseconds: Int) throws(TransportError) {
+        try setOption(ZMQ_SNDTIMEO, Int32(clamping: milliseconds), name: "ZMQ_SNDTIMEO")
+        sendTimeoutMilliseconds = milliseconds
     }
 
     /// Queue messages only on completed connections (sends fail fast while no peer is there).

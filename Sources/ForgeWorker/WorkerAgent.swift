@@ -89,7 +89,7 @@ public final class WorkerAgent {
         socket = try ZMQSocket(context, kind: .dealer)
         try socket.setIdentity(Array(id.utf8))
         if let path = configuration.clusterKeyPath { try socket.makeCurveClient(try ClusterKey.load(path: path)) }
-        socket.sendTimeoutMilliseconds = 1000
+        try socket.setSendTimeout(1000)
         try socket.connect(configuration.coordinator)
         // What a rank leaves behind, orphaned, becomes this worker's to find and reap.
         if forge_become_subreaper() != 0 {

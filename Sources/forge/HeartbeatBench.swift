@@ -26,7 +26,7 @@ struct HeartbeatBench: ParsableCommand {
             let id = "sim-\(getpid())-\(index)"
             let socket = try ZMQSocket(context, kind: .dealer)
             try socket.setIdentity(Array(id.utf8))
-            socket.sendTimeoutMilliseconds = 0
+            try socket.setSendTimeout(0)
             try socket.connect(coordinator)
             let resources = WorkerResources(host: "sim-\(index)", cores: 1, memoryBytes: 1 << 30, instanceType: "ml.bench.simulated",
                                             instanceGroup: "simulated", pid: getpid())

@@ -20,7 +20,7 @@ import Testing
         init() throws {
             context = try ZMQContext()
             socket = try ZMQSocket(context, kind: .router)
-            socket.receiveTimeoutMilliseconds = 30_000
+            try socket.setReceiveTimeout(30_000)
             endpoint = try socket.bind("tcp://127.0.0.1:\(MultiNodeLaunchTests.freePort())")
         }
 

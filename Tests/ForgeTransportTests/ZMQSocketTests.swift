@@ -20,8 +20,8 @@ import Testing
         let b = try ZMQSocket(context, kind: .pair)
         if let client { try b.makeCurveClient(client) }
         try b.connect(bound)
-        a.receiveTimeoutMilliseconds = 5000
-        b.receiveTimeoutMilliseconds = 5000
+        try a.setReceiveTimeout(5000)
+        try b.setReceiveTimeout(5000)
         return (a, b)
     }
 
@@ -75,7 +75,7 @@ import Testing
 
     @Test func receiveTimesOutWithAClearError() throws {
         let (a, _) = try pair("tcp://127.0.0.1:*")
-        a.receiveTimeoutMilliseconds = 50
+        try a.setReceiveTimeout(50)
         #expect(throws: TransportError.timedOut(operation: "receive", milliseconds: 50)) { try a.receive() }
     }
 
@@ -104,8 +104,8 @@ import Testing
         // handshake fails, so nothing they send is ever delivered.
         for client in [other, nil] as [ClusterKey?] {
             let (a, b) = try pair("tcp://127.0.0.1:*", server: key, client: client)
-            a.receiveTimeoutMilliseconds = 300
-            b.sendTimeoutMilliseconds = 300
+            try a.setReceiveTimeout(300)
+            try b.setSendTimeout(300)
             try? b.send([Array("intruder".utf8)])
             #expect(throws: TransportError.timedOut(operation: "receive", milliseconds: 300)) { try a.receive() }
         }
