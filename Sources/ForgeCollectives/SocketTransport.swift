@@ -162,10 +162,7 @@ public final class SocketTransport: CollectiveTransport {
             }
             var hello = [UInt8](repeating: 0, count: 16)
             let got = hello.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, 16, Int32(MSG_WAITALL)) }
-            let peer = got == 16 ? Int(SocketTransport.load(UInt32.self, hello, at: 8)) : -1
-            guard got == 16, SocketTransport.load(UInt32.self, hello, at: 0) == SocketTransport.helloMagic,
-                  SocketTransport.load(UInt16.self, hello, at: 4) == SocketTransport.version,
-                  SocketTransport.load(UInt32.self, hello, at: 12) == UInt32(worldSize), expected.contains(peer) else {
+            guard got == 16, let peer = SocketTransport.decodeHello(hello, worldSize: worldSize), expected.contains(peer) else {
                 close(descriptor)
                 stranger = "a connection to rank \(rank)'s data socket did not say hello as a peer of this group, and rank \(expected.min() ?? rank) never connected"
                 continue
@@ -391,21 +388,7 @@ public final class SocketTransport: CollectiveTransport {
                 progressed = true
                 inbound.headerFilled += got
                 guard inbound.headerFilled == SocketTransport.headerBytes else { continue }
-                let header = inbound.header
-                guard SocketTransport.load(UInt32.self, header, at: 0) == SocketTransport.magic,
-                      SocketTransport.load(UInt16.self, header, at: 4) == SocketTransport.version,
-                      SocketTransport.load(UInt16.self, header, at: 6) == 0 else {
-                    throw .protocolViolation(peer: peer, reason: "a data frame without Forge's socket header (magic, version 1, no flags)")
-                }
-                let length = SocketTransport.load(UInt64.self, header, at: 16)
-                guard length <= UInt64(UInt32.max) else {
-                    throw .protocolViolation(peer: peer, reason: "a data frame announcing \(length) bytes")
-                }
-                if let expecting, Int(length) != expecting {
-                    throw .protocolViolation(peer: peer, reason: "expected \(expecting) bytes, got \(length)")
-                }
-                inbound.tag = SocketTransport.load(UInt64.self, header, at: 8)
-                inbound.length = Int(length)
+                (inbound.tag, inbound.length) = try SocketTransport.decodeHeader(inbound.header, from: peer, expecting: expecting)
             }
             if let expecting, inbound.length != expecting {
                 throw .protocolViolation(peer: peer, reason: "expected \(expecting) bytes, got \(inbound.length)")
@@ -421,6 +404,35 @@ public final class SocketTransport: CollectiveTransport {
             if inbound.filled == inbound.length { inbound.complete = true }
         }
         return progressed
+    }
+
+    /// The tag and payload length a data frame's header (`headerBytes` bytes) announces; a
+    /// protocol violation naming `peer` when it is not Forge's (magic, version 1, no flags), or
+    /// announces more than 4 GiB, or other than `expecting` bytes.
+    static func decodeHeader(_ header: [UInt8], from peer: Int, expecting: Int?) throws(CollectiveError) -> (tag: UInt64, length: Int) {
+        guard header.count == headerBytes else {
+            throw .protocolViolation(peer: peer, reason: "a data frame header of \(header.count) bytes, not \(headerBytes)")
+        }
+        guard load(UInt32.self, header, at: 0) == magic, load(UInt16.self, header, at: 4) == version, load(UInt16.self, header, at: 6) == 0 else {
+            throw .protocolViolation(peer: peer, reason: "a data frame without Forge's socket header (magic, version 1, no flags)")
+        }
+        let length = load(UInt64.self, header, at: 16)
+        guard length <= UInt64(UInt32.max) else {
+            throw .protocolViolation(peer: peer, reason: "a data frame announcing \(length) bytes")
+        }
+        if let expecting, Int(length) != expecting {
+            throw .protocolViolation(peer: peer, reason: "expected \(expecting) bytes, got \(length)")
+        }
+        return (load(UInt64.self, header, at: 8), Int(length))
+    }
+
+    /// The rank a connecting peer's hello (16 bytes: magic, version, flags 0, rank, world
+    /// size) names, when it is a hello of a group of `worldSize`; nil for anything else.
+    static func decodeHello(_ hello: [UInt8], worldSize: Int) -> Int? {
+        guard hello.count == 16, load(UInt32.self, hello, at: 0) == helloMagic, load(UInt16.self, hello, at: 4) == version,
+              load(UInt16.self, hello, at: 6) == 0, load(UInt32.self, hello, at: 12) == UInt32(worldSize) else { return nil }
+        let rank = Int(load(UInt32.self, hello, at: 8))
+        return rank < worldSize ? rank : nil
     }
 
     /// True when `got` bytes arrived; false when none are there yet; throws when the

@@ -2,7 +2,7 @@
 // are not Forge's (fuzzed), a peer that disconnects, and two ranks that both send more than the
 // kernel buffers hold before either receives. The collective suites run every algorithm over it
 // too (TransportKind.socket).
-import ForgeCollectives
+@testable import ForgeCollectives
 import ForgeTestSupport
 import Foundation
 import Testing
@@ -144,6 +144,64 @@ import Glibc
         }
         #expect(Set(outcomes.keys).isSubset(of: ["delivered", "violation", "timeout"]), "\(outcomes)")
         #expect((outcomes["violation"] ?? 0) > 200, "\(outcomes)")
+    }
+
+    @Test func fuzzedHeadersAndHellosDecodeExactlyAsTheFormatSays() {
+        // 200,000 data-frame headers (valid ones with 1–4 bytes replaced, wholly random ones,
+        // and ones cut short or run long) and 100,000 hellos, checked against a reading of the
+        // format written out here: a decoder must accept exactly what the format allows and
+        // return what the bytes say, or throw a protocol violation; never crash.
+        func little(_ bytes: [UInt8], _ offset: Int, _ count: Int) -> UInt64 {
+            (0..<count).reduce(UInt64(0)) { $0 | UInt64(bytes[offset + $1]) << (8 * UInt64($1)) }
+        }
+        var random = SplitMix64(seed: 0x5EED_F00D)
+        var accepted = 0, refused = 0
+        for round in 0..<200_000 {
+            var bytes = Array(RawPeer.frame(tag: UInt64.random(in: 0...UInt64.max, using: &random), payload: []).prefix(24))
+            withUnsafeBytes(of: UInt64.random(in: 0...64, using: &random).littleEndian) { bytes.replaceSubrange(16..<24, with: $0) }
+            switch round % 8 {
+            case 0: bytes = (0..<24).map { _ in UInt8.random(in: 0...255, using: &random) }
+            case 1: bytes = Array(bytes.prefix(Int.random(in: 0..<24, using: &random)))
+            case 2: bytes += [UInt8.random(in: 0...255, using: &random)]
+            case 3: break
+            default:
+                for _ in 0..<(1 + round % 4) { bytes[Int.random(in: 0..<24, using: &random)] = UInt8.random(in: 0...255, using: &random) }
+            }
+            let expecting: Int? = round % 3 == 0 ? nil : Int.random(in: 0...64, using: &random)
+            let wellFormed = bytes.count == 24 && little(bytes, 0, 4) == 0x4B53_4746 && little(bytes, 4, 2) == 1 && little(bytes, 6, 2) == 0
+                && little(bytes, 16, 8) <= UInt64(UInt32.max) && (expecting.map { UInt64($0) == little(bytes, 16, 8) } ?? true)
+            do throws(CollectiveError) {
+                let (tag, length) = try SocketTransport.decodeHeader(bytes, from: 1, expecting: expecting)
+                #expect(wellFormed && tag == little(bytes, 8, 8) && UInt64(length) == little(bytes, 16, 8), "round \(round): \(bytes)")
+                accepted += 1
+            } catch {
+                guard case .protocolViolation(peer: 1, _) = error else {
+                    Issue.record("round \(round): \(error)")
+                    continue
+                }
+                #expect(!wellFormed, "round \(round): a well-formed header refused: \(bytes)")
+                refused += 1
+            }
+        }
+        #expect(accepted > 10_000 && refused > 100_000, "\(accepted) accepted, \(refused) refused")
+        var greeted = 0
+        for round in 0..<100_000 {
+            let worldSize = Int.random(in: 1...9, using: &random)
+            // Half claim this group's size (a rank at most one past its end), half any size.
+            let claimed = round % 2 == 0 ? UInt32(worldSize) : UInt32.random(in: 1...9, using: &random)
+            var bytes = RawPeer.hello(rank: UInt32.random(in: 0...claimed, using: &random), worldSize: claimed)
+            if round % 4 == 0 {
+                bytes = (0..<Int.random(in: 0...20, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+            } else if round % 4 == 1 {
+                bytes[Int.random(in: 0..<16, using: &random)] = UInt8.random(in: 0...255, using: &random)
+            }
+            let wellFormed = bytes.count == 16 && little(bytes, 0, 4) == 0x4853_4746 && little(bytes, 4, 2) == 1 && little(bytes, 6, 2) == 0
+                && little(bytes, 12, 4) == UInt64(worldSize) && little(bytes, 8, 4) < UInt64(worldSize)
+            let rank = SocketTransport.decodeHello(bytes, worldSize: worldSize)
+            #expect(rank == (wellFormed ? Int(little(bytes, 8, 4)) : nil), "round \(round): \(bytes) in a group of \(worldSize)")
+            if rank != nil { greeted += 1 }
+        }
+        #expect(greeted > 10_000, "\(greeted) hellos accepted")
     }
 
     @Test func twoRanksThatBothSendMoreThanTheKernelHoldsDoNotDeadlock() throws {
