@@ -24,6 +24,10 @@ public final class BucketReducer: @unchecked Sendable {
     private var failure: CollectiveError?
     private var stopping = false
     private var finished = false
+    /// Between `computeBegan` and `computeEnded`: the owner is still computing.
+    private var computing = false
+    private var started = 0
+    private var startedWhileComputing = 0
 
     /// With `threaded`, starts the worker thread; it runs `prepare` first (e.g. to set the float
     /// environment the rank's compute threads use).
@@ -46,6 +50,8 @@ public final class BucketReducer: @unchecked Sendable {
     public func submit(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp = .sum) {
         guard threaded else {
             guard failure == nil else { return }
+            started += 1
+            if computing { startedWhileComputing += 1 }
             do {
                 try group.allReduce(buffer, op: op)
             } catch {
@@ -58,6 +64,29 @@ public final class BucketReducer: @unchecked Sendable {
         submitted += 1
         condition.signal()
         condition.unlock()
+    }
+
+    /// The owner starts computing what later buckets will hold (a backward pass): all-reduces
+    /// that start from now until `computeEnded` overlap it.
+    public func computeBegan() {
+        condition.lock()
+        computing = true
+        condition.unlock()
+    }
+
+    /// The owner has finished computing (see `computeBegan`).
+    public func computeEnded() {
+        condition.lock()
+        computing = false
+        condition.unlock()
+    }
+
+    /// All-reduces started so far, and how many of them started while the owner was still
+    /// computing (between `computeBegan` and `computeEnded`): the overlap actually achieved.
+    public var overlap: (started: Int, whileComputing: Int) {
+        condition.lock()
+        defer { condition.unlock() }
+        return (started, startedWhileComputing)
     }
 
     /// Waits for every submitted all-reduce; throws the first failure (after which the group
@@ -89,6 +118,10 @@ public final class BucketReducer: @unchecked Sendable {
             if queue.isEmpty { break }
             let (buffer, op) = queue.removeFirst()
             let skip = failure != nil
+            if !skip {
+                started += 1
+                if computing { startedWhileComputing += 1 }
+            }
             condition.unlock()
             var error: CollectiveError?
             if !skip {

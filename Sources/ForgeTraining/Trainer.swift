@@ -375,6 +375,10 @@ public final class Trainer {
         return reducer == nil ? nil : "gradient buckets reduced inline (no CPU left to overlap on)"
     }
 
+    /// Gradient all-reduces (buckets and the loss) started so far, and how many of them
+    /// started while backward was still running (the overlap achieved); nil without buckets.
+    public var reductionOverlap: (started: Int, whileComputing: Int)? { reducer?.overlap }
+
     /// Bytes of optimizer state this rank holds (with ZeRO, its segment's).
     public var optimizerStateBytes: Int {
         optimizer.stateTensors.reduce(0) { $0 + $1.tensor.count * MemoryLayout<Float>.stride }
@@ -555,9 +559,11 @@ public final class Trainer {
                 // One compute thread: each bucket goes to the reducer the moment backward has
                 // finished its first layer, while the layers below it are still computing
                 // (inline, it is reduced right there, between two layers' backward passes).
+                reducer?.computeBegan()
                 lossSum = job.run(part: 0, lossComputed: submitLoss) { layer in
                     for bucket in buckets.completed(byLayer: layer) { submitBucket(bucket) }
                 }
+                reducer?.computeEnded()
                 submittedDuringBackward = true
             } else {
                 var losses = [Double](repeating: 0, count: replicas.count)

@@ -110,6 +110,9 @@ public enum TrainingJob {
             logger.info("removed earlier checkpoints in \(checkpointDirectory) (--no-resume)")
         }
         var result = try trainer.run(checkpoints: store, observer: observer, shouldStop: shouldStop)
+        if (group?.rank ?? 0) == 0, let overlap = trainer.reductionOverlap, overlap.started > 0 {
+            logger.info("data parallel: \(overlap.whileComputing) of \(overlap.started) gradient all-reduces started while backward was still running")
+        }
         result.unigramEntropy = unigramEntropy
         guard writer else { return result }
         let modelPath = (output as NSString).appendingPathComponent("model.tar.gz")
