@@ -51,7 +51,8 @@ let package = Package(
         // 6. Data: readers, shuffling, batching, shards.
         .target(name: "ForgeData", dependencies: ["ForgeArchive", "ForgeRandom"], swiftSettings: forgeSettings),
         // 7. Collectives: algorithms over a small transport protocol.
-        .target(name: "ForgeCollectives", dependencies: ["ForgeTransport", "ForgeWire", "CForgeSystem"], swiftSettings: forgeSettings),
+        .target(name: "ForgeCollectives", dependencies: ["ForgeTransport", "ForgeWire", "CForgeSystem", .product(name: "Crypto", package: "swift-crypto")],
+                swiftSettings: forgeSettings),
         // 9. Training: hyperparameters, built-in algorithms, trainer, checkpoints, metrics.
         .target(
             name: "ForgeTraining",
@@ -121,7 +122,8 @@ let package = Package(
         .testTarget(name: "ForgeRandomTests", dependencies: ["ForgeRandom"], swiftSettings: forgeSettings),
         .testTarget(name: "ForgeTransportTests", dependencies: ["ForgeTransport", "ForgeTestSupport"], swiftSettings: forgeSettings),
         .testTarget(name: "ForgeWireTests", dependencies: ["ForgeWire", "ForgeTestSupport"], swiftSettings: forgeSettings),
-        .testTarget(name: "ForgeCollectivesTests", dependencies: ["ForgeCollectives", "ForgeTransport", "ForgeTestSupport"], swiftSettings: forgeSettings),
+        .testTarget(name: "ForgeCollectivesTests", dependencies: ["ForgeCollectives", "ForgeTransport", "ForgeTestSupport", .product(name: "Crypto", package: "swift-crypto")],
+                    swiftSettings: forgeSettings),
         .testTarget(name: "ForgeTensorTests", dependencies: ["ForgeTensor"], swiftSettings: forgeSettings),
         .testTarget(name: "ForgeNNTests", dependencies: ["ForgeNN"], swiftSettings: forgeSettings),
         .testTarget(name: "ForgeArchiveTests", dependencies: ["ForgeArchive", "ForgeTestSupport"], swiftSettings: forgeSettings),

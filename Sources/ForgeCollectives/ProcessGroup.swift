@@ -1,5 +1,6 @@
 // The front of the collectives: a group of ranks and the operations they perform together.
 import ForgeTransport
+import Foundation
 
 /// A group of ranks joined by a transport.
 ///
@@ -91,9 +92,10 @@ public final class ProcessGroup {
     /// Joins a group: binds this rank's ZeroMQ data endpoint at `bind` (e.g. `tcp://HOST:*`, or
     /// `tcp://*:*` with `advertisedHost`), meets the others at the master, and connects to all.
     /// With `sharedMemory`, ranks on the same host (same kernel, mount and network namespace)
-    /// talk through shared-memory rings instead of sockets. The others talk through ZeroMQ when
-    /// there is a cluster key (CURVE), the bind is not tcp://, or `plainSockets` is off; else
-    /// through plain TCP connections the rank polls itself (`SocketTransport`).
+    /// talk through shared-memory rings instead of sockets. The others talk through TCP
+    /// connections the rank polls itself (`SocketTransport`; sealed with a cluster key), or
+    /// through ZeroMQ (CURVE with a cluster key) when the bind is not tcp:// or `plainSockets`
+    /// is off.
     public static func join(_ configuration: RendezvousConfiguration, bind: String, advertisedHost: String? = nil,
                             key: ClusterKey?, timeoutMilliseconds: Int = 30_000,
                             sharedMemory: Bool = true, plainSockets: Bool = true, chunkElements: Int = 1 << 16,
@@ -130,12 +132,13 @@ public final class ProcessGroup {
             }
         }
         var sockets: SocketTransport?
-        if plainSockets, key == nil, worldSize > 1, bind.hasPrefix("tcp://"), let colon = bind.lastIndex(of: ":") {
+        if plainSockets, worldSize > 1, bind.hasPrefix("tcp://"), let colon = bind.lastIndex(of: ":") {
             let bindHost = String(bind[bind.index(bind.startIndex, offsetBy: 6)..<colon])
             sockets = try SocketTransport(rank: rank, worldSize: worldSize, host: bindHost, advertisedHost: advertisedHost,
-                                          timeoutMilliseconds: timeoutMilliseconds)
+                                          timeoutMilliseconds: timeoutMilliseconds, sealed: key != nil)
         }
-        let me = PeerAddress(endpoint: zmq.endpoint, host: shm == nil ? nil : host, mailbox: shm?.mailbox, socket: sockets?.endpoint)
+        let me = PeerAddress(endpoint: zmq.endpoint, host: shm == nil ? nil : host, mailbox: shm?.mailbox, socket: sockets?.endpoint,
+                             sealing: sockets?.sealingSecret.map { Data($0).base64EncodedString() })
         // Each rank maps the mailboxes of the peers on its host; a pair talks through shared
         // memory only when both sides could (a full /dev/shm fails one side, and a pair must
         // agree on how it talks), else over the sockets.
@@ -170,8 +173,9 @@ public final class ProcessGroup {
         }
         // Every rank sees the same addresses, so every rank makes the same choice.
         let remote: any CollectiveTransport
-        if let sockets, peers.allSatisfy({ $0.socket != nil }) {
-            try sockets.connect(to: peers.map { $0.socket ?? "" }, skipping: local)
+        let secrets = peers.map { $0.sealing.flatMap { Data(base64Encoded: $0) }.map { [UInt8]($0) } }
+        if let sockets, peers.allSatisfy({ $0.socket != nil }), !sockets.sealed || secrets.allSatisfy({ $0?.count == 32 }) {
+            try sockets.connect(to: peers.map { $0.socket ?? "" }, secrets: sockets.sealed ? secrets.map { $0 ?? [] } : nil, skipping: local)
             remote = sockets
         } else {
             try zmq.connect(to: peers.map(\.endpoint), skipping: local)

@@ -32,12 +32,16 @@ public struct PeerAddress: Codable, Sendable, Hashable {
     public var mailbox: SharedMemoryMailbox?
     /// This rank's plain TCP data socket (`SocketTransport`), when it offers one.
     public var socket: String?
+    /// With a cluster key: this rank's secret for sealing that socket's connections (base64 of
+    /// `SocketTransport.sealingSecret`); only ever sent through the CURVE-protected rendezvous.
+    public var sealing: String?
 
-    public init(endpoint: String, host: String? = nil, mailbox: SharedMemoryMailbox? = nil, socket: String? = nil) {
+    public init(endpoint: String, host: String? = nil, mailbox: SharedMemoryMailbox? = nil, socket: String? = nil, sealing: String? = nil) {
         self.endpoint = endpoint
         self.host = host
         self.mailbox = mailbox
         self.socket = socket
+        self.sealing = sealing
     }
 
     /// This machine's host key: the boot id and the mount and network namespaces (so ranks in

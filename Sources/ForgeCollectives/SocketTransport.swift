@@ -11,12 +11,21 @@
 // that waits keeps writing its queues and reads whatever its other peers have sent into memory
 // of its own (up to `readAheadLimit` bytes per peer), so two ranks that both send large
 // messages before receiving never deadlock.
-// With a cluster key the data plane stays on ZeroMQ, which encrypts and authenticates it.
+// With a cluster key the connections are sealed: every message's payload is encrypted and,
+// with its header, authenticated (AES-256-GCM, swift-crypto), under keys only this group's
+// ranks can derive. Each rank draws a random 32-byte secret and hands it to the others through
+// the rendezvous, which CURVE protects with the cluster key; a pair's two keys (one per
+// direction) come from both ranks' secrets and two fresh nonces exchanged when they connect
+// (HKDF-SHA256). Nonces count the messages each way, so a replayed, reordered, dropped or
+// altered message fails to open: a protocol violation, never data.
 //
 // Connection set-up: rank r connects to every lower rank and sends a hello (magic "FGSH",
-// version, its rank, the world size); it accepts one connection from every higher rank and
-// checks that hello.
+// version, flags (1: sealed), its rank, the world size); it accepts one connection from every
+// higher rank and checks that hello. Sealed, the hello is followed by the connecting rank's
+// nonce; the accepting rank answers with its own nonce and a tag proving it derived the keys,
+// and the connecting rank answers with its tag: a peer that cannot derive them is refused.
 import CForgeSystem
+import Crypto
 import Foundation
 
 #if canImport(Glibc)
@@ -55,6 +64,38 @@ public final class SocketTransport: CollectiveTransport {
     /// Peers whose connection ended while nothing was awaited from them (a rank that finished
     /// first): an error only if something more is awaited from them.
     private var closed: [CollectiveError?]
+    /// Whether the connections are sealed (a cluster key).
+    public let sealed: Bool
+    /// This rank's secret for deriving its pairs' keys (32 random bytes; sealed only): peers
+    /// get it through the CURVE-protected rendezvous, and nobody else may.
+    public let sealingSecret: [UInt8]?
+    /// Each sealed pair's keys and message counters.
+    private var seals: [Seal?]
+
+    /// One sealed connection's keys (one per direction) and the number of the next message
+    /// each way (the nonce; 0 was the handshake's tag).
+    private struct Seal {
+        let sending: SymmetricKey
+        let receiving: SymmetricKey
+        var sent: UInt64 = 1
+        var received: UInt64 = 1
+    }
+
+    /// Bytes of the authentication tag a sealed record carries after its ciphertext.
+    static let tagBytes = 16
+    /// A sealed payload goes as records of this many bytes (the last one shorter), each with its
+    /// tag, as TLS does: the buffers AES-GCM allocates stay small enough to be reused rather
+    /// than mapped afresh (and faulted in) for every message.
+    static let recordBytes = 64 << 10
+
+    /// Bytes on the wire for a sealed payload of `length` bytes: its records and their tags
+    /// (an empty payload is one empty record).
+    static func sealedLength(_ length: Int) -> Int {
+        length + tagBytes * max(1, (length + recordBytes - 1) / recordBytes)
+    }
+    /// Sealed payload buffers written out, kept for the next messages (a few).
+    private var spareCopies: [OwnedBytes] = []
+    static let nonceBytes = 32
 
     static let magic: UInt32 = 0x4B53_4746  // "FGSK"
     static let helloMagic: UInt32 = 0x4853_4746  // "FGSH"
@@ -66,13 +107,33 @@ public final class SocketTransport: CollectiveTransport {
     /// How long a waiting rank polls its sockets without sleeping.
     static let spinNanoseconds: UInt64 = 1_000_000
 
-    /// A queued message: the header, then the payload (the caller's memory).
+    /// A queued message: the header, then the payload (the caller's memory, or `sealedCopy`'s).
     private struct Outgoing {
         var header: [UInt8]
         var payload: UnsafeRawPointer?
         var count: Int
+        /// Sealed: the ciphertext and tag, which `payload` points into.
+        var sealedCopy: OwnedBytes?
         /// Bytes of header and payload written so far.
         var written = 0
+    }
+
+    /// Memory of our own for a sealed payload, freed with the last message that holds it (or
+    /// kept in `spareCopies`).
+    private final class OwnedBytes {
+        let pointer: UnsafeMutableRawPointer
+        let capacity: Int
+        init(count: Int) {
+            capacity = max(64, count)
+            pointer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
+        }
+        deinit { pointer.deallocate() }
+    }
+
+    /// A buffer of at least `count` bytes: a spare one when one is large enough.
+    private func ownedBytes(_ count: Int) -> OwnedBytes {
+        if let index = spareCopies.firstIndex(where: { $0.capacity >= count }) { return spareCopies.remove(at: index) }
+        return OwnedBytes(count: count)
     }
 
     /// The message being read from one peer.
@@ -80,7 +141,12 @@ public final class SocketTransport: CollectiveTransport {
         var header = [UInt8](repeating: 0, count: SocketTransport.headerBytes)
         var headerFilled = 0
         var tag: UInt64 = 0
+        /// The payload's length, and what comes on the wire for it (sealed: plus the tag).
         var length = 0
+        var wireLength = 0
+        /// Sealed: nonce, ciphertext and tag, laid out as one buffer for AES-GCM to open (kept
+        /// and reused: opening from freshly allocated memory runs at a quarter of the speed).
+        var sealedScratch = Data()
         var buffer = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
         var capacity = 64
         var filled = 0
@@ -101,15 +167,21 @@ public final class SocketTransport: CollectiveTransport {
         func reset() {
             headerFilled = 0
             filled = 0
+            wireLength = 0
             complete = false
         }
     }
 
     /// Listens on `host` (an address, or `*` for every interface) at a port the kernel picks;
     /// peers are told `advertisedHost` (default: `host`).
+    /// `sealed`: encrypt and authenticate every connection (with a cluster key; `connect` then
+    /// needs every peer's `sealingSecret`).
     public init(rank: Int, worldSize: Int, host: String, advertisedHost: String? = nil,
-                timeoutMilliseconds: Int = 30_000) throws(CollectiveError) {
+                timeoutMilliseconds: Int = 30_000, sealed: Bool = false) throws(CollectiveError) {
         precondition(rank >= 0 && rank < worldSize, "rank \(rank) outside 0..<\(worldSize)")
+        self.sealed = sealed
+        sealingSecret = sealed ? SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) } : nil
+        seals = Array(repeating: nil, count: worldSize)
         self.rank = rank
         self.worldSize = worldSize
         self.timeoutMilliseconds = timeoutMilliseconds
@@ -134,8 +206,15 @@ public final class SocketTransport: CollectiveTransport {
 
     /// Connects to every peer (`endpoints[rank]` is this rank's own), except those in
     /// `skipping`, which another transport reaches. Every rank calls it with the same lists.
-    public func connect(to endpoints: [String], skipping: Set<Int> = []) throws(CollectiveError) {
+    /// Sealed, `secrets` holds every rank's `sealingSecret` (from the rendezvous).
+    public func connect(to endpoints: [String], secrets: [[UInt8]]? = nil, skipping: Set<Int> = []) throws(CollectiveError) {
         guard endpoints.count == worldSize else { throw .invalidArgument("\(endpoints.count) endpoints for a group of \(worldSize)") }
+        if sealed {
+            guard let secrets, secrets.count == worldSize,
+                  (0..<worldSize).allSatisfy({ skipping.contains($0) || secrets[$0].count == 32 }) else {
+                throw .invalidArgument("sealed connections need every peer's 32-byte secret")
+            }
+        }
         let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(timeoutMilliseconds) * 1_000_000
         for peer in 0..<rank where !skipping.contains(peer) {
             let descriptor = try SocketTransport.connect(endpoints[peer], peer: peer, deadline: deadline)
@@ -143,10 +222,26 @@ public final class SocketTransport: CollectiveTransport {
             var hello = [UInt8]()
             SocketTransport.append(SocketTransport.helloMagic, to: &hello)
             SocketTransport.append(SocketTransport.version, to: &hello)
-            SocketTransport.append(UInt16(0), to: &hello)
+            SocketTransport.append(UInt16(sealed ? 1 : 0), to: &hello)
             SocketTransport.append(UInt32(rank), to: &hello)
             SocketTransport.append(UInt32(worldSize), to: &hello)
-            try writeAll(hello, to: descriptor, peer: peer)
+            guard sealed, let secrets else {
+                try writeAll(hello, to: descriptor, peer: peer)
+                continue
+            }
+            // Sealed: our nonce; the peer's nonce and proof; ours.
+            let ours = SocketTransport.randomNonce()
+            try writeAll(hello + ours, to: descriptor, peer: peer)
+            let answer = try readExactly(SocketTransport.nonceBytes + SocketTransport.tagBytes, from: descriptor, peer: peer, deadline: deadline)
+            let theirs = Array(answer.prefix(SocketTransport.nonceBytes))
+            let keys = SocketTransport.pairKeys(low: peer, high: rank, worldSize: worldSize, secrets: secrets,
+                                                connecting: ours, accepting: theirs)
+            let transcript = hello + ours + theirs
+            guard SocketTransport.proofHolds(Array(answer.suffix(SocketTransport.tagBytes)), key: keys.lowToHigh, transcript: transcript, role: 0x41) else {
+                throw .protocolViolation(peer: peer, reason: "rank \(peer)'s data socket failed the sealed handshake: it does not hold this group's keys")
+            }
+            try writeAll(SocketTransport.proof(key: keys.highToLow, transcript: transcript, role: 0x43), to: descriptor, peer: peer)
+            seals[peer] = Seal(sending: keys.highToLow, receiving: keys.lowToHigh)
         }
         var expected = Set((rank + 1)..<worldSize).subtracting(skipping)
         // A connection that is not a peer of this group (a port scanner, another job) is closed
@@ -162,10 +257,33 @@ public final class SocketTransport: CollectiveTransport {
             }
             var hello = [UInt8](repeating: 0, count: 16)
             let got = hello.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, 16, Int32(MSG_WAITALL)) }
-            guard got == 16, let peer = SocketTransport.decodeHello(hello, worldSize: worldSize), expected.contains(peer) else {
+            guard got == 16, let peer = SocketTransport.decodeHello(hello, worldSize: worldSize, sealed: sealed), expected.contains(peer) else {
                 close(descriptor)
                 stranger = "a connection to rank \(rank)'s data socket did not say hello as a peer of this group, and rank \(expected.min() ?? rank) never connected"
                 continue
+            }
+            if sealed, let secrets {
+                // The hello's nonce; ours and our proof; the peer's proof (SO_RCVTIMEO bounds
+                // each read: a silent stranger is dropped).
+                var theirs = [UInt8](repeating: 0, count: SocketTransport.nonceBytes)
+                var proof = [UInt8](repeating: 0, count: SocketTransport.tagBytes)
+                let ours = SocketTransport.randomNonce()
+                let nonceRead = theirs.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, Int32(MSG_WAITALL)) }
+                let pair = SocketTransport.pairKeys(low: rank, high: peer, worldSize: worldSize, secrets: secrets, connecting: theirs, accepting: ours)
+                let transcript = hello + theirs + ours
+                var answered = false
+                if nonceRead == SocketTransport.nonceBytes {
+                    answered = (try? writeAll(ours + SocketTransport.proof(key: pair.lowToHigh, transcript: transcript, role: 0x41),
+                                              to: descriptor, peer: peer)) != nil
+                }
+                let proofRead = answered ? proof.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, Int32(MSG_WAITALL)) } : -1
+                guard proofRead == SocketTransport.tagBytes,
+                      SocketTransport.proofHolds(proof, key: pair.highToLow, transcript: transcript, role: 0x43) else {
+                    close(descriptor)
+                    stranger = "a connection claiming to be rank \(peer) failed the sealed handshake (it does not hold this group's keys)"
+                    continue
+                }
+                seals[peer] = Seal(sending: pair.lowToHigh, receiving: pair.highToLow)
             }
             expected.remove(peer)
             sockets[peer] = descriptor
@@ -296,10 +414,35 @@ public final class SocketTransport: CollectiveTransport {
         header.reserveCapacity(SocketTransport.headerBytes)
         SocketTransport.append(SocketTransport.magic, to: &header)
         SocketTransport.append(SocketTransport.version, to: &header)
-        SocketTransport.append(UInt16(0), to: &header)
+        SocketTransport.append(UInt16(sealed ? 1 : 0), to: &header)
         SocketTransport.append(tag, to: &header)
         SocketTransport.append(UInt64(bytes.count), to: &header)
-        outbox[peer].append(Outgoing(header: header, payload: bytes.count > 0 ? bytes.baseAddress : nil, count: bytes.count))
+        if var seal = seals[peer] {
+            // Encrypted into memory of our own (the caller's may change once this returns),
+            // record by record, the header authenticated with each.
+            let wire = SocketTransport.sealedLength(bytes.count)
+            let copy = ownedBytes(wire)
+            do {
+                var offset = 0, record: UInt32 = 0, out = copy.pointer
+                repeat {
+                    let count = min(SocketTransport.recordBytes, bytes.count - offset)
+                    let plain = UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + count)])
+                    let box = try AES.GCM.seal(plain, using: seal.sending, nonce: SocketTransport.nonce(seal.sent, record: record), authenticating: header)
+                    box.ciphertext.withUnsafeBytes { if $0.count > 0 { out.copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+                    box.tag.withUnsafeBytes { (out + count).copyMemory(from: $0.baseAddress!, byteCount: SocketTransport.tagBytes) }
+                    out += count + SocketTransport.tagBytes
+                    offset += count
+                    record += 1
+                } while offset < bytes.count
+            } catch {
+                throw .transport(peer: peer, reason: "sealing a message failed: \(error)")
+            }
+            seal.sent += 1
+            seals[peer] = seal
+            outbox[peer].append(Outgoing(header: header, payload: UnsafeRawPointer(copy.pointer), count: wire, sealedCopy: copy))
+        } else {
+            outbox[peer].append(Outgoing(header: header, payload: bytes.count > 0 ? bytes.baseAddress : nil, count: bytes.count))
+        }
         try writeQueued(to: peer)
     }
 
@@ -322,6 +465,7 @@ public final class SocketTransport: CollectiveTransport {
                 return progressed
             }
             outbox[peer].removeFirst()
+            if let copy = message.sealedCopy, spareCopies.count < 8 { spareCopies.append(copy) }
         }
         return progressed
     }
@@ -388,33 +532,135 @@ public final class SocketTransport: CollectiveTransport {
                 progressed = true
                 inbound.headerFilled += got
                 guard inbound.headerFilled == SocketTransport.headerBytes else { continue }
-                (inbound.tag, inbound.length) = try SocketTransport.decodeHeader(inbound.header, from: peer, expecting: expecting)
+                (inbound.tag, inbound.length) = try SocketTransport.decodeHeader(inbound.header, from: peer, expecting: expecting, sealed: sealed)
+                inbound.wireLength = sealed ? SocketTransport.sealedLength(inbound.length) : inbound.length
             }
             if let expecting, inbound.length != expecting {
                 throw .protocolViolation(peer: peer, reason: "expected \(expecting) bytes, got \(inbound.length)")
             }
-            if inbound.filled < inbound.length {
-                inbound.reserve(min(inbound.length, inbound.filled + SocketTransport.growthStep))
-                let room = min(inbound.length, inbound.capacity) - inbound.filled
+            if inbound.filled < inbound.wireLength {
+                inbound.reserve(min(inbound.wireLength, inbound.filled + SocketTransport.growthStep))
+                let room = min(inbound.wireLength, inbound.capacity) - inbound.filled
                 let got = recv(sockets[peer], inbound.buffer + inbound.filled, room, Int32(MSG_DONTWAIT))
                 guard try accept(got, from: peer) else { return progressed }
                 progressed = true
                 inbound.filled += got
             }
-            if inbound.filled == inbound.length { inbound.complete = true }
+            if inbound.filled == inbound.wireLength {
+                if sealed { try open(inbound, from: peer) }
+                inbound.complete = true
+            }
         }
         return progressed
     }
 
+    /// Decrypts a sealed message's payload in place (its ciphertext, then the tag), checking
+    /// it and its header against `peer`'s key and the next message number.
+    private func open(_ inbound: Inbound, from peer: Int) throws(CollectiveError) {
+        guard var seal = seals[peer] else { throw .protocolViolation(peer: peer, reason: "a sealed message on a connection without keys") }
+        do {
+            // Record by record; each record's plaintext lands at or before where its
+            // ciphertext lay, after that ciphertext was copied out, so nothing unread is lost.
+            let scratchBytes = 12 + SocketTransport.recordBytes + SocketTransport.tagBytes
+            if inbound.sealedScratch.count < scratchBytes { inbound.sealedScratch = Data(count: scratchBytes) }
+            var offset = 0, wire = 0, record: UInt32 = 0
+            repeat {
+                let count = min(SocketTransport.recordBytes, inbound.length - offset)
+                let total = 12 + count + SocketTransport.tagBytes
+                inbound.sealedScratch.withUnsafeMutableBytes { scratch in
+                    scratch.storeBytes(of: seal.received.littleEndian, toByteOffset: 0, as: UInt64.self)
+                    scratch.storeBytes(of: record.littleEndian, toByteOffset: 8, as: UInt32.self)
+                    (scratch.baseAddress! + 12).copyMemory(from: inbound.buffer + wire, byteCount: count + SocketTransport.tagBytes)
+                }
+                let box = try AES.GCM.SealedBox(combined: inbound.sealedScratch.prefix(total))
+                let plain = try AES.GCM.open(box, using: seal.receiving, authenticating: inbound.header)
+                plain.withUnsafeBytes { if $0.count > 0 { (inbound.buffer + offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+                offset += count
+                wire += count + SocketTransport.tagBytes
+                record += 1
+            } while offset < inbound.length
+        } catch {
+            throw .protocolViolation(peer: peer, reason: "message \(seal.received) from rank \(peer) failed authentication (altered, replayed or out of order)")
+        }
+        seal.received += 1
+        seals[peer] = seal
+    }
+
+    // MARK: Sealing
+
+    /// 32 random bytes (a handshake nonce).
+    static func randomNonce() -> [UInt8] { SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) } }
+
+    /// The AES-GCM nonce of record `record` of message number `counter` on one direction of a
+    /// connection.
+    static func nonce(_ counter: UInt64, record: UInt32 = 0) -> AES.GCM.Nonce {
+        var bytes = [UInt8](repeating: 0, count: 12)
+        withUnsafeBytes(of: counter.littleEndian) { bytes.replaceSubrange(0..<8, with: $0) }
+        withUnsafeBytes(of: record.littleEndian) { bytes.replaceSubrange(8..<12, with: $0) }
+        // 12 bytes is always a valid GCM nonce.
+        return try! AES.GCM.Nonce(data: bytes)
+    }
+
+    /// The keys of the pair (`low` < `high`) for one connection: HKDF-SHA256 over both ranks'
+    /// secrets, salted with both handshake nonces, bound to the ranks and the world size.
+    static func pairKeys(low: Int, high: Int, worldSize: Int, secrets: [[UInt8]], connecting: [UInt8], accepting: [UInt8])
+        -> (lowToHigh: SymmetricKey, highToLow: SymmetricKey) {
+        var info = Array("forge sealed sockets v1".utf8)
+        for value in [low, high, worldSize] { append(UInt32(value), to: &info) }
+        let both = HKDF<SHA256>.deriveKey(inputKeyMaterial: SymmetricKey(data: secrets[low] + secrets[high]), salt: connecting + accepting,
+                                          info: info, outputByteCount: 64)
+        return both.withUnsafeBytes { bytes in
+            (SymmetricKey(data: UnsafeRawBufferPointer(rebasing: bytes[0..<32])), SymmetricKey(data: UnsafeRawBufferPointer(rebasing: bytes[32..<64])))
+        }
+    }
+
+    /// A handshake proof: the tag of an empty message (number 0) sealed with `key`, the
+    /// handshake's bytes and the prover's role (A: accepting, C: connecting) authenticated.
+    static func proof(key: SymmetricKey, transcript: [UInt8], role: UInt8) -> [UInt8] {
+        // Sealing an empty message with a valid key and nonce cannot fail.
+        let box = try! AES.GCM.seal([UInt8](), using: key, nonce: nonce(0), authenticating: transcript + [role])
+        return Array(box.tag)
+    }
+
+    static func proofHolds(_ tag: [UInt8], key: SymmetricKey, transcript: [UInt8], role: UInt8) -> Bool {
+        guard tag.count == tagBytes, let box = try? AES.GCM.SealedBox(nonce: nonce(0), ciphertext: [UInt8](), tag: tag) else { return false }
+        return (try? AES.GCM.open(box, using: key, authenticating: transcript + [role])) != nil
+    }
+
+    /// Reads exactly `count` bytes from a blocking `descriptor` before `deadline`.
+    private func readExactly(_ count: Int, from descriptor: Int32, peer: Int, deadline: UInt64) throws(CollectiveError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var filled = 0
+        while filled < count {
+            let now = DispatchTime.now().uptimeNanoseconds
+            guard now < deadline else { throw .timedOut(peer: peer, milliseconds: timeoutMilliseconds) }
+            var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+            _ = poll(&entry, 1, Int32(min(1000, (deadline - now) / 1_000_000 + 1)))
+            guard entry.revents != 0 else { continue }
+            let got = bytes.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress! + filled, count - filled, Int32(MSG_DONTWAIT)) }
+            if got > 0 {
+                filled += got
+            } else if got == 0 {
+                throw .peerLost(peer: peer, reason: "rank \(peer) closed its connection during the sealed handshake (does it hold this group's keys?)")
+            } else if errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR {
+                throw closedOrFailed(peer, "recv")
+            }
+        }
+        return bytes
+    }
+
     /// The tag and payload length a data frame's header (`headerBytes` bytes) announces; a
-    /// protocol violation naming `peer` when it is not Forge's (magic, version 1, no flags), or
-    /// announces more than 4 GiB, or other than `expecting` bytes.
-    static func decodeHeader(_ header: [UInt8], from peer: Int, expecting: Int?) throws(CollectiveError) -> (tag: UInt64, length: Int) {
+    /// protocol violation naming `peer` when it is not Forge's (magic, version 1, flags 1 on a
+    /// sealed connection and 0 on another), or announces more than 4 GiB, or other than
+    /// `expecting` bytes.
+    static func decodeHeader(_ header: [UInt8], from peer: Int, expecting: Int?, sealed: Bool = false) throws(CollectiveError) -> (tag: UInt64, length: Int) {
         guard header.count == headerBytes else {
             throw .protocolViolation(peer: peer, reason: "a data frame header of \(header.count) bytes, not \(headerBytes)")
         }
-        guard load(UInt32.self, header, at: 0) == magic, load(UInt16.self, header, at: 4) == version, load(UInt16.self, header, at: 6) == 0 else {
-            throw .protocolViolation(peer: peer, reason: "a data frame without Forge's socket header (magic, version 1, no flags)")
+        guard load(UInt32.self, header, at: 0) == magic, load(UInt16.self, header, at: 4) == version,
+              load(UInt16.self, header, at: 6) == (sealed ? 1 : 0) else {
+            throw .protocolViolation(peer: peer, reason: sealed ? "a data frame without Forge's sealed socket header (magic, version 1, flags 1)"
+                                                                : "a data frame without Forge's socket header (magic, version 1, no flags)")
         }
         let length = load(UInt64.self, header, at: 16)
         guard length <= UInt64(UInt32.max) else {
@@ -426,11 +672,12 @@ public final class SocketTransport: CollectiveTransport {
         return (load(UInt64.self, header, at: 8), Int(length))
     }
 
-    /// The rank a connecting peer's hello (16 bytes: magic, version, flags 0, rank, world
-    /// size) names, when it is a hello of a group of `worldSize`; nil for anything else.
-    static func decodeHello(_ hello: [UInt8], worldSize: Int) -> Int? {
+    /// The rank a connecting peer's hello (16 bytes: magic, version, flags (1: sealed), rank,
+    /// world size) names, when it is a hello of a group of `worldSize` sealed as this one is;
+    /// nil for anything else.
+    static func decodeHello(_ hello: [UInt8], worldSize: Int, sealed: Bool = false) -> Int? {
         guard hello.count == 16, load(UInt32.self, hello, at: 0) == helloMagic, load(UInt16.self, hello, at: 4) == version,
-              load(UInt16.self, hello, at: 6) == 0, load(UInt32.self, hello, at: 12) == UInt32(worldSize) else { return nil }
+              load(UInt16.self, hello, at: 6) == (sealed ? 1 : 0), load(UInt32.self, hello, at: 12) == UInt32(worldSize) else { return nil }
         let rank = Int(load(UInt32.self, hello, at: 8))
         return rank < worldSize ? rank : nil
     }

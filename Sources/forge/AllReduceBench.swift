@@ -53,7 +53,9 @@ struct AllReduceBench: ParsableCommand {
                                               plainSockets: transport != "zmq",
                                               chunkElements: max(1, chunkBytes / 4), smallAllReduceBytes: smallBytes)
             if rank == 0 {
-                print("all-reduce (sum, float32), \(worldSize) ranks over \(transport)\(key == nil ? "" : " with CURVE")"
+                let keyed = (group.transport as? SocketTransport)?.sealed == true ? " sealed (AES-256-GCM)"
+                    : group.transport is ZMQTransport ? " with CURVE" : " (rendezvous under CURVE)"
+                print("all-reduce (sum, float32), \(worldSize) ranks over \(transport)\(key == nil ? "" : keyed)"
                       + (transport == "shm" ? " (\(group.sharedMemoryPeers) of \(worldSize - 1) peers through shared memory)" : ""))
                 print("     bytes      time(us)   algbw(GB/s)   busbw(GB/s)")
             }

@@ -65,12 +65,12 @@ enum RankEnvironment {
         let nodeAddress = environment["FORGE_NODE_ADDR"] ?? "127.0.0.1"
         let local = nodeAddress == "127.0.0.1"
         if rank == 0 {
-            logger.info("data parallel: \(worldSize) ranks, rendezvous at \(address):\(port), \(key == nil ? "no cluster key: planes are plain" : "CURVE with the cluster key")")
+            logger.info("data parallel: \(worldSize) ranks, rendezvous at \(address):\(port), \(key == nil ? "no cluster key: planes are plain" : "cluster key: rendezvous under CURVE, data plane sealed")")
         }
         // Ranks on one host share memory unless FORGE_SHARED_MEMORY=0 keeps them on sockets.
         let sharedMemory = environment["FORGE_SHARED_MEMORY"] != "0"
-        // Without a cluster key, ranks on other hosts talk over plain TCP connections they poll
-        // themselves, unless FORGE_PLAIN_SOCKETS=0 keeps them on ZeroMQ.
+        // Ranks on other hosts talk over TCP connections they poll themselves (sealed with a
+        // cluster key), unless FORGE_PLAIN_SOCKETS=0 keeps them on ZeroMQ (CURVE with a key).
         let plainSockets = environment["FORGE_PLAIN_SOCKETS"] != "0"
         let group = try ProcessGroup.join(RendezvousConfiguration(rank: rank, worldSize: worldSize, master: "tcp://\(address):\(port)",
                                                                   timeoutMilliseconds: max(60_000, timeout)),
@@ -86,7 +86,7 @@ enum RankEnvironment {
             logger.warning("rank \(rank): rank \(peer) is on this host but talks over sockets, not shared memory: \(reason)")
         }
         if rank == 0 {
-            let rest = key != nil || !plainSockets ? "ZeroMQ tcp" : "plain tcp"
+            let rest = !plainSockets ? (key == nil ? "ZeroMQ tcp" : "ZeroMQ tcp with CURVE") : (key == nil ? "plain tcp" : "sealed tcp (AES-256-GCM)")
             logger.info("data plane: \(group.sharedMemoryPeers) of \(worldSize - 1) peers through shared memory, the rest over \(rest)")
         }
         return group

@@ -80,7 +80,7 @@ import Testing
         }
     }
 
-    @Test(arguments: [TransportKind.socket, .tcp], [3, 4])
+    @Test(arguments: [TransportKind.socket, .sealed, .tcp], [3, 4])
     func allReduceAboveTheDoublingSizeTakesHalvingAndDoublingOnPowersOfTwo(transport kind: TransportKind, worldSize: Int) throws {
         // 300 KiB, above the recursive-doubling size, in chunks of 16 KiB (ZeroMQ sends those
         // without a copy): on 4 ranks it goes by halving and doubling (kind 6) when the group

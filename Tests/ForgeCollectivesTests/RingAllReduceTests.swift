@@ -17,7 +17,7 @@ struct Handed<T>: @unchecked Sendable {
 /// shared-memory rings (small, so records wrap and large messages fragment), and a routed mix
 /// where pairs of ranks share memory and reach the others over tcp://.
 enum TransportKind: String, CaseIterable, Sendable {
-    case inProcess, tcp, ipc, sharedMemory, mixed, socket
+    case inProcess, tcp, ipc, sharedMemory, mixed, socket, sealed
 
     /// One transport per rank, connected into a group.
     func make(_ worldSize: Int, timeoutMilliseconds: Int = 10_000, keys: [ClusterKey?]? = nil,
@@ -35,16 +35,18 @@ enum TransportKind: String, CaseIterable, Sendable {
             return (0..<worldSize).map { rank in
                 RoutedTransport(routes: (0..<worldSize).map { near(rank, $0) ? shm[rank] : zmq[rank] }, rank: rank)
             }
-        case .socket:
+        case .socket, .sealed:
             let transports = try (0..<worldSize).map {
-                try SocketTransport(rank: $0, worldSize: worldSize, host: "127.0.0.1", timeoutMilliseconds: timeoutMilliseconds)
+                try SocketTransport(rank: $0, worldSize: worldSize, host: "127.0.0.1", timeoutMilliseconds: timeoutMilliseconds,
+                                    sealed: self == .sealed)
             }
             let endpoints = transports.map(\.endpoint)
+            let secrets = self == .sealed ? transports.map { $0.sealingSecret ?? [] } : nil
             let handed = Handed(value: transports)
             // Each rank connects to the lower ranks and accepts the higher ones: all at once.
             let failures = onRanks(worldSize) { rank -> CollectiveError? in
                 do throws(CollectiveError) {
-                    try handed.value[rank].connect(to: endpoints)
+                    try handed.value[rank].connect(to: endpoints, secrets: secrets)
                     return nil
                 } catch {
                     return error
@@ -248,7 +250,7 @@ final class ResultBox<T: Sendable>: @unchecked Sendable {
         }
     }
 
-    @Test(arguments: [TransportKind.tcp, .ipc, .mixed, .socket], [2, 3])
+    @Test(arguments: [TransportKind.tcp, .ipc, .mixed, .socket, .sealed], [2, 3])
     func largeChunksSentWithoutACopyArriveIntactCallAfterCall(transport kind: TransportKind, worldSize: Int) throws {
         // 256 KiB chunks go zero-copy over ZeroMQ; each call rewrites the buffer the moment the
         // previous one returns, so a payload still read after the call would show up as wrong sums.

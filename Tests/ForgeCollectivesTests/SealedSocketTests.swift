@@ -1,0 +1,285 @@
+// Sealed socket connections (a cluster key): a raw peer that holds the group's secrets and
+// speaks the handshake itself, so each way of breaking a sealed message can be tried on a real
+// rank: altered ciphertext, tag or header, a replay, a gap, the wrong direction's key. Each
+// must be a protocol violation, never data. A peer without the secrets, or unsealed, is refused
+// when it connects. (The collective suites run every algorithm over sealed connections too:
+// TransportKind.sealed.)
+import Crypto
+@testable import ForgeCollectives
+import ForgeTestSupport
+import ForgeTransport
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite struct SealedSocketTests {
+    /// A raw TCP client playing rank 1 of a group of 2 against a real, sealed rank 0.
+    private final class SealedPeer: @unchecked Sendable {
+        let descriptor: Int32
+        /// The pair's keys as this peer derived them (nil until the handshake).
+        var keys: (lowToHigh: SymmetricKey, highToLow: SymmetricKey)?
+        /// Whether rank 0's proof held under those keys.
+        var rankZeroProved = false
+        var sent: UInt64 = 1
+
+        init(endpoint: String) throws {
+            let port = UInt16(endpoint.split(separator: ":").last.flatMap { Int($0) } ?? 0)
+            descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = port.bigEndian
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard connected == 0 else { throw CollectiveError.invalidArgument("connect failed: errno \(errno)") }
+            var limit = timeval(tv_sec: 5, tv_usec: 0)
+            setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+        }
+
+        deinit { close(descriptor) }
+
+        func send(_ bytes: [UInt8]) {
+            _ = bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        }
+
+        func read(_ count: Int) -> [UInt8]? {
+            var bytes = [UInt8](repeating: 0, count: count)
+            let got = bytes.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, count, Int32(MSG_WAITALL)) }
+            return got == count ? bytes : nil
+        }
+
+        static func little<T: FixedWidthInteger>(_ value: T) -> [UInt8] { withUnsafeBytes(of: value.littleEndian) { Array($0) } }
+
+        static func hello(flags: UInt16) -> [UInt8] {
+            little(UInt32(0x4853_4746)) + little(UInt16(1)) + little(flags) + little(UInt32(1)) + little(UInt32(2))
+        }
+
+        /// The connecting side of the handshake with `secrets` (rank 0's, this peer's).
+        func handshake(secrets: [[UInt8]]) {
+            let hello = SealedPeer.hello(flags: 1)
+            let ours = SocketTransport.randomNonce()
+            send(hello + ours)
+            guard let answer = read(48) else { return }
+            let theirs = Array(answer.prefix(32))
+            let pair = SocketTransport.pairKeys(low: 0, high: 1, worldSize: 2, secrets: secrets, connecting: ours, accepting: theirs)
+            keys = pair
+            let transcript = hello + ours + theirs
+            rankZeroProved = SocketTransport.proofHolds(Array(answer.suffix(16)), key: pair.lowToHigh, transcript: transcript, role: 0x41)
+            send(SocketTransport.proof(key: pair.highToLow, transcript: transcript, role: 0x43))
+        }
+
+        /// A sealed message as rank 1 sends it (message number `counter`, default the next one;
+        /// `key` default the right direction's): the header, then each 64 KiB record's
+        /// ciphertext and tag.
+        func frame(tag: UInt64, payload: [UInt8], counter: UInt64? = nil, key: SymmetricKey? = nil) throws -> [UInt8] {
+            let header = SealedPeer.little(UInt32(0x4B53_4746)) + SealedPeer.little(UInt16(1)) + SealedPeer.little(UInt16(1))
+                + SealedPeer.little(tag) + SealedPeer.little(UInt64(payload.count))
+            let number = counter ?? sent
+            if counter == nil { sent += 1 }
+            var wire = header, offset = 0, record: UInt32 = 0
+            repeat {
+                let piece = payload[offset..<min(payload.count, offset + (64 << 10))]
+                let box = try AES.GCM.seal(piece, using: try #require(key ?? keys?.highToLow), nonce: SocketTransport.nonce(number, record: record),
+                                           authenticating: header)
+                wire += Array(box.ciphertext) + Array(box.tag)
+                offset += piece.count
+                record += 1
+            } while offset < payload.count
+            return wire
+        }
+    }
+
+    /// Rank 0 of 2 (sealed), connected to a raw peer that does `greet` with the socket; returns
+    /// rank 0's transport (or its connect's error) and the peer.
+    private func rankZero(timeoutMilliseconds: Int = 2000, peerSecret: [UInt8] = Array(repeating: 7, count: 32),
+                          greet: @escaping @Sendable (SealedPeer, [UInt8]) -> Void) throws -> (Result<SocketTransport, CollectiveError>, SealedPeer) {
+        let transport = try SocketTransport(rank: 0, worldSize: 2, host: "127.0.0.1", timeoutMilliseconds: timeoutMilliseconds, sealed: true)
+        let secret = try #require(transport.sealingSecret)
+        let handed = Handed(value: transport)
+        let endpoint = transport.endpoint
+        let outcome = onRanks(2) { index -> Result<SealedPeer?, CollectiveError> in
+            if index == 0 {
+                do throws(CollectiveError) {
+                    try handed.value.connect(to: [endpoint, "tcp://127.0.0.1:1"], secrets: [secret, peerSecret])
+                    return .success(nil)
+                } catch {
+                    return .failure(error)
+                }
+            }
+            do {
+                let peer = try SealedPeer(endpoint: endpoint)
+                greet(peer, secret)
+                return .success(peer)
+            } catch {
+                return .failure(.invalidArgument("\(error)"))
+            }
+        }
+        let peer = try #require(try outcome[1].get())
+        return (outcome[0].map { _ in transport }, peer)
+    }
+
+    private func receive(_ transport: SocketTransport, byteCount: Int = 8) -> Result<[UInt8], CollectiveError> {
+        do throws(CollectiveError) {
+            var got: [UInt8] = []
+            try transport.receive(from: 1, tag: 7, byteCount: byteCount) { got = Array($0) }
+            return .success(got)
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    @Test func sealedMessagesArriveInOrderAndDecrypted() throws {
+        let secret: [UInt8] = Array(repeating: 7, count: 32)
+        let (connected, peer) = try rankZero { peer, rankZeroSecret in peer.handshake(secrets: [rankZeroSecret, secret]) }
+        let transport = try connected.get()
+        #expect(peer.rankZeroProved, "rank 0's proof did not hold under the keys the peer derived")
+        for round in 0..<3 {
+            let payload = (0..<8).map { UInt8(round * 10 + $0) }
+            let frame = try peer.frame(tag: 7, payload: payload)
+            // What travels is not the payload.
+            #expect(!frame.dropFirst(24).starts(with: payload))
+            peer.send(frame)
+            #expect(try receive(transport).get() == payload)
+        }
+        // And back: rank 0's message opens with the other direction's key.
+        let outgoing: [UInt8] = [9, 8, 7, 6]
+        try outgoing.withUnsafeBytes { bytes in try transport.send(bytes, to: 1, tag: 11) }
+        let wire = try #require(peer.read(24 + 4 + 16))
+        let box = try AES.GCM.SealedBox(nonce: SocketTransport.nonce(1), ciphertext: wire[24..<28], tag: wire[28...])
+        #expect(Array(try AES.GCM.open(box, using: try #require(peer.keys?.lowToHigh), authenticating: wire[0..<24])) == outgoing)
+    }
+
+    /// Each way a sealed message can be broken, on a fresh connection.
+    enum Breakage: String, CaseIterable, Sendable {
+        case ciphertextByte, tagByte, headerTag, replay, gap, wrongDirection
+    }
+
+    @Test(arguments: Breakage.allCases)
+    func aBrokenSealedMessageIsAViolationNeverData(_ breakage: Breakage) throws {
+        let secret: [UInt8] = Array(repeating: 7, count: 32)
+        let (connected, peer) = try rankZero { peer, rankZeroSecret in peer.handshake(secrets: [rankZeroSecret, secret]) }
+        let transport = try connected.get()
+        let payload: [UInt8] = [1, 2, 3, 4, 5, 6, 7, 8]
+        let first = try peer.frame(tag: 7, payload: payload)
+        peer.send(first)
+        #expect(try receive(transport).get() == payload)
+        var second = try peer.frame(tag: 7, payload: payload)
+        switch breakage {
+        case .ciphertextByte: second[24 + 3] ^= 0x10
+        case .tagByte: second[second.count - 1] ^= 0x01
+        case .headerTag: second[8] ^= 0x01  // the receiver awaits tag 7: it reads the frame, whose header no longer authenticates
+        case .replay: second = first
+        case .gap: second = try peer.frame(tag: 7, payload: payload, counter: 3)
+        case .wrongDirection: second = try peer.frame(tag: 7, payload: payload, counter: 2, key: try #require(peer.keys?.lowToHigh))
+        }
+        peer.send(second)
+        let outcome = receive(transport)
+        guard case .failure(.protocolViolation(peer: 1, let reason)) = outcome else {
+            Issue.record("\(breakage): \(outcome)")
+            return
+        }
+        #expect(reason.contains("failed authentication"), "\(breakage): \(reason)")
+    }
+
+    @Test func aLargeMessageGoesAsRecordsThatCannotBeSwappedOrAltered() throws {
+        // 3 × 64 KiB + 5 bytes: four records. Delivered whole; with two records swapped, or a
+        // byte of the third altered, it fails to open.
+        let secret: [UInt8] = Array(repeating: 7, count: 32)
+        let payload = (0..<((3 << 16) + 5)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 3) }
+        let record = (64 << 10) + 16
+        for variant in ["whole", "swapped", "altered"] {
+            let (connected, peer) = try rankZero { peer, rankZeroSecret in peer.handshake(secrets: [rankZeroSecret, secret]) }
+            let transport = try connected.get()
+            var frame = try peer.frame(tag: 7, payload: payload)
+            #expect(frame.count == 24 + payload.count + 4 * 16)
+            if variant == "swapped" {
+                let first = Array(frame[24..<(24 + record)]), second = Array(frame[(24 + record)..<(24 + 2 * record)])
+                frame.replaceSubrange(24..<(24 + 2 * record), with: second + first)
+            } else if variant == "altered" {
+                frame[24 + 2 * record + 100] ^= 0x80
+            }
+            peer.send(frame)
+            let outcome = receive(transport, byteCount: payload.count)
+            switch (variant, outcome) {
+            case ("whole", .success(let got)): #expect(got == payload)
+            case (_, .failure(.protocolViolation(peer: 1, let reason))) where variant != "whole":
+                #expect(reason.contains("failed authentication"), "\(variant): \(reason)")
+            default: Issue.record("\(variant): \(outcome)")
+            }
+        }
+    }
+
+    @Test func sealedRanksExchangeMessagesOfEverySizeBothWays() throws {
+        // Empty, under, at and over a record, and several records, each way, in one stream.
+        let transports = Handed(value: try TransportKind.sealed.make(2))
+        let sizes = [0, 1, 16, (64 << 10) - 1, 64 << 10, (64 << 10) + 1, 128 << 10, 200_003, 1 << 20]
+        let outcomes = onRanks(2) { rank -> Result<Bool, CollectiveError> in
+            let transport = transports.value[rank]
+            do throws(CollectiveError) {
+                for (index, size) in sizes.enumerated() {
+                    let outgoing = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 8)
+                    defer { outgoing.deallocate() }
+                    for i in 0..<size { outgoing[i] = UInt8(truncatingIfNeeded: i &+ rank &* 7 &+ index) }
+                    try transport.send(UnsafeRawBufferPointer(outgoing), to: 1 - rank, tag: UInt64(index))
+                    var got: [UInt8] = []
+                    try transport.receive(from: 1 - rank, tag: UInt64(index), byteCount: size) { got = Array($0) }
+                    guard got == (0..<size).map({ UInt8(truncatingIfNeeded: $0 &+ (1 - rank) &* 7 &+ index) }) else { return .success(false) }
+                }
+                try transport.flush()
+                return .success(true)
+            } catch {
+                return .failure(error)
+            }
+        }
+        for outcome in outcomes { #expect(try outcome.get()) }
+    }
+
+    @Test func aPeerWithoutTheGroupsSecretsIsRefused() throws {
+        // The peer derives its keys from secrets that are not the group's: its proof fails at
+        // rank 0, and rank 0's fails at the peer.
+        let (connected, peer) = try rankZero(timeoutMilliseconds: 1000) { peer, _ in
+            peer.handshake(secrets: [Array(repeating: 1, count: 32), Array(repeating: 7, count: 32)])
+        }
+        #expect(!peer.rankZeroProved)
+        guard case .failure(.protocolViolation(peer: 1, let reason)) = connected else {
+            Issue.record("rank 0 accepted a peer without the group's secrets: \(connected)")
+            return
+        }
+        #expect(reason.contains("failed the sealed handshake"), "\(reason)")
+    }
+
+    @Test func anUnsealedPeerIsRefusedBySealedRanks() throws {
+        let (connected, _) = try rankZero(timeoutMilliseconds: 1000) { peer, _ in peer.send(SealedPeer.hello(flags: 0)) }
+        #expect(throws: CollectiveError.self) { try connected.get() }
+    }
+
+    @Test func aKeyedGroupTalksOverSealedSockets() throws {
+        // ProcessGroup.join with a cluster key: the rendezvous under CURVE hands out the
+        // secrets, and ranks on "other hosts" (no shared memory) get sealed connections.
+        let key = try ClusterKey.generate()
+        let master = "tcp://127.0.0.1:\(freeLoopbackPort())"
+        let outcomes = onRanks(3) { rank -> Result<[Float], CollectiveError> in
+            do throws(CollectiveError) {
+                let group = try ProcessGroup.join(RendezvousConfiguration(rank: rank, worldSize: 3, master: master, timeoutMilliseconds: 20_000),
+                                                  bind: "tcp://127.0.0.1:*", key: key, timeoutMilliseconds: 10_000, sharedMemory: false)
+                guard let sockets = group.transport as? SocketTransport, sockets.sealed else {
+                    return .failure(.invalidArgument("rank \(rank) talks over \(type(of: group.transport))"))
+                }
+                var values = (0..<100_003).map { Float(rank * 3 + $0 % 5) }
+                try values.withUnsafeMutableBufferPointer { buffer throws(CollectiveError) in try group.allReduce(buffer, op: .sum) }
+                return .success(values)
+            } catch {
+                return .failure(error)
+            }
+        }
+        let expected: [Float] = (0..<100_003).map { (i: Int) -> Float in Float(9 + 3 * (i % 5)) }
+        for outcome in outcomes {
+            let values = try outcome.get()
+            #expect(values == expected)
+        }
+    }
+}
