@@ -81,14 +81,23 @@ public enum Rendezvous {
             throw .invalidArgument("rank \(rank) of a group of \(worldSize)")
         }
         guard worldSize > 1 else { return ([endpoint], [map([endpoint])]) }
+        // A peer holding another cluster key is silent, not refused (libzmq drops a failed
+        // CURVE handshake without a word): a timeout says so when there is a key.
+        let keyHint = key == nil ? "" : "; with a cluster key, does it hold the same one? (a CURVE handshake with another key fails silently)"
         do {
             return try rank == 0
                 ? serve(configuration, endpoint: endpoint, context: context, key: key, map: map)
                 : join(configuration, endpoint: endpoint, context: context, key: key, map: map)
+        } catch CollectiveError.timedOut(let peer, let milliseconds) where rank == 0 {
+            throw .transport(peer: peer, reason: "rank \(peer) did not join the rendezvous at \(configuration.master) within \(milliseconds) ms "
+                + "(is it running\(keyHint.isEmpty ? "?)" : keyHint + ")")")
         } catch let error as CollectiveError {
             throw error
         } catch let error as TransportError {
-            if case .timedOut = error { throw .timedOut(peer: 0, milliseconds: configuration.timeoutMilliseconds) }
+            if case .timedOut = error {
+                throw .transport(peer: 0, reason: "no answer from the rendezvous at \(configuration.master) within \(configuration.timeoutMilliseconds) ms "
+                    + "(is rank 0 running\(keyHint.isEmpty ? "?)" : keyHint + ")")")
+            }
             throw .transport(peer: 0, reason: "rendezvous at \(configuration.master): \(error)")
         } catch {
             throw .protocolViolation(peer: 0, reason: "rendezvous message: \(error)")

@@ -283,3 +283,23 @@ import Glibc
         }
     }
 }
+
+extension SealedSocketTests {
+    @Test func aRankWithAnotherClusterKeyCannotJoinAndBothSidesSayWhy() throws {
+        // Rank 1 holds a key of its own: its CURVE handshake with the rendezvous fails without
+        // a word, so both sides time out; each error names the likely cause.
+        let keys = [try ClusterKey.generate(), try ClusterKey.generate()]
+        let master = "tcp://127.0.0.1:\(freeLoopbackPort())"
+        let outcomes = onRanks(2) { rank -> String in
+            do throws(CollectiveError) {
+                _ = try ProcessGroup.join(RendezvousConfiguration(rank: rank, worldSize: 2, master: master, timeoutMilliseconds: 1500),
+                                          bind: "tcp://127.0.0.1:*", key: keys[rank], timeoutMilliseconds: 1500, sharedMemory: false)
+                return "joined"
+            } catch {
+                return error.description
+            }
+        }
+        #expect(outcomes[0].contains("rank 1 did not join the rendezvous") && outcomes[0].contains("does it hold the same one"), "\(outcomes[0])")
+        #expect(outcomes[1].contains("no answer from the rendezvous") && outcomes[1].contains("does it hold the same one"), "\(outcomes[1])")
+    }
+}
