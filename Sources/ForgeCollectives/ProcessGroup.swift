@@ -135,7 +135,7 @@ public final class ProcessGroup {
         if plainSockets, worldSize > 1, bind.hasPrefix("tcp://"), let colon = bind.lastIndex(of: ":") {
             let bindHost = String(bind[bind.index(bind.startIndex, offsetBy: 6)..<colon])
             sockets = try SocketTransport(rank: rank, worldSize: worldSize, host: bindHost, advertisedHost: advertisedHost,
-                                          timeoutMilliseconds: timeoutMilliseconds, sealed: key != nil)
+                                          timeoutMilliseconds: timeoutMilliseconds, sealedWith: key)
         }
         let me = PeerAddress(endpoint: zmq.endpoint, host: shm == nil ? nil : host, mailbox: shm?.mailbox, socket: sockets?.endpoint,
                              sealing: sockets?.sealingSecret.map { Data($0).base64EncodedString() })

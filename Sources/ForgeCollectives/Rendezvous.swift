@@ -22,7 +22,7 @@ public struct RendezvousConfiguration: Sendable, Hashable {
 }
 
 /// What a rank tells the others about itself in the rendezvous.
-public struct PeerAddress: Codable, Sendable, Hashable {
+public struct PeerAddress: Codable, Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible {
     /// The ZeroMQ data endpoint.
     public var endpoint: String
     /// Ranks with the same host key share a kernel, a mount and a network namespace: they can
@@ -42,6 +42,14 @@ public struct PeerAddress: Codable, Sendable, Hashable {
         self.mailbox = mailbox
         self.socket = socket
         self.sealing = sealing
+    }
+
+    public var debugDescription: String { description }
+
+    /// Everything but the sealing secret, which must never reach a log.
+    public var description: String {
+        "PeerAddress(endpoint: \(endpoint), host: \(host ?? "-"), mailbox: \(mailbox.map { "\($0)" } ?? "-"), socket: \(socket ?? "-")"
+            + (sealing == nil ? ")" : ", sealing: <secret>)")
     }
 
     /// This machine's host key: the boot id and the mount and network namespaces (so ranks in

@@ -26,6 +26,7 @@
 // and the connecting rank answers with its tag: a peer that cannot derive them is refused.
 import CForgeSystem
 import Crypto
+import ForgeTransport
 import Foundation
 
 #if canImport(Glibc)
@@ -65,7 +66,10 @@ public final class SocketTransport: CollectiveTransport {
     /// first): an error only if something more is awaited from them.
     private var closed: [CollectiveError?]
     /// Whether the connections are sealed (a cluster key).
-    public let sealed: Bool
+    public var sealed: Bool { clusterSecret != nil }
+    /// The cluster key's secret (its Z85 text), mixed into every pair's keys: the ranks'
+    /// secrets alone (had they leaked) derive nothing.
+    private let clusterSecret: [UInt8]?
     /// This rank's secret for deriving its pairs' keys (32 random bytes; sealed only): peers
     /// get it through the CURVE-protected rendezvous, and nobody else may.
     public let sealingSecret: [UInt8]?
@@ -130,10 +134,18 @@ public final class SocketTransport: CollectiveTransport {
         deinit { pointer.deallocate() }
     }
 
-    /// A buffer of at least `count` bytes: a spare one when one is large enough.
+    /// A buffer of at least `count` bytes: the smallest spare one large enough, if any.
     private func ownedBytes(_ count: Int) -> OwnedBytes {
-        if let index = spareCopies.firstIndex(where: { $0.capacity >= count }) { return spareCopies.remove(at: index) }
+        let fits = spareCopies.indices.filter { spareCopies[$0].capacity >= count }
+        if let index = fits.min(by: { spareCopies[$0].capacity < spareCopies[$1].capacity }) { return spareCopies.remove(at: index) }
         return OwnedBytes(count: count)
+    }
+
+    /// Keeps a written-out buffer for reuse: up to 8, of at most 8 MiB each (a rare large
+    /// message's buffer goes, rather than pinning its memory).
+    private func recycle(_ copy: OwnedBytes) {
+        guard copy.capacity <= 8 << 20, spareCopies.count < 8 else { return }
+        spareCopies.append(copy)
     }
 
     /// The message being read from one peer.
@@ -174,13 +186,13 @@ public final class SocketTransport: CollectiveTransport {
 
     /// Listens on `host` (an address, or `*` for every interface) at a port the kernel picks;
     /// peers are told `advertisedHost` (default: `host`).
-    /// `sealed`: encrypt and authenticate every connection (with a cluster key; `connect` then
-    /// needs every peer's `sealingSecret`).
+    /// `sealedWith`: encrypt and authenticate every connection under keys derived from this
+    /// cluster key and the ranks' secrets (`connect` then needs every peer's `sealingSecret`).
     public init(rank: Int, worldSize: Int, host: String, advertisedHost: String? = nil,
-                timeoutMilliseconds: Int = 30_000, sealed: Bool = false) throws(CollectiveError) {
+                timeoutMilliseconds: Int = 30_000, sealedWith key: ClusterKey? = nil) throws(CollectiveError) {
         precondition(rank >= 0 && rank < worldSize, "rank \(rank) outside 0..<\(worldSize)")
-        self.sealed = sealed
-        sealingSecret = sealed ? SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) } : nil
+        clusterSecret = key.map { Array($0.secretKey.utf8) }
+        sealingSecret = key == nil ? nil : SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }
         seals = Array(repeating: nil, count: worldSize)
         self.rank = rank
         self.worldSize = worldSize
@@ -234,7 +246,7 @@ public final class SocketTransport: CollectiveTransport {
             try writeAll(hello + ours, to: descriptor, peer: peer)
             let answer = try readExactly(SocketTransport.nonceBytes + SocketTransport.tagBytes, from: descriptor, peer: peer, deadline: deadline)
             let theirs = Array(answer.prefix(SocketTransport.nonceBytes))
-            let keys = SocketTransport.pairKeys(low: peer, high: rank, worldSize: worldSize, secrets: secrets,
+            let keys = SocketTransport.pairKeys(low: peer, high: rank, worldSize: worldSize, clusterSecret: clusterSecret ?? [], secrets: secrets,
                                                 connecting: ours, accepting: theirs)
             let transcript = hello + ours + theirs
             guard SocketTransport.proofHolds(Array(answer.suffix(SocketTransport.tagBytes)), key: keys.lowToHigh, transcript: transcript, role: 0x41) else {
@@ -269,7 +281,8 @@ public final class SocketTransport: CollectiveTransport {
                 var proof = [UInt8](repeating: 0, count: SocketTransport.tagBytes)
                 let ours = SocketTransport.randomNonce()
                 let nonceRead = theirs.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, Int32(MSG_WAITALL)) }
-                let pair = SocketTransport.pairKeys(low: rank, high: peer, worldSize: worldSize, secrets: secrets, connecting: theirs, accepting: ours)
+                let pair = SocketTransport.pairKeys(low: rank, high: peer, worldSize: worldSize, clusterSecret: clusterSecret ?? [], secrets: secrets,
+                                                    connecting: theirs, accepting: ours)
                 let transcript = hello + theirs + ours
                 var answered = false
                 if nonceRead == SocketTransport.nonceBytes {
@@ -417,6 +430,7 @@ public final class SocketTransport: CollectiveTransport {
         SocketTransport.append(UInt16(sealed ? 1 : 0), to: &header)
         SocketTransport.append(tag, to: &header)
         SocketTransport.append(UInt64(bytes.count), to: &header)
+        guard !sealed || seals[peer] != nil else { throw .invalidArgument("no keys for rank \(peer) on a sealed connection") }
         if var seal = seals[peer] {
             // Encrypted into memory of our own (the caller's may change once this returns),
             // record by record, the header authenticated with each.
@@ -465,7 +479,7 @@ public final class SocketTransport: CollectiveTransport {
                 return progressed
             }
             outbox[peer].removeFirst()
-            if let copy = message.sealedCopy, spareCopies.count < 8 { spareCopies.append(copy) }
+            if let copy = message.sealedCopy { recycle(copy) }
         }
         return progressed
     }
@@ -601,13 +615,14 @@ public final class SocketTransport: CollectiveTransport {
         return try! AES.GCM.Nonce(data: bytes)
     }
 
-    /// The keys of the pair (`low` < `high`) for one connection: HKDF-SHA256 over both ranks'
-    /// secrets, salted with both handshake nonces, bound to the ranks and the world size.
-    static func pairKeys(low: Int, high: Int, worldSize: Int, secrets: [[UInt8]], connecting: [UInt8], accepting: [UInt8])
+    /// The keys of the pair (`low` < `high`) for one connection: HKDF-SHA256 over the cluster
+    /// key's secret and both ranks' secrets, salted with both handshake nonces, bound to the
+    /// ranks and the world size.
+    static func pairKeys(low: Int, high: Int, worldSize: Int, clusterSecret: [UInt8], secrets: [[UInt8]], connecting: [UInt8], accepting: [UInt8])
         -> (lowToHigh: SymmetricKey, highToLow: SymmetricKey) {
         var info = Array("forge sealed sockets v1".utf8)
         for value in [low, high, worldSize] { append(UInt32(value), to: &info) }
-        let both = HKDF<SHA256>.deriveKey(inputKeyMaterial: SymmetricKey(data: secrets[low] + secrets[high]), salt: connecting + accepting,
+        let both = HKDF<SHA256>.deriveKey(inputKeyMaterial: SymmetricKey(data: clusterSecret + secrets[low] + secrets[high]), salt: connecting + accepting,
                                           info: info, outputByteCount: 64)
         return both.withUnsafeBytes { bytes in
             (SymmetricKey(data: UnsafeRawBufferPointer(rebasing: bytes[0..<32])), SymmetricKey(data: UnsafeRawBufferPointer(rebasing: bytes[32..<64])))

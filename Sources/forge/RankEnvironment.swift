@@ -65,7 +65,7 @@ enum RankEnvironment {
         let nodeAddress = environment["FORGE_NODE_ADDR"] ?? "127.0.0.1"
         let local = nodeAddress == "127.0.0.1"
         if rank == 0 {
-            logger.info("data parallel: \(worldSize) ranks, rendezvous at \(address):\(port), \(key == nil ? "no cluster key: planes are plain" : "cluster key: rendezvous under CURVE, data plane sealed")")
+            logger.info("data parallel: \(worldSize) ranks, rendezvous at \(address):\(port), \(key == nil ? "no cluster key: planes are plain" : "cluster key: rendezvous under CURVE, data plane encrypted")")
         }
         // Ranks on one host share memory unless FORGE_SHARED_MEMORY=0 keeps them on sockets.
         let sharedMemory = environment["FORGE_SHARED_MEMORY"] != "0"
@@ -86,7 +86,8 @@ enum RankEnvironment {
             logger.warning("rank \(rank): rank \(peer) is on this host but talks over sockets, not shared memory: \(reason)")
         }
         if rank == 0 {
-            let rest = !plainSockets ? (key == nil ? "ZeroMQ tcp" : "ZeroMQ tcp with CURVE") : (key == nil ? "plain tcp" : "sealed tcp (AES-256-GCM)")
+            let sockets = (group.transport as? SocketTransport) ?? ((group.transport as? RoutedTransport)?.routes.lazy.compactMap { $0 as? SocketTransport }.first)
+            let rest = sockets.map { $0.sealed ? "sealed tcp (AES-256-GCM)" : "plain tcp" } ?? (key == nil ? "ZeroMQ tcp" : "ZeroMQ tcp with CURVE")
             logger.info("data plane: \(group.sharedMemoryPeers) of \(worldSize - 1) peers through shared memory, the rest over \(rest)")
         }
         return group

@@ -36,9 +36,9 @@ enum TransportKind: String, CaseIterable, Sendable {
                 RoutedTransport(routes: (0..<worldSize).map { near(rank, $0) ? shm[rank] : zmq[rank] }, rank: rank)
             }
         case .socket, .sealed:
+            let key = self == .sealed ? try ClusterKey.generate() : nil
             let transports = try (0..<worldSize).map {
-                try SocketTransport(rank: $0, worldSize: worldSize, host: "127.0.0.1", timeoutMilliseconds: timeoutMilliseconds,
-                                    sealed: self == .sealed)
+                try SocketTransport(rank: $0, worldSize: worldSize, host: "127.0.0.1", timeoutMilliseconds: timeoutMilliseconds, sealedWith: key)
             }
             let endpoints = transports.map(\.endpoint)
             let secrets = self == .sealed ? transports.map { $0.sealingSecret ?? [] } : nil

@@ -16,6 +16,9 @@ import Glibc
 #endif
 
 @Suite struct SealedSocketTests {
+    /// The cluster key rank 0 seals with.
+    static let clusterKey = try! ClusterKey.generate()
+
     /// A raw TCP client playing rank 1 of a group of 2 against a real, sealed rank 0.
     private final class SealedPeer: @unchecked Sendable {
         let descriptor: Int32
@@ -58,14 +61,16 @@ import Glibc
             little(UInt32(0x4853_4746)) + little(UInt16(1)) + little(flags) + little(UInt32(1)) + little(UInt32(2))
         }
 
-        /// The connecting side of the handshake with `secrets` (rank 0's, this peer's).
-        func handshake(secrets: [[UInt8]]) {
+        /// The connecting side of the handshake with `secrets` (rank 0's, this peer's) and the
+        /// cluster key `key`.
+        func handshake(secrets: [[UInt8]], key: ClusterKey = SealedSocketTests.clusterKey) {
             let hello = SealedPeer.hello(flags: 1)
             let ours = SocketTransport.randomNonce()
             send(hello + ours)
             guard let answer = read(48) else { return }
             let theirs = Array(answer.prefix(32))
-            let pair = SocketTransport.pairKeys(low: 0, high: 1, worldSize: 2, secrets: secrets, connecting: ours, accepting: theirs)
+            let pair = SocketTransport.pairKeys(low: 0, high: 1, worldSize: 2, clusterSecret: Array(key.secretKey.utf8), secrets: secrets,
+                                                connecting: ours, accepting: theirs)
             keys = pair
             let transcript = hello + ours + theirs
             rankZeroProved = SocketTransport.proofHolds(Array(answer.suffix(16)), key: pair.lowToHigh, transcript: transcript, role: 0x41)
@@ -97,7 +102,8 @@ import Glibc
     /// rank 0's transport (or its connect's error) and the peer.
     private func rankZero(timeoutMilliseconds: Int = 2000, peerSecret: [UInt8] = Array(repeating: 7, count: 32),
                           greet: @escaping @Sendable (SealedPeer, [UInt8]) -> Void) throws -> (Result<SocketTransport, CollectiveError>, SealedPeer) {
-        let transport = try SocketTransport(rank: 0, worldSize: 2, host: "127.0.0.1", timeoutMilliseconds: timeoutMilliseconds, sealed: true)
+        let transport = try SocketTransport(rank: 0, worldSize: 2, host: "127.0.0.1", timeoutMilliseconds: timeoutMilliseconds,
+                                            sealedWith: SealedSocketTests.clusterKey)
         let secret = try #require(transport.sealingSecret)
         let handed = Handed(value: transport)
         let endpoint = transport.endpoint
@@ -247,6 +253,21 @@ import Glibc
         #expect(!peer.rankZeroProved)
         guard case .failure(.protocolViolation(peer: 1, let reason)) = connected else {
             Issue.record("rank 0 accepted a peer without the group's secrets: \(connected)")
+            return
+        }
+        #expect(reason.contains("failed the sealed handshake"), "\(reason)")
+    }
+
+    @Test func aPeerWithTheRanksSecretsButAnotherClusterKeyIsRefused() throws {
+        // The ranks' secrets travel through the rendezvous; were they to leak, they would not
+        // be enough: the cluster key's secret goes into every pair's keys too.
+        let other = try ClusterKey.generate()
+        let (connected, peer) = try rankZero(timeoutMilliseconds: 1000) { peer, rankZeroSecret in
+            peer.handshake(secrets: [rankZeroSecret, Array(repeating: 7, count: 32)], key: other)
+        }
+        #expect(!peer.rankZeroProved)
+        guard case .failure(.protocolViolation(peer: 1, let reason)) = connected else {
+            Issue.record("rank 0 accepted a peer with another cluster key: \(connected)")
             return
         }
         #expect(reason.contains("failed the sealed handshake"), "\(reason)")
