@@ -1,5 +1,6 @@
 // The libzmq context: I/O threads and the sockets' shared state.
 import CZeroMQ
+import Foundation
 
 /// One libzmq context.
 ///
@@ -26,6 +27,19 @@ public final class ZMQContext: @unchecked Sendable {
     }
 
     deinit { zmq_ctx_term(raw) }
+
+    private let gatekeeperLock = NSLock()
+    private var gatekeeper: CurveGatekeeper?
+
+    /// Makes this context's CURVE servers admit only clients holding `key` (a ZAP handler,
+    /// started on first use): without it, libzmq lets in any client that knows the server's
+    /// public key. Call before a server socket takes connections.
+    public func admitOnlyHoldersOf(_ key: ClusterKey) throws(TransportError) {
+        gatekeeperLock.lock()
+        defer { gatekeeperLock.unlock() }
+        if gatekeeper == nil { gatekeeper = try CurveGatekeeper(context: raw) }
+        try gatekeeper?.admit(key)
+    }
 
     /// libzmq's version, e.g. "4.3.4".
     public static var version: String {

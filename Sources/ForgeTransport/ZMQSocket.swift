@@ -71,18 +71,26 @@ public final class ZMQSocket {
         }
     }
 
-    /// Makes this socket a CURVE server holding the cluster's secret key: peers must know the
-    /// cluster's public key to complete a handshake.
+    /// Makes this socket a CURVE server holding the cluster's secret key: a client must hold
+    /// the cluster key pair (its context's ZAP handler checks the client's public key) to
+    /// complete a handshake.
     public func makeCurveServer(_ key: ClusterKey) throws(TransportError) {
+        try context.admitOnlyHoldersOf(key)
         try setOption(ZMQ_CURVE_SERVER, 1, name: "ZMQ_CURVE_SERVER")
         try setString(ZMQ_CURVE_SECRETKEY, key.secretKey, name: "ZMQ_CURVE_SECRETKEY")
     }
 
-    /// Makes this socket a CURVE client of a server holding `key`.
+    /// Makes this socket a CURVE client of a server holding `key`, proving it holds `key` too.
     public func makeCurveClient(_ key: ClusterKey) throws(TransportError) {
-        try setString(ZMQ_CURVE_SERVERKEY, key.publicKey, name: "ZMQ_CURVE_SERVERKEY")
-        try setString(ZMQ_CURVE_PUBLICKEY, key.publicKey, name: "ZMQ_CURVE_PUBLICKEY")
-        try setString(ZMQ_CURVE_SECRETKEY, key.secretKey, name: "ZMQ_CURVE_SECRETKEY")
+        try makeCurveClient(of: key, holding: key)
+    }
+
+    /// A CURVE client of a server holding `server`, with the key pair `client` (tests make one
+    /// that knows the cluster's public key and nothing more).
+    func makeCurveClient(of server: ClusterKey, holding client: ClusterKey) throws(TransportError) {
+        try setString(ZMQ_CURVE_SERVERKEY, server.publicKey, name: "ZMQ_CURVE_SERVERKEY")
+        try setString(ZMQ_CURVE_PUBLICKEY, client.publicKey, name: "ZMQ_CURVE_PUBLICKEY")
+        try setString(ZMQ_CURVE_SECRETKEY, client.secretKey, name: "ZMQ_CURVE_SECRETKEY")
     }
 
     private func setOption(_ option: Int32, _ value: Int32, name: String) throws(TransportError) {

@@ -74,6 +74,31 @@ private func expectMatches(_ reference: [String: [Float]], _ other: [String: [Fl
                       "3 launched linear-learner ranks")
     }
 
+    @Test func aKeyedJobOverSealedSocketsTrainsTheUnkeyedModel() throws {
+        // With a cluster key the coordinator and workers talk CURVE, the rendezvous too, and
+        // ranks kept off shared memory talk over sealed connections; encryption changes no
+        // number: the model is the unkeyed run's, bit for bit.
+        let directory = try TemporaryDirectory()
+        let train = try writeTrainChannel(directory)
+        let key = directory.file("cluster.key")
+        #expect(try ForgeProcess.run(["keygen", "--out", key]).status == 0)
+        var models = [[String: [Float]]]()
+        for keyed in [false, true] {
+            let output = directory.file(keyed ? "keyed" : "plain")
+            let run = try ForgeProcess.run(["train", "--algorithm", "mlp", "--train", train, "--output", output, "--instance-count", "2"]
+                                           + (keyed ? ["--cluster-key", key] : []) + Self.hyperparameters,
+                                           environment: ["FORGE_SHARED_MEMORY": "0"], timeout: .seconds(180))
+            #expect(run.status == 0, "\(run)")
+            let plane = keyed ? "the rest over sealed tcp (AES-256-GCM)" : "the rest over plain tcp"
+            #expect((run.standardOutput + run.standardError).contains(plane), "\(run)")
+            models.append(try parameters(output + "/model.tar.gz"))
+        }
+        #expect(Set(models[0].keys) == Set(models[1].keys))
+        for (name, values) in models[0] {
+            #expect(values.map(\.bitPattern) == models[1][name]?.map(\.bitPattern), "\(name) differs with the key")
+        }
+    }
+
     @Test func twoLaunchedRanksWithZeroStageOneTrainTheSingleProcessModel() throws {
         // ZeRO-1 under `forge launch`: the ranks shard the Adam moments (reduce-scatter, update
         // of a segment, all-gather) and still take the single-process steps.

@@ -1,7 +1,7 @@
 // Real libzmq sockets over tcp:// and ipc://: multipart messages, zero-copy sends, timeouts,
 // polling, CURVE with the right and the wrong cluster key, and errors that name their call.
 import ForgeTestSupport
-import ForgeTransport
+@testable import ForgeTransport
 import Foundation
 import Testing
 
@@ -109,6 +109,31 @@ import Testing
             try? b.send([Array("intruder".utf8)])
             #expect(throws: TransportError.timedOut(operation: "receive", milliseconds: 300)) { try a.receive() }
         }
+    }
+
+    @Test func aClientThatKnowsOnlyThePublicKeyIsRefused() throws {
+        // The public key is no secret (forge keygen prints it): a client that uses it as the
+        // server's key, with a key pair of its own, completes CURVE's encryption, but the
+        // context's ZAP handler refuses it; the same context still admits a cluster member,
+        // and a plain (NULL) pair beside them is untouched.
+        let key = try ClusterKey.generate()
+        let outsider = try ClusterKey.generate()
+        let server = try ZMQSocket(context, kind: .pair)
+        try server.makeCurveServer(key)
+        let bound = try server.bind("tcp://127.0.0.1:*")
+        try server.setReceiveTimeout(500)
+        let client = try ZMQSocket(context, kind: .pair)
+        try client.makeCurveClient(of: key, holding: outsider)
+        try client.connect(bound)
+        try client.setSendTimeout(300)
+        try? client.send([Array("intruder".utf8)])
+        #expect(throws: TransportError.timedOut(operation: "receive", milliseconds: 500)) { try server.receive() }
+        let (a, b) = try pair("tcp://127.0.0.1:*", server: key, client: key)
+        try b.send([Array("member".utf8)])
+        #expect(try a.receive() == [Array("member".utf8)])
+        let (c, d) = try pair("tcp://127.0.0.1:*")
+        try d.send([[7]])
+        #expect(try c.receive() == [[7]])
     }
 
     @Test func errorsNameTheCallAndErrno() throws {
