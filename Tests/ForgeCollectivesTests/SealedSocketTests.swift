@@ -324,3 +324,44 @@ extension SealedSocketTests {
         #expect(outcomes[1].contains("no answer from the rendezvous") && outcomes[1].contains("does it hold the same one"), "\(outcomes[1])")
     }
 }
+
+extension SealedSocketTests {
+    @Test func aConnectingRankRefusesAnAcceptorWithoutTheKeys() throws {
+        // Something else listens where rank 0 should (a hijacked port, a man in the middle):
+        // it reads the hello and answers with a nonce and a made-up proof. Rank 1 must not
+        // go on.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(listener, $0, length) == 0 && getsockname(listener, $0, &length) == 0 }
+        }
+        #expect(bound && listen(listener, 4) == 0)
+        let endpoint = "tcp://127.0.0.1:\(UInt16(bigEndian: address.sin_port))"
+        let rank1 = try SocketTransport(rank: 1, worldSize: 2, host: "127.0.0.1", timeoutMilliseconds: 2000, sealedWith: SealedSocketTests.clusterKey)
+        let handed = Handed(value: rank1)
+        let secrets = [Array(repeating: UInt8(3), count: 32), try #require(rank1.sealingSecret)]
+        let outcomes = onRanks(2) { index -> String in
+            if index == 0 {
+                let connection = accept(listener, nil, nil)
+                var greeting = [UInt8](repeating: 0, count: 48)
+                _ = greeting.withUnsafeMutableBytes { recv(connection, $0.baseAddress, 48, Int32(MSG_WAITALL)) }
+                let answer = (0..<48).map { _ in UInt8.random(in: 0...255) }
+                _ = answer.withUnsafeBytes { send(connection, $0.baseAddress, 48, Int32(MSG_NOSIGNAL)) }
+                usleep(300_000)
+                close(connection)
+                return "answered"
+            }
+            do throws(CollectiveError) {
+                try handed.value.connect(to: [endpoint, handed.value.endpoint], secrets: secrets)
+                return "connected"
+            } catch {
+                return error.description
+            }
+        }
+        #expect(outcomes[1].contains("failed the sealed handshake"), "\(outcomes[1])")
+    }
+}
