@@ -31,9 +31,39 @@ import Testing
                                        timeout: .seconds(60))
         #expect(run.status == 1, "\(run)")
         #expect(run.standardError.contains("rank 1 (pid"), "\(run)")
+        #expect(run.standardError.contains(") on \(ProcessInfo.processInfo.hostName) "), "the report names the host: \(run)")
         #expect(run.standardError.contains("exited with status 3"), "\(run)")
         #expect(run.standardError.contains("stopped the other ranks"))
         #expect(!run.timedOut)
+    }
+
+    @Test func eachRankGetsTheTorchrunVariables() throws {
+        // Two nodes of two ranks: RANK, LOCAL_RANK, GROUP_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE,
+        // MASTER_ADDR and MASTER_PORT as torchrun sets them.
+        let endpoint = "127.0.0.1:\(MultiNodeLaunchTests.freePort())"
+        let port = endpoint.split(separator: ":").last.map(String.init) ?? ""
+        let print = #"echo "vars $RANK $LOCAL_RANK $GROUP_RANK $WORLD_SIZE $LOCAL_WORLD_SIZE $MASTER_ADDR $MASTER_PORT""#
+        func arguments(node: Int) -> [String] {
+            ["launch", "--nproc", "2", "--nnodes", "2", "--node-rank", String(node), "--rdzv-endpoint", endpoint, "--node-addr", "127.0.0.1",
+             "--", "/bin/sh", "-c", print]
+        }
+        let second = MultiNodeLaunchTests.Box()
+        let done = DispatchSemaphore(value: 0)
+        let secondArguments = arguments(node: 1)
+        Thread {
+            do { second.run = try ForgeProcess.run(secondArguments) } catch { second.failure = error }
+            done.signal()
+        }.start()
+        let first = try ForgeProcess.run(arguments(node: 0))
+        done.wait()
+        let runs = [first, try #require(second.run, "node 1's launcher did not run: \(String(describing: second.failure))")]
+        for (node, run) in runs.enumerated() {
+            #expect(run.status == 0, "\(run)")
+            for local in 0..<2 {
+                let expected = "vars \(node * 2 + local) \(local) \(node) 4 2 127.0.0.1 \(port)"
+                #expect(run.outputLines.contains { $0.hasSuffix(expected) }, "node \(node): \(run.outputLines)")
+            }
+        }
     }
 
     @Test func aRankOutsideLaunchSaysWhatIsMissing() throws {
