@@ -267,36 +267,35 @@ public final class SocketTransport: CollectiveTransport {
                 if let stranger { throw .protocolViolation(peer: expected.min() ?? rank, reason: stranger) }
                 throw error
             }
-            var hello = [UInt8](repeating: 0, count: 16)
-            let got = hello.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, 16, Int32(MSG_WAITALL)) }
-            guard got == 16, let peer = SocketTransport.decodeHello(hello, worldSize: worldSize, sealed: sealed), expected.contains(peer) else {
+            // A peer says hello (and, sealed, proves its keys) at once: a connection gets 2 s for
+            // all of it, never past the deadline, so strangers cannot hold the peers off long.
+            let greeting = min(deadline, DispatchTime.now().uptimeNanoseconds + 2_000_000_000)
+            let hello = try? readExactly(16, from: descriptor, peer: rank, deadline: greeting)
+            guard let hello, let peer = SocketTransport.decodeHello(hello, worldSize: worldSize, sealed: sealed), expected.contains(peer) else {
                 close(descriptor)
                 stranger = "a connection to rank \(rank)'s data socket did not say hello as a peer of this group, and rank \(expected.min() ?? rank) never connected"
                 continue
             }
             if sealed, let secrets {
-                // The hello's nonce; ours and our proof; the peer's proof (SO_RCVTIMEO bounds
-                // each read: a silent stranger is dropped).
-                var theirs = [UInt8](repeating: 0, count: SocketTransport.nonceBytes)
-                var proof = [UInt8](repeating: 0, count: SocketTransport.tagBytes)
+                // The hello's nonce; ours and our proof; the peer's proof.
                 let ours = SocketTransport.randomNonce()
-                let nonceRead = theirs.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, Int32(MSG_WAITALL)) }
-                let pair = SocketTransport.pairKeys(low: rank, high: peer, worldSize: worldSize, clusterSecret: clusterSecret ?? [], secrets: secrets,
-                                                    connecting: theirs, accepting: ours)
-                let transcript = hello + theirs + ours
-                var answered = false
-                if nonceRead == SocketTransport.nonceBytes {
-                    answered = (try? writeAll(ours + SocketTransport.proof(key: pair.lowToHigh, transcript: transcript, role: 0x41),
-                                              to: descriptor, peer: peer)) != nil
+                var sealedPair: (lowToHigh: SymmetricKey, highToLow: SymmetricKey)?
+                if let theirs = try? readExactly(SocketTransport.nonceBytes, from: descriptor, peer: peer, deadline: greeting) {
+                    let pair = SocketTransport.pairKeys(low: rank, high: peer, worldSize: worldSize, clusterSecret: clusterSecret ?? [], secrets: secrets,
+                                                        connecting: theirs, accepting: ours)
+                    let transcript = hello + theirs + ours
+                    if (try? writeAll(ours + SocketTransport.proof(key: pair.lowToHigh, transcript: transcript, role: 0x41), to: descriptor, peer: peer)) != nil,
+                       let proof = try? readExactly(SocketTransport.tagBytes, from: descriptor, peer: peer, deadline: greeting),
+                       SocketTransport.proofHolds(proof, key: pair.highToLow, transcript: transcript, role: 0x43) {
+                        sealedPair = pair
+                    }
                 }
-                let proofRead = answered ? proof.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, Int32(MSG_WAITALL)) } : -1
-                guard proofRead == SocketTransport.tagBytes,
-                      SocketTransport.proofHolds(proof, key: pair.highToLow, transcript: transcript, role: 0x43) else {
+                guard let sealedPair else {
                     close(descriptor)
                     stranger = "a connection claiming to be rank \(peer) failed the sealed handshake (it does not hold this group's keys)"
                     continue
                 }
-                seals[peer] = Seal(sending: pair.lowToHigh, receiving: pair.highToLow)
+                seals[peer] = Seal(sending: sealedPair.lowToHigh, receiving: sealedPair.highToLow)
             }
             expected.remove(peer)
             sockets[peer] = descriptor
@@ -384,9 +383,6 @@ public final class SocketTransport: CollectiveTransport {
             let descriptor = Glibc.accept(listener, nil, nil)
             if descriptor >= 0 {
                 _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
-                // A peer says hello as soon as it connects; a silent stranger gets 2 s at most.
-                var limit = timeval(tv_sec: min(2, max(1, timeoutMilliseconds / 1000)), tv_usec: 0)
-                setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
                 return descriptor
             }
             guard errno == EINTR || errno == EAGAIN || errno == ECONNABORTED else { throw SocketTransport.failure("accept", peer: rank) }
