@@ -365,3 +365,25 @@ extension SealedSocketTests {
         #expect(outcomes[1].contains("failed the sealed handshake"), "\(outcomes[1])")
     }
 }
+
+extension SealedSocketTests {
+    @Test func aBadFirstRecordFailsAtOnceWhateverLengthTheHeaderClaims() throws {
+        // The header claims 2 GiB; the first record is garbage. Records open as they arrive,
+        // so this fails after 64 KiB, not after a timeout waiting for (and holding) the rest.
+        let (connected, peer) = try rankZero(timeoutMilliseconds: 20_000) { peer, rankZeroSecret in
+            peer.handshake(secrets: [rankZeroSecret, Array(repeating: 7, count: 32)])
+        }
+        let transport = try connected.get()
+        let claimed = 1 << 31
+        let header = SealedPeer.little(UInt32(0x4B53_4746)) + SealedPeer.little(UInt16(1)) + SealedPeer.little(UInt16(1))
+            + SealedPeer.little(UInt64(7)) + SealedPeer.little(UInt64(claimed))
+        peer.send(header + [UInt8](repeating: 0x5A, count: (64 << 10) + 16))
+        let outcome = receive(transport, byteCount: claimed)
+        guard case .failure(.protocolViolation(peer: 1, let reason)) = outcome else {
+            Issue.record("\(outcome)")
+            return
+        }
+        // A violation, not the timeout that waiting for the claimed 2 GiB would end in.
+        #expect(reason.contains("failed authentication"), "\(reason)")
+    }
+}
