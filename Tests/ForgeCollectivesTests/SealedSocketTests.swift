@@ -29,16 +29,8 @@ import Glibc
         var sent: UInt64 = 1
 
         init(endpoint: String) throws {
-            let port = UInt16(endpoint.split(separator: ":").last.flatMap { Int($0) } ?? 0)
-            descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = port.bigEndian
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            guard connected == 0 else { throw CollectiveError.invalidArgument("connect failed: errno \(errno)") }
+            guard let descriptor = loopbackConnection(to: endpoint) else { throw CollectiveError.invalidArgument("connect failed: errno \(errno)") }
+            self.descriptor = descriptor
             var limit = timeval(tv_sec: 5, tv_usec: 0)
             setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
         }
@@ -244,30 +236,22 @@ import Glibc
         for outcome in outcomes { #expect(try outcome.get()) }
     }
 
-    @Test func aPeerWithoutTheGroupsSecretsIsRefused() throws {
-        // The peer derives its keys from secrets that are not the group's: its proof fails at
-        // rank 0, and rank 0's fails at the peer.
-        let (connected, peer) = try rankZero(timeoutMilliseconds: 1000) { peer, _ in
-            peer.handshake(secrets: [Array(repeating: 1, count: 32), Array(repeating: 7, count: 32)])
-        }
-        #expect(!peer.rankZeroProved)
-        guard case .failure(.protocolViolation(peer: 1, let reason)) = connected else {
-            Issue.record("rank 0 accepted a peer without the group's secrets: \(connected)")
-            return
-        }
-        #expect(reason.contains("failed the sealed handshake"), "\(reason)")
-    }
-
-    @Test func aPeerWithTheRanksSecretsButAnotherClusterKeyIsRefused() throws {
-        // The ranks' secrets travel through the rendezvous; were they to leak, they would not
-        // be enough: the cluster key's secret goes into every pair's keys too.
+    /// A peer whose keys come from secrets that are not the group's, or from the ranks'
+    /// secrets with another cluster key (were the secrets, which travel through the rendezvous,
+    /// to leak, they would not be enough): its proof fails at rank 0, and rank 0's at the peer.
+    @Test(arguments: ["other secrets", "another cluster key"])
+    func aPeerWithoutTheGroupsKeysIsRefused(_ lacking: String) throws {
         let other = try ClusterKey.generate()
         let (connected, peer) = try rankZero(timeoutMilliseconds: 1000) { peer, rankZeroSecret in
-            peer.handshake(secrets: [rankZeroSecret, Array(repeating: 7, count: 32)], key: other)
+            if lacking == "other secrets" {
+                peer.handshake(secrets: [Array(repeating: 1, count: 32), Array(repeating: 7, count: 32)])
+            } else {
+                peer.handshake(secrets: [rankZeroSecret, Array(repeating: 7, count: 32)], key: other)
+            }
         }
         #expect(!peer.rankZeroProved)
         guard case .failure(.protocolViolation(peer: 1, let reason)) = connected else {
-            Issue.record("rank 0 accepted a peer with another cluster key: \(connected)")
+            Issue.record("rank 0 accepted a peer with \(lacking): \(connected)")
             return
         }
         #expect(reason.contains("failed the sealed handshake"), "\(reason)")
@@ -330,17 +314,9 @@ extension SealedSocketTests {
         // Something else listens where rank 0 should (a hijacked port, a man in the middle):
         // it reads the hello and answers with a nonce and a made-up proof. Rank 1 must not
         // go on.
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let (listener, port) = loopbackSocket(listening: true)
         defer { close(listener) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(listener, $0, length) == 0 && getsockname(listener, $0, &length) == 0 }
-        }
-        #expect(bound && listen(listener, 4) == 0)
-        let endpoint = "tcp://127.0.0.1:\(UInt16(bigEndian: address.sin_port))"
+        let endpoint = "tcp://127.0.0.1:\(port)"
         let rank1 = try SocketTransport(rank: 1, worldSize: 2, host: "127.0.0.1", timeoutMilliseconds: 2000, sealedWith: SealedSocketTests.clusterKey)
         let handed = Handed(value: rank1)
         let secrets = [Array(repeating: UInt8(3), count: 32), try #require(rank1.sealingSecret)]

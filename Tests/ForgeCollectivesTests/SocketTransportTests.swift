@@ -17,16 +17,8 @@ import Glibc
         let descriptor: Int32
 
         init(endpoint: String) throws {
-            let port = UInt16(endpoint.split(separator: ":").last.flatMap { Int($0) } ?? 0)
-            descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = port.bigEndian
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            guard connected == 0 else { throw CollectiveError.invalidArgument("connect failed: errno \(errno)") }
+            guard let descriptor = loopbackConnection(to: endpoint) else { throw CollectiveError.invalidArgument("connect failed: errno \(errno)") }
+            self.descriptor = descriptor
         }
 
         deinit { close(descriptor) }

@@ -47,17 +47,8 @@ import Testing
             ["launch", "--nproc", "2", "--nnodes", "2", "--node-rank", String(node), "--rdzv-endpoint", endpoint, "--node-addr", "127.0.0.1",
              "--", "/bin/sh", "-c", print]
         }
-        let second = MultiNodeLaunchTests.Box()
-        let done = DispatchSemaphore(value: 0)
-        let secondArguments = arguments(node: 1)
-        Thread {
-            do { second.run = try ForgeProcess.run(secondArguments) } catch { second.failure = error }
-            done.signal()
-        }.start()
-        let first = try ForgeProcess.run(arguments(node: 0))
-        done.wait()
-        let runs = [first, try #require(second.run, "node 1's launcher did not run: \(String(describing: second.failure))")]
-        for (node, run) in runs.enumerated() {
+        let (first, second) = try MultiNodeLaunchTests.runTwoNodes { arguments(node: $0) }
+        for (node, run) in [first, second].enumerated() {
             #expect(run.status == 0, "\(run)")
             for local in 0..<2 {
                 let expected = "vars \(node * 2 + local) \(local) \(node) 4 2 127.0.0.1 \(port)"
@@ -213,6 +204,21 @@ import Testing
         var failure: (any Error)?
     }
 
+    /// Runs node 1's launcher on a thread of its own and node 0's here (`arguments(node)`), and
+    /// returns both runs once both have ended.
+    static func runTwoNodes(_ arguments: (Int) -> [String], timeout: Duration = .seconds(120)) throws -> (first: ForgeRun, second: ForgeRun) {
+        let second = Box()
+        let done = DispatchSemaphore(value: 0)
+        let secondArguments = arguments(1)
+        Thread {
+            do { second.run = try ForgeProcess.run(secondArguments, timeout: timeout) } catch { second.failure = error }
+            done.signal()
+        }.start()
+        let first = try ForgeProcess.run(arguments(0), timeout: timeout)
+        done.wait()
+        return (first, try #require(second.run, "node 1's launcher did not run: \(String(describing: second.failure))"))
+    }
+
     @Test func twoNodesOfTwoRanksFormOneGroup() throws {
         let endpoint = "127.0.0.1:\(MultiNodeLaunchTests.freePort())"
         func arguments(node: Int) -> [String] {
@@ -220,16 +226,7 @@ import Testing
              "--node-addr", "127.0.0.1", "--", "forge", "bench", "allreduce", "--sizes", "4096,40000", "--iterations", "2",
              "--timeout", "30"]
         }
-        let second = Box()
-        let done = DispatchSemaphore(value: 0)
-        let secondArguments = arguments(node: 1)
-        Thread {
-            do { second.run = try ForgeProcess.run(secondArguments) } catch { second.failure = error }
-            done.signal()
-        }.start()
-        let first = try ForgeProcess.run(arguments(node: 0))
-        done.wait()
-        let other = try #require(second.run, "node 1's launcher did not run: \(String(describing: second.failure))")
+        let (first, other) = try MultiNodeLaunchTests.runTwoNodes { arguments(node: $0) }
         #expect(first.status == 0, "\(first)")
         #expect(other.status == 0, "\(other)")
         #expect(first.standardOutput.contains("4 ranks"))
@@ -252,18 +249,9 @@ import Testing
              "--node-addr", "127.0.0.1", "--", "forge", "bench", "allreduce", "--sizes", "4096,1048576", "--iterations", "20",
              "--fail-rank", "1", "--timeout", "4"] + plane
         }
-        let second = Box()
-        let done = DispatchSemaphore(value: 0)
-        let secondArguments = arguments(node: 1)
-        Thread {
-            do { second.run = try ForgeProcess.run(secondArguments) } catch { second.failure = error }
-            done.signal()
-        }.start()
         let started = Date()
-        let first = try ForgeProcess.run(arguments(node: 0), timeout: .seconds(60))
+        let (first, other) = try MultiNodeLaunchTests.runTwoNodes({ arguments(node: $0) }, timeout: .seconds(60))
         let elapsed = Date().timeIntervalSince(started)
-        done.wait()
-        let other = try #require(second.run, "node 1's launcher did not run: \(String(describing: second.failure))")
         #expect(other.standardError.contains("exited with status 3"), "\(other)")
         #expect(first.status == 76, "node 0 only lost a peer: \(first)")
         let named = ["zmq": "no data from rank 1 within 4000 ms", "tcp": "rank 1 closed its connection"][transport] ?? "rank 1 (pid"
