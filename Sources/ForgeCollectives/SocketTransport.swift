@@ -100,6 +100,27 @@ public final class SocketTransport: CollectiveTransport {
     /// Sealed payload buffers written out, kept for the next messages (a few).
     private var spareCopies: [OwnedBytes] = []
     static let nonceBytes = 32
+    /// A handshake greeting: a fresh nonce and an ephemeral X25519 public key.
+    static let greetingBytes = 64
+
+    /// One side's part of a sealed handshake: a fresh nonce and an ephemeral X25519 key pair,
+    /// whose agreement with the other side's goes into the pair's keys (forward secrecy: the
+    /// long-lived secrets alone cannot open recorded traffic).
+    struct Greeting {
+        let nonce = SocketTransport.randomNonce()
+        let key = Curve25519.KeyAgreement.PrivateKey()
+        /// What goes on the wire: the nonce, then the public key.
+        var bytes: [UInt8] { nonce + Array(key.publicKey.rawRepresentation) }
+
+        /// The X25519 agreement with the other side's greeting; nil for a key that is not one
+        /// (or a low-order point, whose agreement BoringSSL refuses).
+        func agreement(with theirs: [UInt8]) -> [UInt8]? {
+            guard theirs.count == SocketTransport.greetingBytes,
+                  let publicKey = try? Curve25519.KeyAgreement.PublicKey(rawRepresentation: theirs.suffix(32)),
+                  let shared = try? key.sharedSecretFromKeyAgreement(with: publicKey) else { return nil }
+            return shared.withUnsafeBytes { Array($0) }
+        }
+    }
 
     static let magic: UInt32 = 0x4B53_4746  // "FGSK"
     static let helloMagic: UInt32 = 0x4853_4746  // "FGSH"
@@ -246,16 +267,18 @@ public final class SocketTransport: CollectiveTransport {
                 try writeAll(hello, to: descriptor, peer: peer)
                 continue
             }
-            // Sealed: our nonce; the peer's nonce and proof; ours.
-            let ours = SocketTransport.randomNonce()
-            try writeAll(hello + ours, to: descriptor, peer: peer)
-            let answer = try readExactly(SocketTransport.nonceBytes + SocketTransport.tagBytes, from: descriptor, peer: peer, deadline: deadline)
-            let theirs = Array(answer.prefix(SocketTransport.nonceBytes))
+            // Sealed: our greeting; the peer's greeting and proof; our proof.
+            let ours = Greeting()
+            try writeAll(hello + ours.bytes, to: descriptor, peer: peer)
+            let answer = try readExactly(SocketTransport.greetingBytes + SocketTransport.tagBytes, from: descriptor, peer: peer, deadline: deadline)
+            let theirs = Array(answer.prefix(SocketTransport.greetingBytes))
+            let refused = CollectiveError.protocolViolation(peer: peer, reason: "rank \(peer)'s data socket failed the sealed handshake: it does not hold this group's keys")
+            guard let agreed = ours.agreement(with: theirs) else { throw refused }
             let keys = SocketTransport.pairKeys(low: peer, high: rank, worldSize: worldSize, clusterSecret: clusterSecret ?? [], secrets: secrets,
-                                                connecting: ours, accepting: theirs)
-            let transcript = hello + ours + theirs
+                                                agreed: agreed, connecting: ours.bytes, accepting: theirs)
+            let transcript = hello + ours.bytes + theirs
             guard SocketTransport.proofHolds(Array(answer.suffix(SocketTransport.tagBytes)), key: keys.lowToHigh, transcript: transcript, role: 0x41) else {
-                throw .protocolViolation(peer: peer, reason: "rank \(peer)'s data socket failed the sealed handshake: it does not hold this group's keys")
+                throw refused
             }
             try writeAll(SocketTransport.proof(key: keys.highToLow, transcript: transcript, role: 0x43), to: descriptor, peer: peer)
             seals[peer] = Seal(sending: keys.highToLow, receiving: keys.lowToHigh)
@@ -282,14 +305,15 @@ public final class SocketTransport: CollectiveTransport {
                 continue
             }
             if sealed, let secrets {
-                // The hello's nonce; ours and our proof; the peer's proof.
-                let ours = SocketTransport.randomNonce()
+                // The hello's greeting; ours and our proof; the peer's proof.
+                let ours = Greeting()
                 var sealedPair: (lowToHigh: SymmetricKey, highToLow: SymmetricKey)?
-                if let theirs = try? readExactly(SocketTransport.nonceBytes, from: descriptor, peer: peer, deadline: greeting) {
+                if let theirs = try? readExactly(SocketTransport.greetingBytes, from: descriptor, peer: peer, deadline: greeting),
+                   let agreed = ours.agreement(with: theirs) {
                     let pair = SocketTransport.pairKeys(low: rank, high: peer, worldSize: worldSize, clusterSecret: clusterSecret ?? [], secrets: secrets,
-                                                        connecting: theirs, accepting: ours)
-                    let transcript = hello + theirs + ours
-                    if (try? writeAll(ours + SocketTransport.proof(key: pair.lowToHigh, transcript: transcript, role: 0x41), to: descriptor, peer: peer)) != nil,
+                                                        agreed: agreed, connecting: theirs, accepting: ours.bytes)
+                    let transcript = hello + theirs + ours.bytes
+                    if (try? writeAll(ours.bytes + SocketTransport.proof(key: pair.lowToHigh, transcript: transcript, role: 0x41), to: descriptor, peer: peer)) != nil,
                        let proof = try? readExactly(SocketTransport.tagBytes, from: descriptor, peer: peer, deadline: greeting),
                        SocketTransport.proofHolds(proof, key: pair.highToLow, transcript: transcript, role: 0x43) {
                         sealedPair = pair
@@ -620,13 +644,14 @@ public final class SocketTransport: CollectiveTransport {
     }
 
     /// The keys of the pair (`low` < `high`) for one connection: HKDF-SHA256 over the cluster
-    /// key's secret and both ranks' secrets, salted with both handshake nonces, bound to the
-    /// ranks and the world size.
-    static func pairKeys(low: Int, high: Int, worldSize: Int, clusterSecret: [UInt8], secrets: [[UInt8]], connecting: [UInt8], accepting: [UInt8])
-        -> (lowToHigh: SymmetricKey, highToLow: SymmetricKey) {
+    /// key's secret, both ranks' secrets and the greetings' X25519 agreement, salted with both
+    /// greetings, bound to the ranks and the world size.
+    static func pairKeys(low: Int, high: Int, worldSize: Int, clusterSecret: [UInt8], secrets: [[UInt8]], agreed: [UInt8],
+                         connecting: [UInt8], accepting: [UInt8]) -> (lowToHigh: SymmetricKey, highToLow: SymmetricKey) {
         var info = Array("forge sealed sockets v1".utf8)
         for value in [low, high, worldSize] { append(UInt32(value), to: &info) }
-        let both = HKDF<SHA256>.deriveKey(inputKeyMaterial: SymmetricKey(data: clusterSecret + secrets[low] + secrets[high]), salt: connecting + accepting,
+        let material = SymmetricKey(data: clusterSecret + secrets[low] + secrets[high] + agreed)
+        let both = HKDF<SHA256>.deriveKey(inputKeyMaterial: material, salt: connecting + accepting,
                                           info: info, outputByteCount: 64)
         return both.withUnsafeBytes { bytes in
             (SymmetricKey(data: UnsafeRawBufferPointer(rebasing: bytes[0..<32])), SymmetricKey(data: UnsafeRawBufferPointer(rebasing: bytes[32..<64])))

@@ -26,6 +26,8 @@ import Glibc
         var keys: (lowToHigh: SymmetricKey, highToLow: SymmetricKey)?
         /// Whether rank 0's proof held under those keys.
         var rankZeroProved = false
+        /// The two greetings as they went over the wire (this peer's, rank 0's).
+        var greetings: (connecting: [UInt8], accepting: [UInt8])?
         var sent: UInt64 = 1
 
         init(endpoint: String) throws {
@@ -57,14 +59,15 @@ import Glibc
         /// cluster key `key`.
         func handshake(secrets: [[UInt8]], key: ClusterKey = SealedSocketTests.clusterKey) {
             let hello = SealedPeer.hello(flags: 1)
-            let ours = SocketTransport.randomNonce()
-            send(hello + ours)
-            guard let answer = read(48) else { return }
-            let theirs = Array(answer.prefix(32))
+            let ours = SocketTransport.Greeting()
+            send(hello + ours.bytes)
+            guard let answer = read(80), let agreed = ours.agreement(with: Array(answer.prefix(64))) else { return }
+            let theirs = Array(answer.prefix(64))
             let pair = SocketTransport.pairKeys(low: 0, high: 1, worldSize: 2, clusterSecret: Array(key.secretKey.utf8), secrets: secrets,
-                                                connecting: ours, accepting: theirs)
+                                                agreed: agreed, connecting: ours.bytes, accepting: theirs)
             keys = pair
-            let transcript = hello + ours + theirs
+            greetings = (ours.bytes, theirs)
+            let transcript = hello + ours.bytes + theirs
             rankZeroProved = SocketTransport.proofHolds(Array(answer.suffix(16)), key: pair.lowToHigh, transcript: transcript, role: 0x41)
             send(SocketTransport.proof(key: pair.highToLow, transcript: transcript, role: 0x43))
         }
@@ -149,6 +152,13 @@ import Glibc
         let wire = try #require(peer.read(24 + 4 + 16))
         let box = try AES.GCM.SealedBox(nonce: SocketTransport.nonce(1), ciphertext: wire[24..<28], tag: wire[28...])
         #expect(Array(try AES.GCM.open(box, using: try #require(peer.keys?.lowToHigh), authenticating: wire[0..<24])) == outgoing)
+        // An observer holding every long-lived secret (the cluster key, both ranks' secrets) and
+        // everything on the wire, but neither side's ephemeral key, derives other keys.
+        let seen = try #require(peer.greetings)
+        let observed = SocketTransport.pairKeys(low: 0, high: 1, worldSize: 2, clusterSecret: Array(SealedSocketTests.clusterKey.secretKey.utf8),
+                                                secrets: [try #require(transport.sealingSecret), Array(repeating: 7, count: 32)], agreed: [],
+                                                connecting: seen.connecting, accepting: seen.accepting)
+        #expect(throws: (any Error).self) { try AES.GCM.open(box, using: observed.lowToHigh, authenticating: wire[0..<24]) }
     }
 
     /// Each way a sealed message can be broken, on a fresh connection.
@@ -323,10 +333,11 @@ extension SealedSocketTests {
         let outcomes = onRanks(2) { index -> String in
             if index == 0 {
                 let connection = accept(listener, nil, nil)
-                var greeting = [UInt8](repeating: 0, count: 48)
-                _ = greeting.withUnsafeMutableBytes { recv(connection, $0.baseAddress, 48, Int32(MSG_WAITALL)) }
-                let answer = (0..<48).map { _ in UInt8.random(in: 0...255) }
-                _ = answer.withUnsafeBytes { send(connection, $0.baseAddress, 48, Int32(MSG_NOSIGNAL)) }
+                // The hello and greeting; a greeting of its own (a real X25519 key) and a made-up proof.
+                var greeting = [UInt8](repeating: 0, count: 80)
+                _ = greeting.withUnsafeMutableBytes { recv(connection, $0.baseAddress, 80, Int32(MSG_WAITALL)) }
+                let answer = SocketTransport.Greeting().bytes + (0..<16).map { _ in UInt8.random(in: 0...255) }
+                _ = answer.withUnsafeBytes { send(connection, $0.baseAddress, 80, Int32(MSG_NOSIGNAL)) }
                 usleep(300_000)
                 close(connection)
                 return "answered"
