@@ -88,7 +88,9 @@ enum RankEnvironment {
         if rank == 0 {
             let sockets = (group.transport as? SocketTransport) ?? ((group.transport as? RoutedTransport)?.routes.lazy.compactMap { $0 as? SocketTransport }.first)
             let rest = sockets.map { $0.sealed ? "sealed tcp (AES-256-GCM)" : "plain tcp" } ?? (key == nil ? "ZeroMQ tcp" : "ZeroMQ tcp with CURVE")
-            logger.info("data plane: \(group.sharedMemoryPeers) of \(worldSize - 1) peers through shared memory, the rest over \(rest)")
+            let shared = group.sharedMemoryPeers
+            let remote = shared == worldSize - 1 ? "" : ", the rest over \(rest)"
+            logger.info("data plane: \(shared) of \(worldSize - 1) peers through shared memory\(remote)")
         }
         return group
     }
