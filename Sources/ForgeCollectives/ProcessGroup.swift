@@ -217,10 +217,14 @@ public final class ProcessGroup {
     /// Why this rank offered no shared memory at all (its mailbox could not be made), if so.
     public internal(set) var sharedMemoryUnavailable: String?
 
+    /// The transport of type `T` this group talks through: its own, or one of its routes.
+    public func route<T: CollectiveTransport>(of _: T.Type) -> T? {
+        (transport as? T) ?? (transport as? RoutedTransport)?.routes.lazy.compactMap { $0 as? T }.first
+    }
+
     /// How many peers this rank reaches through shared memory.
     public var sharedMemoryPeers: Int {
-        let shm = (transport as? SharedMemoryTransport) ?? (transport as? RoutedTransport)?.routes.lazy.compactMap { $0 as? SharedMemoryTransport }.first
-        guard let shm else { return 0 }
+        guard let shm = route(of: SharedMemoryTransport.self) else { return 0 }
         return (0..<worldSize).filter { $0 != rank && shm.isAttached($0) }.count
     }
 

@@ -11,19 +11,21 @@
 // that waits keeps writing its queues and reads whatever its other peers have sent into memory
 // of its own (up to `readAheadLimit` bytes per peer), so two ranks that both send large
 // messages before receiving never deadlock.
-// With a cluster key the connections are sealed: every message's payload is encrypted and,
-// with its header, authenticated (AES-256-GCM, swift-crypto), under keys only this group's
-// ranks can derive. Each rank draws a random 32-byte secret and hands it to the others through
-// the rendezvous, which CURVE protects with the cluster key; a pair's two keys (one per
-// direction) come from both ranks' secrets and two fresh nonces exchanged when they connect
-// (HKDF-SHA256). Nonces count the messages each way, so a replayed, reordered, dropped or
-// altered message fails to open: a protocol violation, never data.
+// With a cluster key the connections are sealed: every message's payload goes as 64 KiB
+// records, each encrypted and, with the message's header, authenticated (AES-256-GCM,
+// swift-crypto), under keys only this group's ranks can derive. Each rank draws a random
+// 32-byte secret and hands it to the others through the rendezvous, which CURVE protects with
+// the cluster key; a pair's two keys (one per direction) come from the cluster key's secret,
+// both ranks' secrets and the X25519 agreement of two greetings exchanged when they connect
+// (HKDF-SHA256). Nonces count the messages and their records each way, so a replayed,
+// reordered, dropped or altered record fails to open: a protocol violation, never data.
 //
 // Connection set-up: rank r connects to every lower rank and sends a hello (magic "FGSH",
 // version, flags (1: sealed), its rank, the world size); it accepts one connection from every
 // higher rank and checks that hello. Sealed, the hello is followed by the connecting rank's
-// nonce; the accepting rank answers with its own nonce and a tag proving it derived the keys,
-// and the connecting rank answers with its tag: a peer that cannot derive them is refused.
+// greeting (a nonce and an ephemeral X25519 key); the accepting rank answers with its own and
+// a tag proving it derived the keys, and the connecting rank answers with its tag: a peer that
+// cannot derive them is refused.
 import CForgeSystem
 import Crypto
 import ForgeTransport
@@ -99,7 +101,6 @@ public final class SocketTransport: CollectiveTransport {
     }
     /// Sealed payload buffers written out, kept for the next messages (a few).
     private var spareCopies: [OwnedBytes] = []
-    static let nonceBytes = 32
     /// A handshake greeting: a fresh nonce and an ephemeral X25519 public key.
     static let greetingBytes = 64
 
@@ -107,10 +108,11 @@ public final class SocketTransport: CollectiveTransport {
     /// whose agreement with the other side's goes into the pair's keys (forward secrecy: the
     /// long-lived secrets alone cannot open recorded traffic).
     struct Greeting {
-        let nonce = SocketTransport.randomNonce()
         let key = Curve25519.KeyAgreement.PrivateKey()
         /// What goes on the wire: the nonce, then the public key.
-        var bytes: [UInt8] { nonce + Array(key.publicKey.rawRepresentation) }
+        let bytes: [UInt8]
+
+        init() { bytes = SocketTransport.randomNonce() + Array(key.publicKey.rawRepresentation) }
 
         /// The X25519 agreement with the other side's greeting; nil for a key that is not one
         /// (or a low-order point, whose agreement BoringSSL refuses).
@@ -608,9 +610,9 @@ public final class SocketTransport: CollectiveTransport {
             guard inbound.filled - inbound.openedWire >= count + SocketTransport.tagBytes else { return }
             let record = UInt32(inbound.openedWire / (SocketTransport.recordBytes + SocketTransport.tagBytes))
             do {
+                let nonce = SocketTransport.nonce(seal.received, record: record)
                 inbound.sealedScratch.withUnsafeMutableBytes { scratch in
-                    scratch.storeBytes(of: seal.received.littleEndian, toByteOffset: 0, as: UInt64.self)
-                    scratch.storeBytes(of: record.littleEndian, toByteOffset: 8, as: UInt32.self)
+                    nonce.withUnsafeBytes { scratch.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: 12) }
                     (scratch.baseAddress! + 12).copyMemory(from: inbound.buffer + inbound.openedWire, byteCount: count + SocketTransport.tagBytes)
                 }
                 let box = try AES.GCM.SealedBox(combined: inbound.sealedScratch.prefix(12 + count + SocketTransport.tagBytes))

@@ -484,7 +484,6 @@ public final class Trainer {
         return TrainingResult(model: try trainedModel(), metrics: metrics, state: state)
     }
 
-    /// Waits until every rank of the job has called it.
     /// Checks that every rank found the same checkpoint (its step; nil: none) before any
     /// restores it: ranks that each read their own folder (another node's disk, not a shared
     /// one) could otherwise resume at different steps, or some not at all, and train on out of
@@ -514,6 +513,7 @@ public final class Trainer {
             + "give every rank the same checkpoint folder (--checkpoint-dir on storage all nodes share), or start afresh with --no-resume")
     }
 
+    /// Waits until every rank of the job has called it.
     func barrier() throws(TrainingError) {
         do {
             try group?.barrier()

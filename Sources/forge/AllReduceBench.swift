@@ -53,8 +53,8 @@ struct AllReduceBench: ParsableCommand {
                                               plainSockets: transport != "zmq",
                                               chunkElements: max(1, chunkBytes / 4), smallAllReduceBytes: smallBytes)
             if rank == 0 {
-                let keyed = (group.transport as? SocketTransport)?.sealed == true ? " sealed (AES-256-GCM)"
-                    : group.transport is ZMQTransport ? " with CURVE" : " (rendezvous under CURVE)"
+                let keyed = group.route(of: SocketTransport.self)?.sealed == true ? " sealed (AES-256-GCM)"
+                    : group.route(of: ZMQTransport.self) != nil ? " with CURVE" : " (rendezvous under CURVE)"
                 print("all-reduce (sum, float32), \(worldSize) ranks over \(transport)\(key == nil ? "" : keyed)"
                       + (transport == "shm" ? " (\(group.sharedMemoryPeers) of \(worldSize - 1) peers through shared memory)" : ""))
                 print("     bytes      time(us)   algbw(GB/s)   busbw(GB/s)")

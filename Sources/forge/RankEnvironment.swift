@@ -86,8 +86,7 @@ enum RankEnvironment {
             logger.warning("rank \(rank): rank \(peer) is on this host but talks over sockets, not shared memory: \(reason)")
         }
         if rank == 0 {
-            let sockets = (group.transport as? SocketTransport) ?? ((group.transport as? RoutedTransport)?.routes.lazy.compactMap { $0 as? SocketTransport }.first)
-            let rest = sockets.map { $0.sealed ? "sealed tcp (AES-256-GCM)" : "plain tcp" } ?? (key == nil ? "ZeroMQ tcp" : "ZeroMQ tcp with CURVE")
+            let rest = group.route(of: SocketTransport.self).map { $0.sealed ? "sealed tcp (AES-256-GCM)" : "plain tcp" } ?? (key == nil ? "ZeroMQ tcp" : "ZeroMQ tcp with CURVE")
             let shared = group.sharedMemoryPeers
             let remote = shared == worldSize - 1 ? "" : ", the rest over \(rest)"
             logger.info("data plane: \(shared) of \(worldSize - 1) peers through shared memory\(remote)")

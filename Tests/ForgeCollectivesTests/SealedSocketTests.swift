@@ -61,8 +61,9 @@ import Glibc
             let hello = SealedPeer.hello(flags: 1)
             let ours = SocketTransport.Greeting()
             send(hello + ours.bytes)
-            guard let answer = read(80), let agreed = ours.agreement(with: Array(answer.prefix(64))) else { return }
-            let theirs = Array(answer.prefix(64))
+            guard let answer = read(SocketTransport.greetingBytes + 16) else { return }
+            let theirs = Array(answer.prefix(SocketTransport.greetingBytes))
+            guard let agreed = ours.agreement(with: theirs) else { return }
             let pair = SocketTransport.pairKeys(low: 0, high: 1, worldSize: 2, clusterSecret: Array(key.secretKey.utf8), secrets: secrets,
                                                 agreed: agreed, connecting: ours.bytes, accepting: theirs)
             keys = pair
